@@ -1,0 +1,194 @@
+"""The condition language shared by routes, drop rules and alerts.
+
+A condition is a mapping, parsed once at load and compiled to one Python function,
+so evaluating it per record costs a single call:
+
+    {field: message, icontains: payout}
+    {field: amount, gt: 10000}
+    {any: [cond, ...]}   {all: [cond, ...]}   {not: cond}
+
+Leaf operators: equals, not_equals, contains, icontains, regex, gt, gte, lt, lte, in, exists.
+`field` may be dotted (`error.code`) to reach into nested objects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Record = Mapping[str, Any]
+
+LEAF_OPS = ("equals", "not_equals", "contains", "icontains", "regex", "gt", "gte", "lt", "lte", "in", "exists")
+_LEAF_EXTRA = ("field",)
+
+
+class ConditionError(Exception):
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Condition:
+    spec: Mapping[str, Any]
+    test: Callable[[Record], bool]
+    source: str
+
+    def __call__(self, record: Record) -> bool:
+        return self.test(record)
+
+
+def _get_path(record: Any, parts: tuple[str, ...]) -> Any:
+    for p in parts:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(p)
+    return record
+
+
+def _contains(value: Any, needle: Any) -> bool:
+    if isinstance(value, str):
+        return isinstance(needle, str) and needle in value
+    if isinstance(value, list):
+        return needle in value
+    return False
+
+
+def _icontains(value: Any, needle: str) -> bool:
+    return isinstance(value, str) and needle in value.lower()
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _gt(v: Any, x: float) -> bool:
+    n = _num(v)
+    return n is not None and n > x
+
+
+def _gte(v: Any, x: float) -> bool:
+    n = _num(v)
+    return n is not None and n >= x
+
+
+def _lt(v: Any, x: float) -> bool:
+    n = _num(v)
+    return n is not None and n < x
+
+
+def _lte(v: Any, x: float) -> bool:
+    n = _num(v)
+    return n is not None and n <= x
+
+
+def _regex(v: Any, pattern: re.Pattern[str]) -> bool:
+    return isinstance(v, str) and pattern.search(v) is not None
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {
+            "_get_path": _get_path, "_contains": _contains, "_icontains": _icontains,
+            "_gt": _gt, "_gte": _gte, "_lt": _lt, "_lte": _lte, "_regex": _regex,
+        }
+
+    def const(self, value: Any) -> str:
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def compile(self, spec: Any, path: tuple[str | int, ...]) -> str:
+        if not isinstance(spec, dict) or not spec:
+            raise ConditionError(path, "a condition must be a non-empty mapping")
+        if "any" in spec or "all" in spec:
+            key = "any" if "any" in spec else "all"
+            if len(spec) != 1:
+                raise ConditionError(path, f"'{key}' must stand alone in its mapping")
+            items = spec[key]
+            if not isinstance(items, list) or not items:
+                raise ConditionError((*path, key), "must be a non-empty list of conditions")
+            joiner = " or " if key == "any" else " and "
+            return "(" + joiner.join(self.compile(c, (*path, key, i)) for i, c in enumerate(items)) + ")"
+        if "not" in spec:
+            if len(spec) != 1:
+                raise ConditionError(path, "'not' must stand alone in its mapping")
+            return f"(not {self.compile(spec['not'], (*path, 'not'))})"
+        return self.leaf(spec, path)
+
+    def leaf(self, spec: dict[str, Any], path: tuple[str | int, ...]) -> str:
+        unknown = [k for k in spec if k not in LEAF_OPS and k not in _LEAF_EXTRA]
+        if unknown:
+            raise ConditionError((*path, unknown[0]),
+                                 f"unknown operator '{unknown[0]}' (known: any, all, not, {', '.join(LEAF_OPS)})")
+        name = spec.get("field")
+        if not isinstance(name, str) or not name:
+            raise ConditionError(path, "a condition needs 'field' (the record field to test)")
+        ops = [k for k in spec if k in LEAF_OPS]
+        if len(ops) != 1:
+            raise ConditionError(path, "a condition needs exactly one operator besides 'field'")
+        op, value = ops[0], spec[ops[0]]
+        parts = tuple(name.split("."))
+        get = f"r.get({name!r})" if len(parts) == 1 else f"_get_path(r, {self.const(parts)})"
+        vpath = (*path, op)
+        if op == "equals":
+            return f"({get} == {self.const(value)})"
+        if op == "not_equals":
+            return f"({get} != {self.const(value)})"
+        if op == "exists":
+            if not isinstance(value, bool):
+                raise ConditionError(vpath, "must be true or false")
+            return f"({get} is {'not ' if value else ''}None)"
+        if op == "in":
+            if not isinstance(value, list):
+                raise ConditionError(vpath, "must be a list of values")
+            return f"({get} in {self.const(frozenset(v for v in value if _hashable(v)))})"
+        if op in ("contains", "icontains"):
+            if not isinstance(value, str):
+                raise ConditionError(vpath, "must be a string")
+            if op == "icontains":
+                return f"_icontains({get}, {self.const(value.lower())})"
+            return f"_contains({get}, {self.const(value)})"
+        if op == "regex":
+            if not isinstance(value, str):
+                raise ConditionError(vpath, "must be a regular expression string")
+            try:
+                pattern = re.compile(value)
+            except re.error as e:
+                raise ConditionError(vpath, f"invalid regular expression: {e}") from e
+            return f"_regex({get}, {self.const(pattern)})"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConditionError(vpath, "must be a number")
+        return f"_{op}({get}, {self.const(value)})"
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+def compile_condition(spec: Mapping[str, Any]) -> Condition:
+    """Compile a condition spec into one function; raises ConditionError with the key path."""
+    c = _Compiler()
+    expr = c.compile(spec, ())
+    source = f"lambda r: {expr}"
+    fn = eval(source, c.consts)  # noqa: S307 - the source is built from validated parts and constants
+    return Condition(spec=spec, test=fn, source=source)
+
+
+ALWAYS = Condition(spec={}, test=lambda r: True, source="lambda r: True")

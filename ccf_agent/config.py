@@ -1,0 +1,462 @@
+"""YAML in, a typed, validated, immutable config out.
+
+Every error names the file, the line and the key, so `ccf-agent check` can point an
+operator at the exact spot. Secrets come from `${ENV_VAR}` or `${file:/path}` only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ccf_agent.conditions import Condition, ConditionError, compile_condition
+
+KeyPath = tuple[str | int, ...]
+
+
+class ConfigError(Exception):
+    """A config problem an operator can fix: file, line, key and what is wrong."""
+
+    def __init__(self, file: str, line: int | None, key: str, message: str) -> None:
+        self.file, self.line, self.key, self.message = file, line, key, message
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+# ---------------------------------------------------------------- YAML with lines
+
+_ENV_RE = re.compile(r"\$\{([^}]*)\}")
+
+
+class _Doc:
+    """The parsed YAML as plain data, plus the line of every key path."""
+
+    def __init__(self, file: str, text: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.lines: dict[KeyPath, int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            raise ConfigError(file, mark.line + 1 if mark else None, "", f"invalid YAML: {e.problem}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(file, None, "", f"invalid YAML: {e}") from e
+        self.data = self._convert(node, ()) if node is not None else {}
+
+    def line(self, path: KeyPath) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def error(self, path: KeyPath, message: str) -> ConfigError:
+        return ConfigError(self.file, self.line(path), _dotted(path), message)
+
+    def _convert(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
+                if key in out:
+                    raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted((*path, key)), "duplicate key")
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self._convert(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node)  # type: ignore[arg-type]
+        if isinstance(value, str) and "${" in value:
+            value = self._substitute(value, path)
+        return value
+
+    def _substitute(self, value: str, path: KeyPath) -> str:
+        def repl(m: re.Match[str]) -> str:
+            ref = m.group(1).strip()
+            if ref.startswith("file:"):
+                fname = ref[5:]
+                try:
+                    return Path(fname).read_text().rstrip("\n")
+                except OSError as e:
+                    raise self.error(path, f"cannot read secret file {fname}: {e.strerror}") from e
+            name, _, default = ref.partition(":-")
+            if name in self.env:
+                return self.env[name]
+            if ":-" in ref:
+                return default
+            raise self.error(path, f"environment variable {name} is not set")
+
+        return _ENV_RE.sub(repl, value)
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+# ---------------------------------------------------------------- schema helpers
+
+
+class _Reader:
+    """Reads one mapping of the document, remembering which keys were used."""
+
+    def __init__(self, doc: _Doc, path: KeyPath, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise doc.error(path, f"must be a mapping, not {_kind(value)}")
+        self.doc, self.path, self.value = doc, path, value
+        self.used: set[str] = set()
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.value or self.value[key] is None:
+            if required:
+                raise self.doc.error(self.path, f"missing required key '{key}'")
+            return default
+        v = self.value[key]
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
+            raise self.doc.error((*self.path, key), f"must be {_kind_name(kind)}, not {_kind(v)}")
+        return v
+
+    def positive(self, key: str, kind: type, default: Any) -> Any:
+        v = self.get(key, kind, default)
+        if v is not None and v <= 0:
+            raise self.doc.error((*self.path, key), "must be greater than 0")
+        return v
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        v = self.get(key, str, default)
+        if v not in choices:
+            raise self.doc.error((*self.path, key), f"must be one of {', '.join(choices)}, not '{v}'")
+        return v
+
+    def strings(self, key: str, default: tuple[str, ...] = (), required: bool = False) -> tuple[str, ...]:
+        v = self.get(key, (list, str), None, required)
+        if v is None:
+            return default
+        items = [v] if isinstance(v, str) else v
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.doc.error((*self.path, key, i), f"must be a string, not {_kind(item)}")
+        return tuple(items)
+
+    def sub(self, key: str) -> _Reader:
+        self.used.add(key)
+        return _Reader(self.doc, (*self.path, key), self.value.get(key) or {})
+
+    def done(self, extra_ok: Callable[[str], bool] | None = None) -> None:
+        for key in self.value:
+            if key not in self.used and not (extra_ok and extra_ok(key)):
+                known = ", ".join(sorted(self.used))
+                raise self.doc.error((*self.path, key), f"unknown key (known keys here: {known})")
+
+
+def _kind(v: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "empty"}.get(type(v), type(v).__name__)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false", int: "an integer",
+             float: "a number"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|k|mib|mb|m|gib|gb|g)?\s*$", re.I)
+
+
+def parse_duration(v: Any) -> float | None:
+    """'250ms', '5s', '2m', '1h', or a number of seconds."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    m = _DURATION_RE.match(str(v))
+    if not m:
+        return None
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+
+
+def parse_size(v: Any) -> int | None:
+    """'5MiB', '512k', or a number of bytes."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    m = _SIZE_RE.match(str(v))
+    if not m:
+        return None
+    unit = (m.group(2) or "b").lower()
+    mult = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+            "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+def _duration(r: _Reader, key: str, default: float) -> float:
+    r.used.add(key)
+    if key not in r.value or r.value[key] is None:
+        return default
+    v = parse_duration(r.value[key])
+    if v is None or v < 0:
+        raise r.doc.error((*r.path, key), f"must be a duration like 250ms, 5s, 2m or 1h, not {r.value[key]!r}")
+    return v
+
+
+def _size(r: _Reader, key: str, default: int) -> int:
+    r.used.add(key)
+    if key not in r.value or r.value[key] is None:
+        return default
+    v = parse_size(r.value[key])
+    if v is None or v <= 0:
+        raise r.doc.error((*r.path, key), f"must be a size like 512KiB or 5MiB, not {r.value[key]!r}")
+    return v
+
+
+# ---------------------------------------------------------------- typed config
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    verify: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    id: str
+    paths: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    # Rotated copies (combined.log.1) are read only to finish a file already known.
+    rotated_paths: tuple[str, ...] = ()
+    format: str = "json"
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    start_at: str = "beginning"
+    max_line_bytes: int = 1 << 20
+    fingerprint_bytes: int = 1024
+    scan_interval: float = 1.0
+    poll_interval: float = 0.25
+    rotate_wait: float = 5.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    name: str
+    type: str
+    hosts: tuple[str, ...] = ()
+    index: str = "ccf-logs"
+    path: str | None = None  # type: file
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    batch_max_docs: int = 5000
+    batch_max_bytes: int = 5 << 20
+    flush_interval: float = 0.05
+    max_in_flight: int = 2
+    max_queued_bytes: int = 16 << 20
+    compression: str = "none"
+    timeout: float = 30.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    when: Condition
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    state_dir: str
+    inputs: tuple[InputConfig, ...]
+    outputs: Mapping[str, OutputConfig]
+    routes: tuple[RouteConfig, ...]
+    default_output: str
+    status_listen: str = "127.0.0.1:5066"
+    registry_flush_interval: float = 1.0
+    shutdown_timeout: float = 10.0
+    max_inflight_bytes: int = 32 << 20
+    hostname: str | None = None
+
+
+OUTPUT_TYPES = ("elasticsearch", "file")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    file = str(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(file, None, "", f"cannot read config: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(file, None, "", "config is not valid UTF-8") from e
+    return parse_config(text, file, os.environ if env is None else env)
+
+
+def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    doc = _Doc(file, text, os.environ if env is None else env)
+    root = _Reader(doc, (), doc.data)
+    state_dir = root.get("state_dir", str, required=True)
+    status = root.sub("status")
+    listen = status.get("listen", str, "127.0.0.1:5066")
+    status.done()
+    inputs = _inputs(doc, root)
+    outputs = _outputs(doc, root)
+    routes = _routes(doc, root, outputs)
+    agent = root.sub("agent")
+    hostname = agent.get("hostname", str)
+    flush = _duration(agent, "registry_flush_interval", 1.0)
+    shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
+    max_inflight = _size(agent, "max_inflight_bytes", 32 << 20)
+    agent.done()
+    root.done()
+    default = "default" if "default" in outputs else next(iter(outputs))
+    return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
+                  max_inflight, hostname)
+
+
+def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
+    raw = root.get("inputs", list, required=True)
+    if not raw:
+        raise doc.error(("inputs",), "needs at least one input")
+    seen: set[str] = set()
+    out = []
+    for i, item in enumerate(raw):
+        r = _Reader(doc, ("inputs", i), item)
+        iid = r.get("id", str, required=True)
+        if iid in seen:
+            raise doc.error(("inputs", i, "id"), f"duplicate input id '{iid}'")
+        seen.add(iid)
+        paths = r.strings("paths", required=True)
+        if not paths:
+            raise doc.error(("inputs", i, "paths"), "needs at least one glob")
+        for j, p in enumerate(paths):
+            _check_glob(doc, ("inputs", i, "paths", j), p, absolute=True)
+        exclude = r.strings("exclude")
+        for j, p in enumerate(exclude):
+            _check_glob(doc, ("inputs", i, "exclude", j), p, absolute=False)
+        rotated = r.strings("rotated_paths", tuple(p + ".1" for p in paths))
+        fields = r.get("fields", dict, {})
+        tz = r.get("timezone", str, "UTC")
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(tz)
+        except Exception as e:
+            raise doc.error(("inputs", i, "timezone"), f"unknown time zone '{tz}'") from e
+        cfg = InputConfig(
+            id=iid, paths=paths, exclude=exclude, rotated_paths=rotated,
+            format=r.choice("format", ("json", "text"), "json"),
+            fields=fields, timezone=tz,
+            start_at=r.choice("start_at", ("beginning", "end"), "beginning"),
+            max_line_bytes=_size(r, "max_line_bytes", 1 << 20),
+            fingerprint_bytes=_size(r, "fingerprint_bytes", 1024),
+            scan_interval=_duration(r, "scan_interval", 1.0),
+            poll_interval=_duration(r, "poll_interval", 0.25),
+            rotate_wait=_duration(r, "rotate_wait", 5.0),
+        )
+        r.done()
+        out.append(cfg)
+    return tuple(out)
+
+
+def _check_glob(doc: _Doc, path: KeyPath, pattern: str, absolute: bool) -> None:
+    if not pattern.strip():
+        raise doc.error(path, "empty glob")
+    if absolute and not os.path.isabs(pattern):
+        raise doc.error(path, f"glob must be an absolute path: '{pattern}'")
+    if pattern.count("[") != pattern.count("]"):
+        raise doc.error(path, f"bad glob (unbalanced brackets): '{pattern}'")
+    try:
+        glob.translate(pattern, recursive=True) if hasattr(glob, "translate") else re.compile(
+            __import__("fnmatch").translate(pattern))
+    except re.error as e:
+        raise doc.error(path, f"bad glob: {e}") from e
+
+
+def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
+    raw = root.get("outputs", dict, required=True)
+    if not raw:
+        raise doc.error(("outputs",), "needs at least one output")
+    out = {}
+    for name, item in raw.items():
+        r = _Reader(doc, ("outputs", name), item)
+        kind = r.get("type", str, required=True)
+        if kind not in OUTPUT_TYPES:
+            raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
+        hosts = r.strings("hosts", required=kind == "elasticsearch")
+        for j, h in enumerate(hosts):
+            if not re.match(r"^https?://[^/\s]+", h):
+                raise doc.error(("outputs", name, "hosts", j), f"must be a URL like https://es1:9200, not '{h}'")
+        t = r.sub("tls")
+        tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
+                        cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
+                        server_name=t.get("server_name", str))
+        t.done()
+        if tls.key_file and not tls.cert_file:
+            raise doc.error(("outputs", name, "tls", "key_file"), "key_file needs cert_file")
+        cfg = OutputConfig(
+            name=name, type=kind, hosts=hosts,
+            index=r.get("index", str, "ccf-logs"),
+            path=r.get("path", str, required=kind == "file"),
+            username=r.get("username", str), password=r.get("password", str),
+            api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
+            batch_max_docs=r.positive("batch_max_docs", int, 5000),
+            batch_max_bytes=_size(r, "batch_max_bytes", 5 << 20),
+            flush_interval=_duration(r, "flush_interval", 0.05),
+            max_in_flight=r.positive("max_in_flight", int, 2),
+            max_queued_bytes=_size(r, "max_queued_bytes", 16 << 20),
+            compression=r.choice("compression", ("none", "gzip"), "none"),
+            timeout=_duration(r, "timeout", 30.0),
+            backoff_initial=_duration(r, "backoff_initial", 0.1),
+            backoff_max=_duration(r, "backoff_max", 30.0),
+        )
+        if cfg.password and not cfg.username:
+            raise doc.error(("outputs", name, "password"), "password needs username")
+        r.done()
+        out[name] = cfg
+    return out
+
+
+def _routes(doc: _Doc, root: _Reader, outputs: Mapping[str, OutputConfig]) -> tuple[RouteConfig, ...]:
+    raw = root.get("routes", list, [])
+    out = []
+    for i, item in enumerate(raw):
+        r = _Reader(doc, ("routes", i), item)
+        name = r.get("name", str, f"route-{i}")
+        when_raw = r.get("when", dict, required=True)
+        try:
+            when = compile_condition(when_raw)
+        except ConditionError as e:
+            raise doc.error(("routes", i, "when", *e.path), e.message) from e
+        targets = r.strings("output", required=True)
+        for t in targets:
+            if t not in outputs:
+                raise doc.error(("routes", i, "output"), f"no output named '{t}' (outputs: {', '.join(outputs)})")
+        r.done()
+        out.append(RouteConfig(name, when, targets))
+    return tuple(out)
