@@ -1,0 +1,5 @@
+import sys
+
+from ccf_agent.cli import main
+
+sys.exit(main())

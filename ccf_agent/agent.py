@@ -1,0 +1,155 @@
+"""The supervisor: builds the parts from a config, owns every task, and has one shutdown path.
+
+    tail ──batches──▶ pipeline ──events──▶ router ──▶ outputs
+      ▲                                                  │ acknowledgements
+      └──────── registry ◀──── ledgers ◀─────────────────┘
+
+Dispatch is a plain function call per batch: no queue hop and no coroutine per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ccf_agent import __version__
+from ccf_agent.acks import Flow
+from ccf_agent.batch import Batch
+from ccf_agent.config import Config, OutputConfig
+from ccf_agent.outputs.base import Output
+from ccf_agent.outputs.deadletter import DeadLetters
+from ccf_agent.pipeline.process import Pipeline
+from ccf_agent.registry import Registry
+from ccf_agent.router import Router
+from ccf_agent.tail.source import TailInput
+
+log = logging.getLogger("ccf_agent")
+
+
+def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
+    if cfg.type == "elasticsearch":
+        from ccf_agent.outputs.elasticsearch import ElasticsearchOutput
+
+        return ElasticsearchOutput(cfg, dead)
+    if cfg.type == "file":
+        from ccf_agent.outputs.file import FileOutput
+
+        return FileOutput(cfg)
+    raise ValueError(f"unknown output type {cfg.type}")
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.time()
+        self.state_dir = Path(config.state_dir)
+        self.registry = Registry(self.state_dir)
+        self.flow = Flow(config.max_inflight_bytes)
+        self.dead = DeadLetters(self.state_dir)
+        self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
+        self.router = Router(config.routes, config.default_output)
+        self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
+        self.inputs: list[TailInput] = []
+        self.pipelines: dict[str, Pipeline] = {}
+        self._stop = asyncio.Event()
+        self.records_in = 0
+        self.exit_code = 0
+
+    # ------------------------------------------------------------------ the hot path
+
+    def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:
+        process, assign, targets = pipeline.process, self.router.assign, self._targets
+
+        def dispatch(batch: Batch) -> None:
+            events = process(batch)
+            token = batch.token
+            self.records_in += len(events.docs)
+            if events.docs:
+                for k, indices in enumerate(assign(events.records)):
+                    if indices:
+                        for out in targets[k]:
+                            out.submit(events, indices, token)
+            if token is not None:
+                token.done()  # the reader's own share: the batch is fully handed over
+
+        return dispatch
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: reading pauses while too much is in flight or an output's queue is full."""
+        while True:
+            await self.flow.wait_for_room()
+            full = [o for o in self.outputs.values() if o.queued_bytes >= o.cfg.max_queued_bytes]
+            if not full:
+                return
+            await full[0].wait_for_room()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        first_run = not self.registry.path.exists()
+        self.registry.load()
+        for inp in self.config.inputs:
+            pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname)
+            self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
+                                         self.wait_for_room, first_run=first_run))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        from ccf_agent.ops.server import StatusServer
+
+        server = StatusServer(self)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                output_tasks = [tg.create_task(o.run(), name=f"output:{o.name}") for o in self.outputs.values()]
+                await server.start()
+                input_tasks = [tg.create_task(i.run(), name=f"input:{i.cfg.id}") for i in self.inputs]
+                flusher = tg.create_task(self._flush_registry(), name="registry")
+                log.info("ccf-agent %s running: %d inputs, %d outputs, state in %s", __version__,
+                         len(self.inputs), len(self.outputs), self.state_dir)
+                await self._stop.wait()
+                log.info("shutting down: stop reading, deliver what is in flight, save offsets")
+                for t in input_tasks:
+                    t.cancel()
+                await asyncio.gather(*input_tasks, return_exceptions=True)
+                deadline = loop.time() + self.config.shutdown_timeout
+                for o in self.outputs.values():
+                    if not await o.drain(deadline):
+                        log.warning("output %s: %d records not delivered before the shutdown timeout; "
+                                    "they will be read again at the next start", o.name, o.queued_docs)
+                for t in (*output_tasks, flusher):
+                    t.cancel()
+        except* Exception as eg:
+            for e in eg.exceptions:
+                log.critical("fatal: %s", e, exc_info=e)
+            self.exit_code = 1
+        finally:
+            await server.stop()
+            self.registry.save()
+        return self.exit_code
+
+    async def _flush_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.registry_flush_interval)
+            self.registry.save_if_dirty()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        files = [f for i in self.inputs for f in i.status()]
+        return {
+            "version": __version__, "pid": os.getpid(), "config": os.path.abspath(self.config.path),
+            "uptime_seconds": round(time.time() - self.started, 1), "records_in": self.records_in,
+            "inflight_bytes": self.flow.inflight, "files": files,
+            "outputs": [o.status() for o in self.outputs.values()],
+            "dead_letters": self.dead.count, "registry_error": self.registry.last_error,
+        }

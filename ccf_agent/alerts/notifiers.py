@@ -1,0 +1,173 @@
+"""Notifier payloads and delivery: one formatter per notifier type behind `deliver()`.
+
+The shapes follow the app's monitoring guide (webhook-alerts.js): a generic webhook receives the
+guide's alert object {timestamp, level, service, message, details, environment}; Slack gets its
+`attachments` with the guide's colour per level; Teams a MessageCard and Discord `embeds` carrying
+the same fields. Alertmanager gets its v2 API body, so silences, inhibition and routing apply.
+
+Formatting happens at delivery time from the stored notice, because Alertmanager's `endsAt`
+for a firing alert must be relative to the moment it is sent, not the moment it was queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ccf_agent.alerts.config import NotifierConfig
+from ccf_agent.alerts.outbox import Notice
+
+# Slack's named attachment colours, and the same colours as hex for Teams / Discord.
+SLACK_COLORS = {"info": "good", "warning": "warning", "error": "danger", "critical": "danger"}
+HEX_COLORS = {"good": "2EB886", "warning": "DAA038", "danger": "A30200"}
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def level_of(notice: Notice) -> str:
+    # A resolve is good news whatever the rule's severity: it should look like it.
+    return notice["severity"] if notice["status"] == "firing" else "info"
+
+
+def alert_object(notice: Notice) -> dict[str, Any]:
+    """The guide's `alert` object, as the generic webhook receives it."""
+    ann = notice["annotations"]
+    summary = ann.get("summary") or notice["rule"]
+    details: dict[str, Any] = {
+        "alert": notice["rule"],
+        "status": notice["status"],
+        "severity": notice["severity"],
+        "value": round(notice["value"], 4),
+        "count": notice["count"],
+        "startsAt": iso(notice["starts_at"]),
+    }
+    if notice.get("ends_at") is not None:
+        details["endsAt"] = iso(notice["ends_at"])
+    if notice.get("repeat"):
+        details["repeat"] = True
+    details.update((k, v) for k, v in ann.items() if k != "summary")
+    extra = {k: v for k, v in notice["labels"].items() if k not in ("alertname", "severity")}
+    if extra:
+        details["labels"] = extra
+    return {
+        "timestamp": iso(notice["created"]),
+        "level": level_of(notice),
+        "service": notice["service"],
+        "message": summary if notice["status"] == "firing" else f"[RESOLVED] {summary}",
+        "details": details,
+        "environment": notice["environment"],
+    }
+
+
+def _fields(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, value) pairs exactly as the guide's formatSlackMessage builds them."""
+    return [("Service", alert["service"]), ("Environment", alert["environment"]), ("Time", alert["timestamp"]),
+            *((k, orjson.dumps(v).decode()) for k, v in alert["details"].items())]
+
+
+def _title(alert: dict[str, Any]) -> str:
+    return f"{alert['level'].upper()}: {alert['message']}"
+
+
+def format_webhook(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
+    return alert_object(notice)
+
+
+def format_slack(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
+    alert = alert_object(notice)
+    return {"attachments": [{
+        "color": SLACK_COLORS[alert["level"]],
+        "title": _title(alert),
+        "fields": [{"title": t, "value": v, "short": True} for t, v in _fields(alert)],
+    }]}
+
+
+def format_teams(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
+    alert = alert_object(notice)
+    title = _title(alert)
+    return {
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "themeColor": HEX_COLORS[SLACK_COLORS[alert["level"]]],
+        "summary": title,
+        "title": title,
+        "sections": [{"facts": [{"name": t, "value": v} for t, v in _fields(alert)], "markdown": False}],
+    }
+
+
+def format_discord(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
+    alert = alert_object(notice)
+    # Discord rejects embeds over its limits (25 fields, 256-char titles, 1024-char values).
+    fields = [{"name": t[:256], "value": (v or "-")[:1024], "inline": True} for t, v in _fields(alert)][:25]
+    return {"embeds": [{
+        "title": _title(alert)[:256],
+        "color": int(HEX_COLORS[SLACK_COLORS[alert["level"]]], 16),
+        "timestamp": alert["timestamp"],
+        "fields": fields,
+    }]}
+
+
+def format_alertmanager(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
+    if notice["status"] == "resolved":
+        ends = notice["ends_at"]
+    else:
+        # Like Prometheus: a firing alert expires unless refreshed, so if the agent dies the
+        # alert resolves by itself instead of firing forever.
+        ends = now + 4 * (cfg.resend_interval or 60.0)
+    return [{
+        "labels": dict(notice["labels"]),
+        "annotations": dict(notice["annotations"]),
+        "startsAt": iso(notice["starts_at"]),
+        "endsAt": iso(ends),
+        "generatorURL": notice["generator_url"],
+    }]
+
+
+FORMATTERS: dict[str, Callable[[Notice, NotifierConfig, float], Any]] = {
+    "webhook": format_webhook,
+    "slack": format_slack,
+    "teams": format_teams,
+    "discord": format_discord,
+    "alertmanager": format_alertmanager,
+}
+
+
+def endpoint(cfg: NotifierConfig) -> str:
+    if cfg.type == "alertmanager" and not cfg.url.rstrip("/").endswith("/api/v2/alerts"):
+        return cfg.url.rstrip("/") + "/api/v2/alerts"
+    return cfg.url
+
+
+async def deliver(session: aiohttp.ClientSession, cfg: NotifierConfig, notice: Notice, now: float) -> None:
+    """POST one notice; raises DeliveryError (permanent for 4xx other than 408/429)."""
+    body = orjson.dumps(FORMATTERS[cfg.type](notice, cfg, now))
+    headers = {"Content-Type": "application/json", "Idempotency-Key": notice["id"], **cfg.headers}
+    try:
+        async with session.post(endpoint(cfg), data=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=cfg.timeout)) as resp:
+            if 200 <= resp.status < 300:
+                return
+            text = (await resp.text(errors="replace"))[:200].strip()
+            permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
+            raise DeliveryError(f"HTTP {resp.status}" + (f": {text}" if text else ""), permanent)
+    except DeliveryError:
+        raise
+    except TimeoutError as e:
+        raise DeliveryError(f"timed out after {cfg.timeout:g}s") from e
+    except aiohttp.ClientConnectorError as e:
+        # Only the OS error: aiohttp's own message may carry the URL, and the URL is the secret.
+        raise DeliveryError(f"cannot connect: {e.os_error.strerror or type(e.os_error).__name__}") from e
+    except (aiohttp.ClientError, OSError) as e:
+        raise DeliveryError(f"{type(e).__name__}") from e

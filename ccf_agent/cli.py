@@ -1,0 +1,77 @@
+"""Command line: run, check, status, setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from ccf_agent import __version__
+from ccf_agent.config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"ccf-agent: config error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging(args.log_level)
+    from ccf_agent.agent import Agent
+
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        runner = asyncio.run
+    return runner(Agent(config).run())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(f"{args.config}: OK ({len(config.inputs)} inputs, {len(config.outputs)} outputs, "
+          f"{len(config.routes)} routes)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ccf_agent.ops.status_cli import status
+
+    return status(_load(args.config), as_json=args.json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ccf-agent", description="Ship Click Clack Cash Flow logs, losing nothing.")
+    parser.add_argument("--version", action="version", version=f"ccf-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="validate a config file (exit 2 on errors)")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("status", help="show files, offsets and outputs (exit 3 when not running)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

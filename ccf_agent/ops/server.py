@@ -1,0 +1,63 @@
+"""The local HTTP endpoint: `/status` for `ccf-agent status`, `/health`, `/metrics`.
+
+Bound to loopback by default (`status.listen`): it describes the host's files.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from ccf_agent.ops.metrics import render_metrics
+
+if TYPE_CHECKING:
+    from ccf_agent.agent import Agent
+
+log = logging.getLogger("ccf_agent.ops")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class StatusServer:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        listen = self.agent.config.status_listen
+        if listen in ("", "off", "none"):
+            return
+        app = web.Application()
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        host, port = split_listen(listen)
+        try:
+            await web.TCPSite(self.runner, host, port).start()
+        except OSError as e:
+            log.error("status endpoint %s unavailable: %s (shipping continues)", listen, e.strerror)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.agent.status()), content_type="application/json")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        from ccf_agent.ops.health import health
+
+        body, ok = health(self.agent)
+        return web.Response(body=orjson.dumps(body), content_type="application/json", status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=render_metrics(self.agent), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,93 @@
+"""`ccf-agent status`: ask the running daemon, or read its registry when it is not running."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ccf_agent.config import Config
+from ccf_agent.ops.server import split_listen
+from ccf_agent.registry import read_registry
+
+EXIT_RUNNING, EXIT_NOT_RUNNING = 0, 3
+
+
+def fetch_status(config: Config, timeout: float = 3.0) -> dict[str, Any] | None:
+    if config.status_listen in ("", "off", "none"):
+        return None
+    host, port = split_listen(config.status_listen)
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as resp:  # noqa: S310
+            return json.loads(resp.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def status(config: Config, as_json: bool = False) -> int:
+    live = fetch_status(config)
+    if live is None:
+        entries = [e.to_json() for e in read_registry(config.state_dir)]
+        if as_json:
+            print(json.dumps({"running": False, "state_dir": config.state_dir, "registry": entries}, indent=2))
+        else:
+            print(f"ccf-agent is not running (no answer on {config.status_listen}); "
+                  f"last saved offsets from {config.state_dir}:")
+            for e in entries:
+                print(f"  {e['path']}  offset {_size(int(e['offset']))}  ({e['state']}, stream {e['stream_id']})")
+            if not entries:
+                print("  (no files recorded yet)")
+        return EXIT_NOT_RUNNING
+    if as_json:
+        print(json.dumps({"running": True, **live}, indent=2))
+        return EXIT_RUNNING
+    print(render(live))
+    return EXIT_RUNNING
+
+
+def render(s: dict[str, Any]) -> str:
+    lines = [f"ccf-agent {s['version']} running (pid {s['pid']}, up {_duration(s['uptime_seconds'])}), "
+             f"config {s['config']}", "", "Files:"]
+    for f in s["files"]:
+        size, off = int(f["size"]), int(f["offset"])
+        lines.append(f"  {f['path']}  {f['state']}  {_size(off)} / {_size(size)}  lag {_size(int(f['lag_bytes']))}"
+                     f"  {_bar(off, size)}")
+    if not s["files"]:
+        lines.append("  (none open)")
+    lines += ["", "Outputs:"]
+    for o in s["outputs"]:
+        health = "healthy" if o["healthy"] else "UNHEALTHY"
+        lines.append(f"  {o['name']} ({o['type']}{', ' + o['engine'] if o.get('engine') else ''})  {health}  "
+                     f"acked {o['docs_acked']}  queued {o['queued_docs']}  in flight {o['in_flight']}  "
+                     f"retried {o['docs_retried']}  {o['docs_per_second_1m']} docs/s (1m)")
+        if o.get("last_error"):
+            when = time.strftime("%H:%M:%S", time.localtime(o["last_error_at"])) if o.get("last_error_at") else ""
+            lines.append(f"      last error {when}: {o['last_error']}")
+    lines += ["", f"Dead letters: {s['dead_letters']}"]
+    if s.get("registry_error"):
+        lines.append(f"Registry: {s['registry_error']}")
+    return "\n".join(lines)
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    if total <= 0:
+        return ""
+    filled = min(width, int(width * done / total))
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {100 * done // total}%"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _duration(sec: float) -> str:
+    sec = int(sec)
+    h, rem = divmod(sec, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

@@ -1,0 +1,171 @@
+"""The one small interface every output implements.
+
+An output takes fragments (the part of one read batch routed to it), delivers them, and
+calls `token.done()` once every record of the fragment was delivered or dead-lettered.
+It knows nothing of files or offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ccf_agent.acks import AckToken
+from ccf_agent.batch import Events
+from ccf_agent.config import OutputConfig
+
+
+@dataclass(slots=True)
+class Fragment:
+    body: bytes  # the encoded records, in the output's wire format
+    count: int
+    token: AckToken | None
+
+
+@dataclass
+class OutputStats:
+    docs_in: int = 0
+    docs_acked: int = 0
+    docs_retried: int = 0
+    docs_dead: int = 0
+    duplicates: int = 0  # sent again and found already stored (409), or resent in an unacked window
+    requests: int = 0
+    request_errors: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_ok_at: float | None = None
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    latency_sum: float = 0.0
+    acked_times: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=120))
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        for i, b in enumerate(LATENCY_BUCKETS):
+            if seconds <= b:
+                self.latency_buckets[i] += 1
+
+    def docs_per_second(self, now: float, window: float = 60.0) -> float:
+        recent = [(t, n) for t, n in self.acked_times if now - t <= window]
+        return sum(n for _, n in recent) / window if recent else 0.0
+
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
+
+class Output(ABC):
+    """Queue, bounded by bytes, in front of a delivery loop."""
+
+    def __init__(self, cfg: OutputConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.queue: deque[Fragment] = deque()
+        self.queued_bytes = 0
+        self.queued_docs = 0
+        self.in_flight = 0
+        self.stats = OutputStats()
+        self.healthy = True
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------------ producer side (sync, hot)
+
+    @abstractmethod
+    def encode(self, events: Events, indices: Sequence[int]) -> bytes:
+        """The records at `indices`, in this output's wire format."""
+
+    def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
+        body = self.encode(events, indices)
+        if token is not None:
+            token.hold()
+        self.queue.append(Fragment(body, len(indices), token))
+        self.queued_bytes += len(body)
+        self.queued_docs += len(indices)
+        self.stats.docs_in += len(indices)
+        self._idle.clear()
+        self._wake.set()
+        if self.queued_bytes >= self.cfg.max_queued_bytes:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    # ------------------------------------------------------------------ consumer side
+
+    def take(self, max_docs: int, max_bytes: int) -> list[Fragment]:
+        """Whole fragments up to the limits (at least one)."""
+        taken: list[Fragment] = []
+        docs = nbytes = 0
+        while self.queue:
+            f = self.queue[0]
+            if taken and (docs + f.count > max_docs or nbytes + len(f.body) > max_bytes):
+                break
+            self.queue.popleft()
+            taken.append(f)
+            docs += f.count
+            nbytes += len(f.body)
+        self.queued_bytes -= nbytes
+        self.queued_docs -= docs
+        if self.queued_bytes < self.cfg.max_queued_bytes:
+            self._room.set()
+        return taken
+
+    def acked(self, fragments: Sequence[Fragment]) -> None:
+        n = sum(f.count for f in fragments)
+        now = time.time()
+        self.stats.docs_acked += n
+        self.stats.last_ok_at = now
+        self.stats.acked_times.append((now, n))
+        for f in fragments:
+            if f.token is not None:
+                f.token.done()
+
+    def note_error(self, message: str) -> None:
+        self.stats.last_error = message
+        self.stats.last_error_at = time.time()
+
+    def _update_idle(self) -> None:
+        if not self.queue and self.in_flight == 0:
+            self._idle.set()
+
+    async def drain(self, deadline: float) -> bool:
+        """Wait until everything queued was delivered; False if the loop-time deadline came first."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        s = self.stats
+        return {
+            "name": self.name, "type": self.cfg.type, "healthy": self.healthy,
+            "queued_docs": self.queued_docs, "queued_bytes": self.queued_bytes, "in_flight": self.in_flight,
+            "docs_acked": s.docs_acked, "docs_retried": s.docs_retried, "docs_dead_lettered": s.docs_dead,
+            "duplicates": s.duplicates, "requests": s.requests, "request_errors": s.request_errors,
+            "docs_per_second_1m": round(s.docs_per_second(now), 1),
+            "last_error": s.last_error, "last_error_at": s.last_error_at, "last_ok_at": s.last_ok_at,
+        }
+
+
+def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
+    """Exponential with jitter in [50%, 100%]: spreads retries without collapsing to zero."""
+    base = min(ceiling, initial * (2 ** min(attempt, 30)))
+    return base * random.uniform(0.5, 1.0)

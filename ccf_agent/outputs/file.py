@@ -1,0 +1,75 @@
+"""A local NDJSON file output: for trying the agent without a server, and for archives.
+
+Each document is written as one line with its `_id` alongside; a batch is acknowledged
+after it was written and fsynced. A file cannot deduplicate, so a crash can repeat the
+unacknowledged tail: readers dedupe on `_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ccf_agent.batch import Events
+from ccf_agent.outputs.base import Output
+
+
+class FileOutput(Output):
+    def encode(self, events: Events, indices: Sequence[int]) -> bytes:
+        ids, docs = events.ids, events.docs
+        parts: list[bytes] = []
+        add = parts.extend
+        for i in indices:
+            add((b'{"_id":"', ids[i], b'","doc":', docs[i], b"}\n"))
+        return b"".join(parts)
+
+    async def run(self) -> None:
+        assert self.cfg.path is not None
+        fd = await asyncio.to_thread(_open_append, self.cfg.path)
+        try:
+            while True:
+                if not self.queue:
+                    self._update_idle()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
+                self.in_flight += 1
+                try:
+                    body = b"".join(f.body for f in fragments)
+                    await asyncio.to_thread(_write_all, fd, body)
+                    self.stats.requests += 1
+                    self.acked(fragments)
+                except OSError as e:
+                    # Put them back and retry: never acknowledge what did not reach the disk.
+                    self.note_error(f"cannot write {self.cfg.path}: {e.strerror}")
+                    self.healthy = False
+                    for f in reversed(fragments):
+                        self.queue.appendleft(f)
+                        self.queued_bytes += len(f.body)
+                        self.queued_docs += f.count
+                    await asyncio.sleep(1.0)
+                finally:
+                    self.in_flight -= 1
+        finally:
+            os.close(fd)
+
+    def status(self) -> dict[str, Any]:
+        s = super().status()
+        s["path"] = self.cfg.path
+        return s
+
+
+def _open_append(path: str) -> int:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    os.fsync(fd)

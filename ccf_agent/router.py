@@ -1,0 +1,43 @@
+"""Routes: the first matching route names the outputs a record goes to.
+
+Records matching no route go to the output named `default`, else the first output. A
+route may name several outputs (fan-out); each output then acknowledges its own copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ccf_agent.config import RouteConfig
+
+
+class Router:
+    def __init__(self, routes: Sequence[RouteConfig], default_output: str) -> None:
+        self.targets: list[tuple[str, ...]] = [r.outputs for r in routes] + [(default_output,)]
+        self.names = [r.name for r in routes] + ["default"]
+        self._tests = [r.when.test for r in routes]
+        self.matched = [0] * len(self.targets)
+
+    def assign(self, records: Sequence[dict[str, Any]]) -> list[list[int]]:
+        """For each target set (route order, default last), the indices of its records."""
+        buckets: list[list[int]] = [[] for _ in self.targets]
+        tests = self._tests
+        default = buckets[-1]
+        if not tests:
+            default.extend(range(len(records)))
+        elif len(tests) == 1:
+            test, first = tests[0], buckets[0]
+            for i, rec in enumerate(records):
+                (first if test(rec) else default).append(i)
+        else:
+            for i, rec in enumerate(records):
+                for k, test in enumerate(tests):
+                    if test(rec):
+                        buckets[k].append(i)
+                        break
+                else:
+                    default.append(i)
+        for k, b in enumerate(buckets):
+            self.matched[k] += len(b)
+        return buckets

@@ -1,0 +1,287 @@
+"""One input: finds files by glob, decides where to resume each, and reads them in turn.
+
+Identity: a live file is its open descriptor's (device, inode); a stream in the registry
+is (fingerprint, device, inode). On discovery the registry decides:
+- same inode, same fingerprint: resume at the committed offset;
+- same inode, other fingerprint: the inode was reused (or truncated and rewritten): from 0;
+- unknown inode whose fingerprint matches a stream nobody holds: a rotated or renamed copy,
+  finished from that stream's offset;
+- fingerprint of a stream still held open: a copy in progress (copytruncate), wait;
+- nothing known: a new file, from the start (`rotated_paths` matches are never new).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fnmatch
+import glob
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+
+from ccf_agent.acks import Flow, Ledger
+from ccf_agent.batch import Batch
+from ccf_agent.config import InputConfig
+from ccf_agent.registry import Entry, Registry, stream_id_for
+from ccf_agent.tail.reader import CHUNK, FileReader, fingerprint
+
+log = logging.getLogger("ccf_agent.tail")
+
+COMPRESSED = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip", "*.lz4")
+MIN_POLL = 0.005
+
+
+class TailInput:
+    def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
+                 dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
+                 first_run: bool = False) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.flow = flow
+        self.dispatch = dispatch
+        self.wait_for_room = wait_for_room
+        self.readers: dict[tuple[int, int], FileReader] = {}
+        self.ledgers: dict[str, Ledger] = {}
+        self._first_scan = first_run
+        self._warned: set[str] = set()
+        self._rescan = asyncio.Event()
+        self._last_scan = 0.0
+        self.bytes_read = 0
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        next_scan = 0.0
+        idle = MIN_POLL
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_scan or self._rescan.is_set():
+                    self._rescan.clear()
+                    self.scan()
+                    next_scan = now + self.cfg.scan_interval
+                progressed = False
+                for reader in list(self.readers.values()):
+                    if not self.flow.has_room:
+                        await self.wait_for_room()
+                    batches = reader.read(CHUNK)
+                    if batches:
+                        progressed = True
+                        for b in batches:
+                            self.bytes_read += b.end - b.start
+                            self.dispatch(b)
+                        await asyncio.sleep(0)  # let outputs and acknowledgements run between chunks
+                    else:
+                        self._at_eof(reader)
+                await self.wait_for_room()
+                if progressed:
+                    idle = MIN_POLL
+                    continue
+                try:
+                    await asyncio.wait_for(self._rescan.wait(), idle)
+                except TimeoutError:
+                    pass
+                idle = min(idle * 2, self.cfg.poll_interval)
+        finally:
+            for reader in self.readers.values():
+                reader.close()
+            self.readers.clear()
+
+    def stop_file(self, reader: FileReader, state: str) -> None:
+        reader.close()
+        self.readers.pop(reader.dev_ino, None)
+        entry = reader.entry
+        entry.state = state
+        entry.updated = time.time()
+        self.registry.dirty = True
+
+    # ------------------------------------------------------------------ end of file: rotation, truncation
+
+    def _at_eof(self, reader: FileReader) -> None:
+        try:
+            st = os.fstat(reader.fd)
+        except OSError:
+            self.stop_file(reader, "gone")
+            return
+        entry = reader.entry
+        entry.size = st.st_size
+        if st.st_size < reader.offset:
+            log.info("%s was truncated (size %d < offset %d): reading it again from the start",
+                     reader.path, st.st_size, reader.offset)
+            self.stop_file(reader, "truncated")
+            self._rescan.set()
+            return
+        now = time.monotonic()
+        if reader.moved_at is None:
+            try:
+                pst = os.stat(reader.path)
+                moved = (pst.st_dev, pst.st_ino) != reader.dev_ino
+            except OSError:
+                moved = True
+            if moved:
+                reader.moved_at = now
+                reader.deleted = st.st_nlink == 0
+                self._rescan.set()  # pick up the new file at the old path at once
+                log.info("%s was %s; finishing the old file", reader.path,
+                         "deleted" if reader.deleted else "rotated")
+            return
+        # The old file is finished once it stayed idle for rotate_wait after it moved.
+        if now - max(reader.last_data, reader.moved_at) >= self.cfg.rotate_wait:
+            batch = reader.flush_partial()
+            if batch is not None:
+                self.dispatch(batch)
+            self.stop_file(reader, "gone" if reader.deleted or st.st_nlink == 0 else "closed")
+
+    # ------------------------------------------------------------------ discovery
+
+    def scan(self) -> None:
+        candidates: dict[str, bool] = {}
+        for pattern in self.cfg.rotated_paths:
+            for p in glob.glob(pattern):
+                candidates[p] = False
+        for pattern in self.cfg.paths:
+            for p in glob.glob(pattern):
+                candidates[p] = True
+        self._check_rewritten()
+        added = False
+        held_fps = {r.entry.fingerprint for r in self.readers.values()}
+        for path, may_start in sorted(candidates.items()):
+            if self._excluded(path):
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.readers:
+                continue
+            if self._unchanged_closed(st):
+                continue
+            added |= self._open(path, may_start, held_fps)
+        self._first_scan = False
+        if added:
+            # New streams are persisted before any of their records leave, so their ids are stable.
+            self.registry.save()
+
+    def _check_rewritten(self) -> None:
+        """Truncated and regrown past our offset between two looks: the first line changed."""
+        since = self._last_scan
+        self._last_scan = time.monotonic()
+        for reader in list(self.readers.values()):
+            if reader.last_data < since or reader.moved_at is not None:
+                continue
+            try:
+                fp = fingerprint(reader.fd, self.cfg.fingerprint_bytes)
+            except OSError:
+                continue
+            if fp is not None and fp != reader.entry.fingerprint:
+                log.warning("%s was truncated and rewritten: reading it again from the start", reader.path)
+                self.stop_file(reader, "truncated")
+
+    def _excluded(self, path: str) -> bool:
+        name = os.path.basename(path)
+        for pattern in (*COMPRESSED, *self.cfg.exclude):
+            if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(path, pattern):
+                return True
+        return False
+
+    def _unchanged_closed(self, st: os.stat_result) -> bool:
+        for e in self.registry.by_inode(st.st_dev, st.st_ino):
+            if e.state == "closed" and e.size == st.st_size and e.offset >= st.st_size:
+                return True
+        return False
+
+    def _open(self, path: str, may_start: bool, held_fps: set[str]) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                if path not in self._warned:
+                    log.warning("permission denied reading %s: give the agent's user read access "
+                                "(e.g. the adm group); retrying every scan", path)
+                    self._warned.add(path)
+            return False
+        self._warned.discard(path)
+        try:
+            st = os.fstat(fd)
+            fp = fingerprint(fd, self.cfg.fingerprint_bytes)
+            choice = self._resolve(path, fp, st, may_start, held_fps) if fp else None
+        except OSError as e:
+            log.warning("cannot read %s: %s", path, e.strerror)
+            choice = None
+        if choice is None:
+            os.close(fd)
+            return False
+        entry, offset, is_new = choice
+        entry.path, entry.dev, entry.ino, entry.state, entry.size = path, st.st_dev, st.st_ino, "live", st.st_size
+        ledger = self.ledgers.get(entry.stream_id)
+        if ledger is None or ledger.entry is not entry:
+            ledger = self.ledgers[entry.stream_id] = Ledger(entry, self.registry, self.flow)
+        reader = FileReader(fd, path, entry, ledger, offset, self.cfg.max_line_bytes)
+        self.readers[(st.st_dev, st.st_ino)] = reader
+        held_fps.add(entry.fingerprint)
+        log.info("%s %s at offset %d (size %d)", "reading" if is_new else "resuming", path, offset, st.st_size)
+        return is_new
+
+    def _resolve(self, path: str, fp: str, st: os.stat_result, may_start: bool,
+                 held_fps: set[str]) -> tuple[Entry, int, bool] | None:
+        same_inode = [e for e in self.registry.by_inode(st.st_dev, st.st_ino) if e.state != "truncated"]
+        for e in same_inode:
+            if e.fingerprint == fp:
+                if st.st_size >= e.offset:
+                    return e, self._resume_offset(e), False
+                break  # shrank while we were away: a new stream below
+        if fp in held_fps:
+            return None  # a copy of a file being read (copytruncate in progress): wait for the truncate
+        orphans = [e for e in self.registry.by_fingerprint(fp)
+                   if e.state != "live" and (e.dev, e.ino) != (st.st_dev, st.st_ino)]
+        orphans.sort(key=lambda e: e.updated, reverse=True)
+        for e in orphans:
+            offset = self._resume_offset(e)
+            if st.st_size >= offset:
+                log.info("%s continues %s (same content) from offset %d", path, e.path, offset)
+                return e, offset, False
+        if not may_start:
+            return None
+        offset = 0
+        if self.cfg.start_at == "end" and self._first_scan:
+            offset = _last_line_end(path, st.st_size)
+        entry = Entry(stream_id=stream_id_for(fp, st.st_dev, st.st_ino), fingerprint=fp, input_id=self.cfg.id,
+                      path=path, dev=st.st_dev, ino=st.st_ino, offset=offset)
+        self.registry.add(entry)
+        return entry, offset, True
+
+    def _resume_offset(self, e: Entry) -> int:
+        # In this process, reading resumes where the last reader stopped (its unacknowledged
+        # batches are still in flight); after a restart, at the committed offset.
+        return e.read_offset if e.stream_id in self.ledgers else e.offset
+
+    def status(self) -> list[dict[str, object]]:
+        out = []
+        for r in self.readers.values():
+            e = r.entry
+            out.append({
+                "input": self.cfg.id, "path": r.path, "stream": e.stream_id, "dev": e.dev, "inode": e.ino,
+                "offset": e.offset, "read_offset": r.offset, "size": e.size, "lag_bytes": max(0, e.size - e.offset),
+                "state": "deleted" if r.deleted else ("rotated" if r.moved_at else
+                                                       ("reading" if r.offset < e.size else "idle")),
+                "unacked_batches": r.ledger.unacked,
+            })
+        return out
+
+
+def _last_line_end(path: str, size: int) -> int:
+    """Offset just past the last newline, so `start_at: end` never starts mid-line."""
+    with open(path, "rb") as f:
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            f.seek(pos - step)
+            buf = f.read(step)
+            nl = buf.rfind(b"\n")
+            if nl >= 0:
+                return pos - step + nl + 1
+            pos -= step
+    return 0

@@ -1,0 +1,139 @@
+"""Config: a bad config stops with file, line, key and what is wrong; `check` exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccf_agent.config import ConfigError, load_config, parse_config
+
+GOOD = """\
+state_dir: /tmp/ccf-state
+inputs:
+  - id: app
+    paths: ["/var/log/ccf/*.log"]
+    exclude: ["*.gz"]
+    format: json
+    fields: {env: production}
+outputs:
+  logs:
+    type: elasticsearch
+    hosts: ["https://es1:9200"]
+    index: ccf-logs
+    username: elastic
+    password: ${ES_PASSWORD}
+  payouts:
+    type: elasticsearch
+    hosts: ["https://es1:9200"]
+    index: ccf-payouts
+routes:
+  - name: payouts
+    when: {any: [{field: message, icontains: payout}, {field: service, equals: payout-job}]}
+    output: payouts
+"""
+
+
+def error_of(text: str, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "cfg.yaml", env if env is not None else {"ES_PASSWORD": "x"})
+    return e.value
+
+
+def test_good_config_parses_into_typed_values() -> None:
+    cfg = parse_config(GOOD, "cfg.yaml", {"ES_PASSWORD": "s3cret"})
+    assert cfg.inputs[0].fields == {"env": "production"}
+    assert cfg.outputs["logs"].password == "s3cret"
+    assert cfg.routes[0].outputs == ("payouts",)
+    assert cfg.default_output == "logs"  # no output named default: the first one
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    cfg = parse_config(GOOD, "cfg.yaml", {"ES_PASSWORD": "s3cret"})
+    assert "s3cret" not in repr(cfg)
+
+
+def test_unknown_key_names_its_line() -> None:
+    e = error_of(GOOD.replace("    format: json\n", "    format: json\n    colour: blue\n"))
+    assert (e.line, e.key) == (7, "inputs[0].colour")
+    assert "unknown key" in e.message
+
+
+def test_wrong_type_names_its_line() -> None:
+    e = error_of(GOOD.replace('paths: ["/var/log/ccf/*.log"]', "paths: 42"))
+    assert (e.line, e.key) == (4, "inputs[0].paths")
+    assert "must be a list or a string" in e.message
+
+
+def test_route_to_a_missing_output_is_an_error() -> None:
+    e = error_of(GOOD.replace("output: payouts", "output: nowhere"))
+    assert e.key == "routes[0].output" and e.line == 22
+    assert "no output named 'nowhere'" in e.message
+
+
+def test_missing_outputs_section_is_an_error() -> None:
+    text = GOOD.split("outputs:")[0]
+    e = error_of(text)
+    assert "missing required key 'outputs'" in e.message
+
+
+def test_bad_glob_is_an_error() -> None:
+    e = error_of(GOOD.replace("/var/log/ccf/*.log", "/var/log/ccf/[*.log"))
+    assert e.key == "inputs[0].paths[0]" and "bad glob" in e.message
+
+
+def test_relative_glob_is_an_error() -> None:
+    e = error_of(GOOD.replace("/var/log/ccf/*.log", "logs/*.log"))
+    assert "absolute" in e.message
+
+
+def test_missing_environment_variable_is_an_error() -> None:
+    e = error_of(GOOD, env={})
+    assert (e.line, e.key) == (14, "outputs.logs.password")
+    assert "ES_PASSWORD is not set" in e.message
+
+
+def test_secret_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    cfg = parse_config(GOOD.replace("${ES_PASSWORD}", "${file:" + str(secret) + "}"), "cfg.yaml", {})
+    assert cfg.outputs["logs"].password == "from-file"
+
+
+def test_bad_condition_operator_names_its_path() -> None:
+    e = error_of(GOOD.replace("icontains: payout", "smells_like: payout"))
+    assert e.key.startswith("routes[0].when.any[0]") and "unknown operator" in e.message
+
+
+def test_invalid_yaml_names_its_line() -> None:
+    e = error_of(GOOD.replace("  logs:\n", "  logs:\n   - [\n"))
+    assert e.line is not None and "invalid YAML" in e.message
+
+
+def test_bad_duration_is_an_error() -> None:
+    e = error_of(GOOD.replace("    format: json\n", "    format: json\n    scan_interval: soon\n"))
+    assert "duration" in e.message
+
+
+def test_check_command_exits_2_with_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(GOOD.replace("    format: json\n", "    format: xml\n"))
+    r = subprocess.run([sys.executable, "-m", "ccf_agent", "check", "-c", str(cfg)], capture_output=True, text=True,
+                       env={"ES_PASSWORD": "x", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2
+    assert f"{cfg}:6: inputs[0].format: must be one of json, text" in r.stderr
+
+
+def test_check_command_accepts_the_example_config() -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    r = subprocess.run([sys.executable, "-m", "ccf_agent", "check", "-c", str(example)], capture_output=True,
+                       text=True, env={"PATH": "/usr/bin:/bin", "ES_PASSWORD": "x", "ES_USERNAME": "elastic"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "nope.yaml")
+    assert "cannot read config" in str(e.value)
