@@ -108,7 +108,7 @@ class _Section:
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
-            raise self.err(key, f"must be {getattr(kind, '__name__', kind)}, not {type(v).__name__}")
+            raise self.err(key, f"must be {_kind(kind)}, not {_kind(type(v))}")
         return v
 
     def duration(self, key: str, default: float | None, required: bool = False) -> Any:
@@ -145,6 +145,15 @@ class _Section:
         for key in self.value:
             if key not in self.used:
                 raise self.err(key, f"unknown key (known keys here: {', '.join(sorted(self.used))})")
+
+
+_KIND_NAMES = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false", type(None): "empty"}
+
+
+def _kind(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
 
 
 def parse_alerts(raw: dict | None, where: Where) -> AlertsConfig:
@@ -237,10 +246,14 @@ def _rule(s: _Section, notifiers: Mapping[str, NotifierConfig], repeat: float) -
         raise s.err("window", "must be at least 1s (windows count per second)")
     default_threshold = None if kind in ("ratio", "count") else 1.0
     threshold = s.get("threshold", float, default_threshold, required=default_threshold is None)
-    if kind in ("absence", "match") and "threshold" in s.value:
+    if kind == "ratio" and not 0 <= threshold < 1:
+        raise s.err("threshold", "a ratio threshold is a fraction: at least 0 and below 1 (0.1 = 10%)")
+    if kind == "count" and threshold <= 0:
+        raise s.err("threshold", "must be greater than 0")
+    if kind in ("absence", "match") and s.value.get("threshold") is not None:
         raise s.err("threshold", f"a {kind} rule has no threshold")
     min_count = s.get("min_count", int, 10 if kind == "ratio" else 0)
-    if kind != "ratio" and "min_count" in s.value:
+    if kind != "ratio" and s.value.get("min_count") is not None:
         raise s.err("min_count", "only a ratio rule has a minimum count")
     severity = s.get("severity", str, "warning")
     if severity not in SEVERITIES:
@@ -253,7 +266,7 @@ def _rule(s: _Section, notifiers: Mapping[str, NotifierConfig], repeat: float) -
             raise s.where((*s.path, "annotations", key), str(e)) from e
     wanted = tuple(s.get("notifiers", list, list(notifiers)))
     for j, n in enumerate(wanted):
-        if n not in notifiers:
+        if not isinstance(n, str) or n not in notifiers:
             raise s.where((*s.path, "notifiers", j), f"no notifier named '{n}' (notifiers: {', '.join(notifiers)})")
     rule = RuleConfig(
         name=name, kind=kind, when=when, of=of,  # type: ignore[arg-type]

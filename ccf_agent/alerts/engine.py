@@ -25,7 +25,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from ccf_agent.alerts.config import AlertsConfig, NotifierConfig
 from ccf_agent.alerts.notifiers import DeliveryError, deliver, iso
 from ccf_agent.alerts.outbox import Notice, Outbox, atomic_write
 from ccf_agent.alerts.rules import FIRING, Rule, make_rule
+from ccf_agent.alerts.select import Selector
 
 FUTURE_SKEW = 5.0   # seconds an event may be stamped ahead of the wall clock and still move it
 IDLE_AFTER = 10.0   # seconds without a batch before a lagging clock follows the wall clock
@@ -54,18 +54,9 @@ class AlertEngine:
         self._path = self._dir / "state.json"
         self._rules: list[Rule] = [make_rule(r) for r in cfg.rules]
         self._by_name = {r.cfg.name: r for r in self._rules}
-        # Each distinct condition is evaluated once per record even if several rules use it.
-        self._tests: list[Callable[[Any], bool]] = []
-        keys: dict[bytes, int] = {}
-
-        def index(cond: Any) -> int:
-            key = orjson.dumps(cond.spec, option=orjson.OPT_SORT_KEYS, default=repr)
-            if key not in keys:
-                keys[key] = len(self._tests)
-                self._tests.append(cond.test)
-            return keys[key]
-
-        self._plan = [(r, index(r.cfg.when), index(r.cfg.of) if r.cfg.of is not None else None)
+        # Conditions are evaluated once per record, shared between rules (see select.py).
+        self._selector = Selector()
+        self._plan = [(r, self._selector.add(r.cfg.when), self._selector.add(r.cfg.of) if r.cfg.of else None)
                       for r in self._rules]
         self._outbox = Outbox(cfg.notifiers, {n: c.max_outbox for n, c in cfg.notifiers.items()})
         self._nstatus: dict[str, dict[str, Any]] = {
@@ -92,17 +83,15 @@ class AlertEngine:
             self._now = newest
         now = self._now
         self._last_observe = wall
-        masks = [_mask(test, records) for test in self._tests]
-        for rule, wi, oi in self._plan:
-            m = masks[wi]
-            if True in m:
-                when_times = list(compress(times, m))
-                rule.sample = records[len(m) - 1 - m[::-1].index(True)]
-            else:
-                when_times = []
-            of_times = list(compress(times, masks[oi])) if oi is not None else None
-            if when_times or of_times:
-                rule.feed(when_times, of_times, now)
+        matches = self._selector.select(records)
+        at = times.__getitem__
+        for rule, when, of in self._plan:
+            hits = matches[when]
+            if hits:
+                rule.sample = records[hits[-1]]
+            of_hits = matches[of] if of is not None else None
+            if hits or of_hits:
+                rule.feed(list(map(at, hits)) if hits else [], list(map(at, of_hits)) if of_hits else None, now)
         self._dirty = True
         self._evaluate(now, wall)
 
@@ -273,6 +262,11 @@ class AlertEngine:
                           for n, st in self._nstatus.items()},
         }
 
+    def queued(self, notifier: str | None = None) -> list[Notice]:
+        """Notices waiting for delivery (oldest first), for one notifier or all."""
+        names = [notifier] if notifier is not None else list(self._outbox.queues)
+        return [n for name in names for n in self._outbox.queues.get(name, ())]
+
     def close(self) -> None:
         """Persist state and outbox now (call after cancelling `run()`, and before a reload builds
         a new engine on the same state_dir)."""
@@ -323,22 +317,6 @@ class AlertEngine:
         for n, st in data.get("notifiers", {}).items():
             if n in self._nstatus and isinstance(st, Mapping):
                 self._nstatus[n].update({k: v for k, v in st.items() if k in self._nstatus[n] and k != "type"})
-
-
-def _mask(test: Callable[[Any], bool], records: list[dict]) -> list[bool]:
-    """test(record) for every record: one C-level pass, only the condition runs in Python."""
-    try:
-        return list(map(test, records))
-    except Exception:
-        # A condition can raise on odd data (e.g. `in` against a list value); alerts must never
-        # break shipping, so that record simply does not match. Rare, so the slow path is fine.
-        out = []
-        for r in records:
-            try:
-                out.append(bool(test(r)))
-            except Exception:
-                out.append(False)
-        return out
 
 
 def format_status(st: Mapping[str, Any]) -> str:

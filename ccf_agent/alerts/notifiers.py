@@ -121,7 +121,8 @@ def format_discord(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
 
 def format_alertmanager(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
     if notice["status"] == "resolved":
-        ends = notice["ends_at"]
+        # Alertmanager refuses (400) an alert that ends at the instant it starts.
+        ends = max(notice["ends_at"], notice["starts_at"] + 0.001)
     else:
         # Like Prometheus: a firing alert expires unless refreshed, so if the agent dies the
         # alert resolves by itself instead of firing forever.
