@@ -205,7 +205,7 @@ def lumber_binary() -> Path:
 
 
 @pytest.fixture
-def server(lumber_binary: Path) -> Iterator[lumber.LumberServer]:
+def lumber_server(lumber_binary: Path) -> Iterator[lumber.LumberServer]:
     srv = lumber.start(keepalive=0.3)
     yield srv
     srv.stop()
@@ -225,13 +225,13 @@ def seqs(srv: lumber.LumberServer) -> list[int]:
 
 
 @pytest.mark.parametrize("level", [0, 3])
-def test_5000_events_complete_in_order_once(server: lumber.LumberServer, level: int) -> None:
+def test_5000_events_complete_in_order_once(lumber_server: lumber.LumberServer, level: int) -> None:
     events = make_events(5000)
 
     async def run() -> int:
         window = WindowSizer()
         async with LumberjackConnection(compression_level=level, timeout=10) as conn:
-            await conn.connect("127.0.0.1", server.port)
+            await conn.connect("127.0.0.1", lumber_server.port)
             sent = batches = 0
             while sent < len(events):
                 batch = events[sent : sent + window.size]
@@ -242,25 +242,25 @@ def test_5000_events_complete_in_order_once(server: lumber.LumberServer, level: 
             return batches
 
     batches = asyncio.run(run())
-    got = server.events()
+    got = lumber_server.events()
     assert [e["event"]["seq"] for e in got] == list(range(5000))
     assert {e["conn"] for e in got} == {1}
     assert max(e["batch"] for e in got) == batches
     assert got[0]["event"] == orjson.loads(events[0])  # @metadata and @timestamp intact
 
 
-def test_stall_then_ack_waits_without_error(server: lumber.LumberServer) -> None:
+def test_stall_then_ack_waits_without_error(lumber_server: lumber.LumberServer) -> None:
     """The server holds the batch for 2.5 s; the client timeout is 1 s, so the batch only
     survives because go-lumber's keepalive ACK 0 (every 0.3 s) restarts the timeout."""
     events = make_events(300)
 
     async def run() -> tuple[float, int]:
         async with LumberjackConnection(compression_level=3, timeout=1.0) as conn:
-            await conn.connect("127.0.0.1", server.port)
+            await conn.connect("127.0.0.1", lumber_server.port)
             await conn.send_batch(events[:100])
-            server.set_mode("stall")
+            lumber_server.set_mode("stall")
             release = asyncio.create_task(
-                asyncio.to_thread(lambda: (time.sleep(2.5), server.set_mode("ack")))
+                asyncio.to_thread(lambda: (time.sleep(2.5), lumber_server.set_mode("ack")))
             )
             t0 = time.monotonic()
             await conn.send_batch(events[100:200])
@@ -272,7 +272,7 @@ def test_stall_then_ack_waits_without_error(server: lumber.LumberServer) -> None
     waited, keepalives = asyncio.run(run())
     assert waited >= 2.4
     assert keepalives >= 4
-    assert seqs(server) == list(range(300))
+    assert seqs(lumber_server) == list(range(300))
 
 
 def test_stall_past_timeout_without_keepalive(lumber_binary: Path) -> None:
@@ -316,13 +316,13 @@ async def ship_with_faults(
     return unacked
 
 
-def test_drop_mid_batch_resend_rest(server: lumber.LumberServer) -> None:
+def test_drop_mid_batch_resend_rest(lumber_server: lumber.LumberServer) -> None:
     events = make_events(1000)
     faults = {2: "drop-after 37", 4: "partial 40", 6: "drop-after 0", 7: "partial 99", 8: "drop-after 500"}
-    unacked = asyncio.run(ship_with_faults(server, events, faults, batch=100))
+    unacked = asyncio.run(ship_with_faults(lumber_server, events, faults, batch=100))
 
     assert [(a % 100, b) for a, b in unacked] == [(0, 300), (40, 500), (0, 700), (99, 800), (0, 900)]
-    counts = Counter(seqs(server))
+    counts = Counter(seqs(lumber_server))
     assert set(counts) == set(range(1000))  # every event at least once
     dups = {s: c - 1 for s, c in counts.items() if c > 1}
     # duplicates only inside unacknowledged ranges, at most once more per failure covering them
@@ -331,7 +331,7 @@ def test_drop_mid_batch_resend_rest(server: lumber.LumberServer) -> None:
     # drop-after N re-delivers exactly the N events it emitted; partial N (acked) none
     assert sum(dups.values()) == 37 + 0 + 0 + 100
     assert sum(dups.values()) <= sum(b - a for a, b in unacked)
-    assert {e["conn"] for e in server.events()} == set(range(1, 7))
+    assert {e["conn"] for e in lumber_server.events()} == set(range(1, 7))
 
 
 # ---------------------------------------------------------------------------- TLS
