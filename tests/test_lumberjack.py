@@ -124,7 +124,10 @@ async def _with_fake_peer(script: bytes, events: list[bytes], ack_timeout: float
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = b""
         while len(decode_frames(buf)[0]) < len(events) + 1:  # W + every J
-            buf += await reader.read(65536)
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            buf += chunk
         writer.write(script)
         await writer.drain()
         await asyncio.sleep(ack_timeout * 4)
