@@ -4,18 +4,20 @@ Each condition is split into its top-level `all:` conjuncts, applied in order, e
 the records that passed the ones before (exactly the short-circuit of `all`). Rules whose
 conditions begin with the same conjuncts share that prefix: it runs once per record for all of
 them. So put the cheap, selective test first (`{field: message, icontains: payout}`), and the
-regexes and numeric tests then run only on the few records that reach them.
+expensive ones then run only on the few records that reach them.
 
-Per step the loop over records is C (map/compress); only the condition itself runs in Python.
-The commonest leaves on a top-level field (equals, not_equals, in, exists, icontains) do not
-even do that: they run as C-level maps over `dict.get` (see `_vectorized`), with exactly the
-compiled condition's semantics, which a property test holds them to; anything unusual in a batch
-(a non-dict record, a non-string value for icontains) falls back to the compiled condition.
+Within a step the work is column-wise and C-level where it can be: a field's values are read
+once per batch (`map(dict.get, ...)`) and lowercased once for every `icontains` on it, and the
+simple operators (equals, not_equals, in, exists, icontains, regex, and any/all/not of them) are
+maps over those columns. Their semantics are exactly the compiled condition's (a property test
+holds them to it); anything else, or a batch where a column holds something unexpected (a
+non-dict record, a number where a string was expected), runs the compiled condition per record.
 """
 
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from itertools import compress, repeat
 from typing import Any
@@ -25,7 +27,54 @@ import orjson
 from ccf_agent.conditions import Condition, compile_condition
 
 Path = tuple[bytes, ...]
-Masker = Callable[[Sequence[Any]], list[Any]]  # records -> one truthy/falsy value per record
+Within = list[int] | None  # indices of the records a step applies to; None = all of them
+
+
+class Columns:
+    """One batch, with each field's values (and their lowercase) read at most once."""
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self.records = records
+        self._raw: dict[str, list[Any]] = {}
+        self._low: dict[str, list[str]] = {}
+
+    def rows(self, within: Within) -> Sequence[Any]:
+        return self.records if within is None else list(map(self.records.__getitem__, within))
+
+    def _small(self, within: Within) -> bool:
+        # A step on a small subset reads just that subset rather than a whole column.
+        return within is not None and len(within) * 4 < len(self.records)
+
+    def values(self, field: str, within: Within) -> list[Any]:
+        col = self._raw.get(field)
+        if col is None:
+            if self._small(within):
+                return list(map(dict.get, self.rows(within), repeat(field)))
+            col = self._raw[field] = list(map(dict.get, self.records, repeat(field)))
+        return col if within is None else list(map(col.__getitem__, within))
+
+    def present(self, field: str, within: Within) -> list[Any]:
+        """The field's values with a missing one read as ""."""
+        vals = self.values(field, within)
+        return [("" if v is None else v) for v in vals] if None in vals else vals
+
+    def lowered(self, field: str, within: Within) -> list[str]:
+        """The field lowercased; "" where it is missing or not a string (no needle is found in it)."""
+        col = self._low.get(field)
+        if col is None:
+            small = self._small(within) and field not in self._raw
+            vals = self.values(field, within if small else None)
+            try:
+                low = list(map(str.lower, vals))
+            except TypeError:
+                low = [v.lower() if isinstance(v, str) else "" for v in vals]
+            if small:
+                return low
+            col = self._low[field] = low
+        return col if within is None else list(map(col.__getitem__, within))
+
+
+Step = Callable[[Columns, Within], list[Any]]  # one truthy/falsy value per record in `within`
 
 
 def _conjuncts(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -36,7 +85,7 @@ def _conjuncts(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 class Selector:
     def __init__(self) -> None:
-        self._steps: list[tuple[Path, Path, Masker]] = []  # (path, parent, mask function)
+        self._steps: list[tuple[Path, Path, Step]] = []  # (path, parent path, step)
         self._known: set[Path] = {()}
 
     def add(self, cond: Condition) -> Path:
@@ -47,66 +96,87 @@ class Selector:
             parent, path = path, (*path, key)
             if path not in self._known:
                 self._known.add(path)
-                self._steps.append((path, parent, masker(spec)))
+                self._steps.append((path, parent, step(spec)))
         return path
 
-    def select(self, records: Sequence[Any]) -> dict[Path, list[int] | None]:
-        """Indices of the records matching each registered condition (None at the root = all)."""
-        out: dict[Path, list[int] | None] = {(): None}
-        for path, parent, mask in self._steps:
+    def select(self, records: Sequence[Any]) -> dict[Path, list[int]]:
+        """Indices of the records matching each registered condition."""
+        cols = Columns(records)
+        out: dict[Path, Any] = {(): None}
+        for path, parent, run in self._steps:
             within = out[parent]
             if within is None:
-                out[path] = list(compress(range(len(records)), mask(records)))
+                out[path] = list(compress(range(len(records)), run(cols, None)))
             elif within:
-                out[path] = list(compress(within, mask(list(map(records.__getitem__, within)))))
+                out[path] = list(compress(within, run(cols, within)))
             else:
                 out[path] = within
         return out
 
 
-def masker(spec: Mapping[str, Any]) -> Masker:
-    """The mask function of one condition: vectorized when it can be, else the compiled test."""
+def step(spec: Mapping[str, Any]) -> Step:
+    """The step for one conjunct: column-wise when it can be, else the compiled condition."""
     test = compile_condition(spec).test
-    fast = _vectorized(spec)
+
+    def compiled(cols: Columns, within: Within) -> list[Any]:
+        return _mask(test, cols.rows(within))
+
+    fast = _vector(spec)
     if fast is None:
-        return lambda records: _mask(test, records)
+        return compiled
 
-    def run(records: Sequence[Any]) -> list[Any]:
+    def vectorized(cols: Columns, within: Within) -> list[Any]:
         try:
-            return fast(records)
-        except Exception:  # a non-dict record, a non-string value: the compiled test knows
-            return _mask(test, records)
+            return fast(cols, within)
+        except Exception:  # a non-dict record, a number where a string was expected
+            return compiled(cols, within)
 
-    return run
+    return vectorized
 
 
-def _vectorized(spec: Mapping[str, Any]) -> Masker | None:
-    """C-level equivalents of conditions.py's simplest leaves, or None.
-
-    Same semantics as the compiled test: `r.get(field) == v`, `!= v`, `in frozenset(v)`,
-    `is not None`, and `isinstance(x, str) and needle in x.lower()`.
-    """
-    field = spec.get("field")
-    ops = [k for k in spec if k != "field"]
-    if not isinstance(field, str) or "." in field or len(ops) != 1:
+def _vector(spec: Any) -> Step | None:
+    """Column-wise equivalent of a condition with conditions.py's semantics, or None."""
+    if not isinstance(spec, Mapping) or len(spec) != (2 if "field" in spec else 1):
         return None
-    op, value = ops[0], spec[ops[0]]
-    get, key = dict.get, repeat(field)
+    if "any" in spec or "all" in spec:
+        combine = any if "any" in spec else all
+        parts = [_vector(s) for s in spec.get("any") or spec.get("all") or ()]
+        if not parts or None in parts:
+            return None
+        # Every branch runs on every record (no short-circuit): if one raises where the
+        # compiled `or`/`and` would not have reached it, the step falls back to compiled.
+        return lambda c, w: list(map(combine, zip(*(p(c, w) for p in parts), strict=True)))  # type: ignore[misc]
+    if "not" in spec:
+        inner = _vector(spec["not"])
+        return None if inner is None else (lambda c, w: list(map(operator.not_, inner(c, w))))
+    field = spec.get("field")
+    if not isinstance(field, str) or "." in field:
+        return None
+    op = next(k for k in spec if k != "field")
+    value = spec[op]
     if op == "equals":
-        return lambda rs: list(map(operator.eq, map(get, rs, key), repeat(value)))
+        return lambda c, w: list(map(operator.eq, c.values(field, w), repeat(value)))
     if op == "not_equals":
-        return lambda rs: list(map(operator.ne, map(get, rs, key), repeat(value)))
+        return lambda c, w: list(map(operator.ne, c.values(field, w), repeat(value)))
     if op == "exists" and isinstance(value, bool):
         same = operator.is_not if value else operator.is_
-        return lambda rs: list(map(same, map(get, rs, key), repeat(None)))
+        return lambda c, w: list(map(same, c.values(field, w), repeat(None)))
     if op == "in" and isinstance(value, list):
         members = frozenset(v for v in value if _hashable(v)).__contains__
-        return lambda rs: list(map(members, map(get, rs, key)))
+        return lambda c, w: list(map(members, c.values(field, w)))
     if op == "icontains" and isinstance(value, str) and value:
-        # A missing field reads as "" (no match, since the needle is not empty); a non-string
-        # value makes str.lower raise, and the batch falls back to the compiled test.
-        needle = repeat(value.lower())
-        return lambda rs: list(map(operator.contains, map(str.lower, map(get, rs, key, repeat(""))), needle))
+        needle = value.lower()  # not empty, so the "" of a missing field never matches
+        return lambda c, w: list(map(operator.contains, c.lowered(field, w), repeat(needle)))
+    if op == "regex" and isinstance(value, str):
+        try:
+            search = re.compile(value).search
+        except re.error:
+            return None
+        # A missing field is None and makes search raise (-> compiled) unless "" cannot match,
+        # in which case reading it as "" gives the same answer.
+        if search("") is None:
+            return lambda c, w: list(map(search, c.present(field, w)))
+        return lambda c, w: list(map(search, c.values(field, w)))
     return None
 
 
