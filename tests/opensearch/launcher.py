@@ -1,0 +1,331 @@
+"""Build and run a real single-node OpenSearch 2.19 for the test suite (stdlib only).
+
+The node is assembled from Maven Central jars (see pom.xml) and started by CcfTestNode.java, a
+``Node`` subclass, so no distribution download, Docker or network beyond Maven Central is needed.
+
+    python -m tests.opensearch.launcher build           # fetch jars + compile (no-op when up to date)
+    python -m tests.opensearch.launcher run [--port N]  # start, print the URL, run until Ctrl-C/SIGTERM
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "pom.xml"
+JAVA_SRC = HERE / "src/main/java/ccf/testnode/CcfTestNode.java"
+MAIN_CLASS = "ccf.testnode.CcfTestNode"
+LIB = HERE / "lib"
+TARGET = HERE / "target"
+CLASSES = TARGET / "classes"
+# A jar rather than the classes dir, because the JVM's class-data-sharing archive (see start())
+# refuses directories on the classpath.
+JAR = TARGET / "ccf-test-node.jar"
+STAMP = TARGET / "build.stamp"
+
+READY_PREFIX = "CCF_NODE_READY "
+READY_TIMEOUT_S = 120.0
+ENV_URL = "CCF_TEST_ES_URL"
+
+# Mirrors the distribution's JVM defaults that matter for a small heap: G1 tuned so heap usage
+# does not reach the circuit breakers before GC runs, and Netty without per-thread caches/arenas.
+JVM_OPTS = [
+    "-XX:+UseG1GC",
+    "-XX:G1ReservePercent=25",
+    "-XX:InitiatingHeapOccupancyPercent=30",
+    "-Dio.netty.noUnsafe=true",
+    "-Dio.netty.noKeySetOptimization=true",
+    "-Dio.netty.recycler.maxCapacityPerThread=0",
+    "-Dio.netty.allocator.numDirectArenas=0",
+    "-Dlog4j2.disable.jmx=true",
+    # As the 2.19 distribution does on Java 17 (date formats with locale text).
+    "-Djava.locale.providers=SPI,COMPAT",
+    # JVM warnings go to stderr (the log), so stdout carries only the ready line.
+    "-Xlog:disable",
+    "-Xlog:all=warning:stderr",
+    "-Xlog:cds=error:stderr",
+    # The node closes itself from its own shutdown hook and still wants to log while doing so.
+    "-Dlog4j.shutdownHookEnabled=false",
+    "-Djava.awt.headless=true",
+    "-Dfile.encoding=UTF-8",
+]
+
+
+def _java(tool: str) -> str:
+    """Path of a JDK tool, preferring $JAVA_HOME like mvn does."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / tool).exists():
+        return str(Path(java_home) / "bin" / tool)
+    found = shutil.which(tool)
+    if not found:
+        raise RuntimeError(f"{tool} not found: install a JDK 17 (apt-get install openjdk-17-jdk-headless)")
+    return found
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for path in (POM, JAVA_SRC):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _up_to_date(digest: str) -> bool:
+    return (
+        STAMP.exists()
+        and STAMP.read_text().strip() == digest
+        and JAR.exists()
+        and any(LIB.glob("opensearch-*.jar"))
+    )
+
+
+def _run(cmd: list[str]) -> None:
+    """Run a build step quietly (Maven 3.8 prints colour codes even with -B -q); show output on failure."""
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
+
+
+def build() -> None:
+    """Fetch the jars into lib/ and compile the launcher into target/; a no-op when up to date."""
+    digest = _source_hash()
+    if _up_to_date(digest):
+        return
+    TARGET.mkdir(exist_ok=True)
+    # A file lock, so parallel test processes do not build over each other.
+    with open(TARGET / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _up_to_date(digest):  # another process finished the build while we waited
+            return
+        STAMP.unlink(missing_ok=True)
+        # Start from an empty lib/ so jars of an older pom never linger on the classpath.
+        shutil.rmtree(LIB, ignore_errors=True)
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise RuntimeError("mvn not found: install Maven 3.8+ (apt-get install maven)")
+        print("building the OpenSearch test node (first time: ~70 MB from Maven Central)", file=sys.stderr)
+        _run([mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={LIB}"])
+        shutil.rmtree(CLASSES, ignore_errors=True)
+        for old in TARGET.glob("*.jsa"):  # class-data archives of the old classpath
+            old.unlink()
+        _run([_java("javac"), "--release", "17", "-d", str(CLASSES), "-cp", f"{LIB}/*", str(JAVA_SRC)])
+        with zipfile.ZipFile(JAR, "w") as jar:  # a jar needs no manifest to sit on a classpath
+            for cls in sorted(CLASSES.rglob("*.class")):
+                jar.write(cls, cls.relative_to(CLASSES).as_posix())
+        STAMP.write_text(digest + "\n")
+
+
+def _cds_archive() -> Path:
+    """Class-data-sharing archive of the node's classes for this JDK: starts ~30% faster with it."""
+    java = Path(_java("java")).resolve()
+    key = hashlib.sha256(f"{java}:{java.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    return TARGET / f"cds-{key}.jsa"
+
+
+def _http_json(url: str, timeout: float = 60.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+class Node:
+    """A running node; stop() is idempotent."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        home: Path,
+        owns_home: bool,
+        log_path: Path,
+        cds_dump: tuple[Path, Path] | None,
+    ) -> None:
+        self.proc = proc
+        self.home = home
+        self.log_path = log_path
+        self.url = ""
+        self._owns_home = owns_home
+        self._cds_dump = cds_dump  # (temp file the JVM writes at exit, final archive path)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._cds_dump:
+            timeout = max(timeout, 90.0)  # writing the archive at exit takes 5-25 s on a busy machine
+        if self.proc.poll() is None:
+            # Closing stdin is the node's normal stop signal; SIGTERM/SIGKILL are fallbacks.
+            try:
+                if self.proc.stdin:
+                    self.proc.stdin.close()
+                self.proc.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        if self._cds_dump:
+            tmp, final = self._cds_dump
+            # Only a clean exit writes a complete archive; the rename makes it appear atomically.
+            if self.proc.returncode == 0 and tmp.exists():
+                os.replace(tmp, final)
+            tmp.unlink(missing_ok=True)
+            self._cds_dump = None
+        if self._owns_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def start(
+    home: Path | None = None, port: int = 0, heap: str = "512m", settings: Mapping[str, object] | None = None
+) -> Node:
+    """Start a node (build first if needed) and return it once the cluster is at least yellow.
+
+    `settings` are extra node settings, e.g. {"thread_pool.write.queue_size": 1} for 429 tests.
+    """
+    build()
+    owns_home = home is None
+    home = Path(tempfile.mkdtemp(prefix="ccf-opensearch-")) if home is None else Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "node.log"
+    archive = _cds_archive()
+    cds_dump: tuple[Path, Path] | None = None
+    if archive.exists():
+        cds_opts = [f"-XX:SharedArchiveFile={archive}"]
+    else:  # first start with this JDK/classpath: the JVM dumps the archive when it exits
+        cds_dump = (TARGET / f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp", archive)
+        cds_opts = [f"-XX:ArchiveClassesAtExit={cds_dump[0]}"]
+    # An explicit, sorted classpath: the archive is only valid for the exact same one.
+    classpath = [JAR, *sorted(LIB.glob("*.jar"))]
+    cmd = [
+        _java("java"),
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        f"-Djava.io.tmpdir={home / 'tmp'}",
+        *JVM_OPTS,
+        *cds_opts,
+        "-cp",
+        os.pathsep.join(map(str, classpath)),
+        MAIN_CLASS,
+        str(home),
+        str(port),
+        *(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in (settings or {}).items()),
+    ]
+    (home / "tmp").mkdir(exist_ok=True)
+    with open(log_path, "wb") as log:
+        # stdin stays a pipe we hold: if this Python process dies, the node sees EOF and exits.
+        # A new session keeps a terminal's Ctrl-C away from the JVM: we stop it ourselves.
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+        )
+    node = Node(proc, home, owns_home, log_path, cds_dump)
+    try:
+        node.url = _wait_ready(node)
+        _http_json(f"{node.url}/_cluster/health?wait_for_status=yellow&timeout=30s")
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
+def _wait_ready(node: Node) -> str:
+    """Read the node's stdout until the ready line; keep draining it afterwards so it never blocks."""
+    found: list[str] = []
+    ready = threading.Event()
+
+    def reader() -> None:
+        assert node.proc.stdout is not None
+        for raw in node.proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(READY_PREFIX) and not ready.is_set():
+                found.append(line[len(READY_PREFIX) :])
+                ready.set()
+        ready.set()  # EOF: the process died (or closed stdout)
+
+    threading.Thread(target=reader, name="opensearch-stdout", daemon=True).start()
+    if not ready.wait(READY_TIMEOUT_S) or not found:
+        try:  # stdout EOF can come just before the exit status does
+            code: int | None = node.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        state = f"exited with {code}" if code is not None else f"not ready after {READY_TIMEOUT_S:.0f}s"
+        raise RuntimeError(f"OpenSearch test node {state}; log {node.log_path}:\n{node.log_tail()}")
+    return found[0]
+
+
+_node: Node | None = None
+_node_lock = threading.Lock()
+
+
+def ensure_node() -> str:
+    """URL of $CCF_TEST_ES_URL if set, else of one node per Python process (stopped at exit)."""
+    global _node
+    external = os.environ.get(ENV_URL)
+    if external:
+        return external.rstrip("/")
+    with _node_lock:
+        if _node is None or _node.proc.poll() is not None:
+            _node = start()
+            atexit.register(_node.stop)
+        return _node.url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.opensearch.launcher")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="download jars and compile the launcher")
+    run = sub.add_parser("run", help="start a node and run until Ctrl-C or SIGTERM")
+    run.add_argument("--port", type=int, default=0, help="HTTP port (0 = any free port)")
+    run.add_argument("--heap", default="512m")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "build":
+        build()
+        return 0
+
+    t0 = time.monotonic()
+    node = start(port=args.port, heap=args.heap)
+    # The URL alone on stdout, so scripts can read it; the rest goes to stderr.
+    print(node.url, flush=True)
+    print(
+        f"pid {node.pid}, started in {time.monotonic() - t0:.1f}s, home {node.home}; Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = threading.Event()
+    # SIGTERM becomes a normal stop too, so the node's data dir is cleaned up either way.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and node.proc.poll() is None:
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
