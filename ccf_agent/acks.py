@@ -50,12 +50,13 @@ class Flow:
 
 
 class AckToken:
-    __slots__ = ("ledger", "end", "nbytes", "pending")
+    __slots__ = ("ledger", "end", "nbytes", "pending", "tail")
 
-    def __init__(self, ledger: Ledger, end: int, nbytes: int) -> None:
+    def __init__(self, ledger: Ledger, end: int, nbytes: int, tail: bytes | None) -> None:
         self.ledger = ledger
         self.end = end
         self.nbytes = nbytes
+        self.tail = tail  # the bytes just before `end`, to recognise this content on resume
         self.pending = 1  # the reader's own share, released once the batch is dispatched
 
     def hold(self, n: int = 1) -> None:
@@ -78,21 +79,23 @@ class Ledger:
         self.on_commit = on_commit
         self.tokens: deque[AckToken] = deque()
 
-    def issue(self, end: int, nbytes: int) -> AckToken:
-        token = AckToken(self, end, nbytes)
+    def issue(self, end: int, nbytes: int, tail: bytes | None = None) -> AckToken:
+        token = AckToken(self, end, nbytes, tail)
         self.tokens.append(token)
         self.flow.take(nbytes)
         return token
 
     def advance(self) -> None:
         committed = -1
+        tail = None
         tokens = self.tokens
         while tokens and tokens[0].pending == 0:
             t = tokens.popleft()
             committed = t.end
+            tail = t.tail if t.tail is not None else (tail if t.nbytes == 0 else None)
             self.flow.give(t.nbytes)
         if committed >= 0:
-            self.registry.commit(self.entry, committed)
+            self.registry.commit(self.entry, committed, tail)
             if self.on_commit:
                 self.on_commit(self.entry, committed)
 

@@ -54,6 +54,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(_load(args.config), as_json=args.json)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging("warning")
+    from ccf_agent.demo import demo
+
+    return demo(args.dir, args.lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ccf-agent", description="Ship Click Clack Cash Flow logs, losing nothing.")
     parser.add_argument("--version", action="version", version=f"ccf-agent {__version__}")
@@ -69,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("demo", help="ship sample Winston logs to local files (no server needed)")
+    p.add_argument("--dir", help="scratch directory (default: a new temporary one)")
+    p.add_argument("--lines", type=int, default=20_000)
+    p.set_defaults(func=cmd_demo)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

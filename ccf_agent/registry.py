@@ -26,6 +26,10 @@ log = logging.getLogger("ccf_agent.registry")
 FORMAT_VERSION = 1
 
 
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 def stream_id_for(fingerprint: str, dev: int, ino: int) -> str:
     """Deterministic, so a lost registry re-ships under the same document ids (no duplicates)."""
     return hashlib.blake2b(f"{fingerprint}:{dev}:{ino}".encode(), digest_size=8).hexdigest()
@@ -40,6 +44,8 @@ class Entry:
     dev: int
     ino: int
     offset: int = 0  # committed: every record before it was acknowledged
+    tail_len: int = 0  # how many bytes before `offset` tail_hash covers
+    tail_hash: str = ""  # hash of those bytes: resume only where the same content still stands
     size: int = 0  # last size seen (for status/lag)
     updated: float = field(default_factory=time.time)
     # live: a reader holds it; closed: read to its end or idle; gone: its file vanished
@@ -65,6 +71,8 @@ class Registry:
         self.dirty = False
         self.last_error: str | None = None
         self.saves = 0
+        # When the previous run last wrote its registry: the last moment someone was watching.
+        self.previous_run_at: float | None = None
 
     # ------------------------------------------------------------------ lookup
 
@@ -78,9 +86,10 @@ class Registry:
         self.entries[entry.stream_id] = entry
         self.dirty = True
 
-    def commit(self, entry: Entry, offset: int) -> None:
+    def commit(self, entry: Entry, offset: int, tail: bytes | None = None) -> None:
         if offset > entry.offset:
             entry.offset = offset
+            entry.tail_len, entry.tail_hash = (len(tail), content_hash(tail)) if tail else (0, "")
             entry.updated = time.time()
             self.dirty = True
 
@@ -108,6 +117,7 @@ class Registry:
                 log.error("registry %s is corrupt; falling back to the newest intact copy", p)
         if best is None:
             return
+        self.previous_run_at = best[0]
         for raw in best[1]:
             e = Entry(**raw)  # type: ignore[arg-type]
             e.read_offset = e.offset

@@ -65,6 +65,7 @@ class AlertEngine:
         self._now: float | None = None      # the engine clock (event time)
         self._last_observe = clock()         # so a restart waits for the backlog before going idle
         self._dirty = False
+        self._errors, self._last_error_log = 0, 0.0
         self._urgent = asyncio.Event()
         self._write_lock = threading.Lock()
         self._load()
@@ -72,9 +73,23 @@ class AlertEngine:
     # ---------------------------------------------------------------- hot path
 
     def observe(self, records: list[dict], times: list[float]) -> None:
-        """Feed one processed batch (parallel lists). Synchronous, no I/O, cheap."""
+        """Feed one processed batch (parallel lists). Synchronous, no I/O, cheap; never raises."""
         if not records or not self._rules:
             return
+        try:
+            self._observe(records, times)
+        except Exception:
+            # Alerting must never take shipping down with it: log (rarely) and carry on.
+            self._internal_error("observe")
+
+    def _internal_error(self, where: str) -> None:
+        self._errors += 1
+        wall = self._clock()
+        if wall - self._last_error_log >= LOG_EVERY:
+            self._last_error_log = wall
+            self.log.exception("alerts: %s failed (%d errors so far); shipping continues", where, self._errors)
+
+    def _observe(self, records: list[dict], times: list[float]) -> None:
         wall = self._clock()
         newest = max(times)
         if newest > wall + FUTURE_SKEW:
@@ -99,6 +114,12 @@ class AlertEngine:
         """Advance timers; `now` is the wall clock (epoch seconds). Call every ~250 ms."""
         if not self._rules:
             return
+        try:
+            self._tick(now)
+        except Exception:
+            self._internal_error("tick")
+
+    def _tick(self, now: float) -> None:
         clock = self._now
         live = clock is None or now - clock <= self.cfg.backlog_max_age
         if (live or now - self._last_observe >= IDLE_AFTER) and (clock is None or now > clock):
@@ -253,6 +274,7 @@ class AlertEngine:
             "clock": self._now,
             "backlog": self._now is not None and self._now < wall - self.cfg.backlog_max_age,
             "outbox_depth": self._outbox.depth(),
+            "errors": self._errors,
             "rules": [{
                 "name": r.cfg.name, "kind": r.cfg.kind, "severity": r.cfg.severity, "state": r.state,
                 "value": r.value, "since": r.since, "active_at": r.active_at, "count": r.count,
@@ -325,7 +347,7 @@ def format_status(st: Mapping[str, Any]) -> str:
         return iso(t) if t else "-"
 
     lines = [f"alerts: clock {when(st['clock'])}{' (catching up a backlog)' if st['backlog'] else ''}, "
-             f"outbox {st['outbox_depth']}"]
+             f"outbox {st['outbox_depth']}" + (f", {st['errors']} internal errors" if st.get("errors") else "")]
     for r in st["rules"]:
         lines.append(f"  {r['name']:<32} {r['kind']:<8} {r['state']:<8} value {r['value']:.4g} "
                      f"since {when(r['since'])}")

@@ -7,16 +7,16 @@ longer than `max_line_bytes` is cut there, tagged, and the rest of it skipped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
 
 from ccf_agent.acks import Ledger
 from ccf_agent.batch import Batch
-from ccf_agent.registry import Entry
+from ccf_agent.registry import Entry, content_hash
 
 CHUNK = 1 << 20
+TAIL_BYTES = 64
 
 
 def fingerprint(fd: int, nbytes: int) -> str | None:
@@ -27,7 +27,18 @@ def fingerprint(fd: int, nbytes: int) -> str | None:
         head = head[: nl + 1]
     elif len(head) < nbytes:
         return None
-    return hashlib.blake2b(head, digest_size=8).hexdigest()
+    return content_hash(head)
+
+
+def tail_matches(fd: int, entry: Entry) -> bool:
+    """Do the bytes before the committed offset still read as they did when it was committed?"""
+    if not entry.tail_len or entry.offset < entry.tail_len:
+        return True
+    return content_hash(os.pread(fd, entry.tail_len, entry.offset - entry.tail_len)) == entry.tail_hash
+
+
+def same_prefix(fd_a: int, fd_b: int, nbytes: int) -> bool:
+    return os.pread(fd_a, nbytes, 0) == os.pread(fd_b, nbytes, 0)
 
 
 class FileReader:
@@ -115,7 +126,8 @@ class FileReader:
             yield self._batch(run_start, pos, run)
 
     def _batch(self, start: int, end: int, lines: list[bytes], truncated: bool = False) -> Batch:
-        token = self.ledger.issue(end, end - start)
+        tail = (lines[-1] + b"\n")[-TAIL_BYTES:] if lines and not truncated and lines[-1] else None
+        token = self.ledger.issue(end, end - start, tail)
         return Batch(self.entry, self.path, start, end, lines, token, truncated)
 
     def close(self) -> None:

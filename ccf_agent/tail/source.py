@@ -7,7 +7,8 @@ is (fingerprint, device, inode). On discovery the registry decides:
 - unknown inode whose fingerprint matches a stream nobody holds: a rotated or renamed copy,
   finished from that stream's offset;
 - fingerprint of a stream still held open: a copy in progress (copytruncate), wait;
-- nothing known: a new file, from the start (`rotated_paths` matches are never new).
+- nothing known: a new file, from the start. A `rotated_paths` match is new only if it changed
+  since we last watched (a generation that rotated away before a scan saw it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
 from ccf_agent.registry import Entry, Registry, stream_id_for
-from ccf_agent.tail.reader import CHUNK, FileReader, fingerprint
+from ccf_agent.tail.reader import CHUNK, FileReader, fingerprint, same_prefix, tail_matches
+from ccf_agent.tail.watch import DirWatcher
 
 log = logging.getLogger("ccf_agent.tail")
 
@@ -46,14 +48,22 @@ class TailInput:
         self.readers: dict[tuple[int, int], FileReader] = {}
         self.ledgers: dict[str, Ledger] = {}
         self._first_scan = first_run
+        # A rotated file changed after this moment was live while nobody watched it: read it.
+        self.watching_since = registry.previous_run_at or time.time()
         self._warned: set[str] = set()
         self._rescan = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.dirty: set[tuple[int, int]] = set()
+        self.by_path: dict[str, tuple[int, int]] = {}
+        self.watcher: DirWatcher = DirWatcher(self._changed, self._structure_changed)
         self._last_scan = 0.0
         self.bytes_read = 0
 
     # ------------------------------------------------------------------ main loop
 
     async def run(self) -> None:
+        self.watcher = DirWatcher(self._changed, self._structure_changed)
+        notified = self.watcher.start()
         next_scan = 0.0
         idle = MIN_POLL
         try:
@@ -62,37 +72,99 @@ class TailInput:
                 if now >= next_scan or self._rescan.is_set():
                     self._rescan.clear()
                     self.scan()
+                    self.dirty.update(self.readers)  # after a scan, look at every file once
                     next_scan = now + self.cfg.scan_interval
-                progressed = False
-                for reader in list(self.readers.values()):
-                    if not self.flow.has_room:
-                        await self.wait_for_room()
-                    batches = reader.read(CHUNK)
-                    if batches:
-                        progressed = True
-                        for b in batches:
-                            self.bytes_read += b.end - b.start
-                            self.dispatch(b)
-                        await asyncio.sleep(0)  # let outputs and acknowledgements run between chunks
-                    else:
-                        self._at_eof(reader)
+                elif not notified:
+                    self.dirty.update(self.readers)  # no inotify: poll them all
+                progressed = await self._read_dirty(notified)
                 await self.wait_for_room()
                 if progressed:
                     idle = MIN_POLL
                     continue
+                self._wake.clear()
+                if notified:
+                    # Only rotated files wait on a timer; everything else waits for an event.
+                    timeout = next_scan - time.monotonic()
+                    if any(r.moved_at is not None for r in self.readers.values()):
+                        timeout = min(timeout, self.cfg.poll_interval)
+                else:
+                    timeout = idle
+                    idle = min(idle * 2, self.cfg.poll_interval)
                 try:
-                    await asyncio.wait_for(self._rescan.wait(), idle)
+                    async with asyncio.timeout(max(0.0, timeout)):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
-                idle = min(idle * 2, self.cfg.poll_interval)
         finally:
+            self.watcher.close()
             for reader in self.readers.values():
                 reader.close()
             self.readers.clear()
 
+    async def _read_dirty(self, notified: bool) -> bool:
+        """One chunk from each file with news; files at their end leave the dirty set."""
+        progressed = False
+        for key in list(self.dirty):
+            reader = self.readers.get(key)
+            if reader is None:
+                self.dirty.discard(key)
+                continue
+            if not self.flow.has_room:
+                await self.wait_for_room()
+            batches = reader.read(CHUNK)
+            if batches:
+                progressed = True
+                for b in batches:
+                    self.bytes_read += b.end - b.start
+                    self.dispatch(b)
+                await asyncio.sleep(0)  # let outputs and acknowledgements run between chunks
+                if self._rescan.is_set():
+                    break  # a rename storm: find the new files before reading on
+            else:
+                self._at_eof(reader)
+                if notified and reader.moved_at is None:
+                    self.dirty.discard(key)
+        return progressed
+
+    def _changed(self, path: str) -> None:
+        key = self.by_path.get(path)
+        if key is not None and key in self.readers:
+            self.dirty.add(key)
+        else:
+            # A write under a name we do not hold: a renamed file still being written, or a new one.
+            self.dirty.update(k for k, r in self.readers.items() if r.moved_at is not None)
+            if any(fnmatch.fnmatch(path, p) for p in (*self.cfg.paths, *self.cfg.rotated_paths)):
+                self._rescan.set()
+        self._wake.set()
+
+    def _structure_changed(self) -> None:
+        self._rescan.set()
+        self._wake.set()
+
+    def _watch_dirs(self) -> None:
+        if not self.watcher.active:
+            return
+        for pattern in (*self.cfg.paths, *self.cfg.rotated_paths):
+            parent = os.path.dirname(pattern)
+            found = glob.glob(parent) if glob.has_magic(parent) else ([parent] if os.path.isdir(parent) else [])
+            for d in found:
+                self.watcher.watch(d)
+            if not found:
+                # The directory does not exist yet: watch the nearest ancestor to see it appear.
+                base = parent
+                while glob.has_magic(base) or not os.path.isdir(base):
+                    up = os.path.dirname(base)
+                    if up == base:
+                        break
+                    base = up
+                self.watcher.watch(base)
+
     def stop_file(self, reader: FileReader, state: str) -> None:
         reader.close()
         self.readers.pop(reader.dev_ino, None)
+        self.dirty.discard(reader.dev_ino)
+        if self.by_path.get(reader.path) == reader.dev_ino:
+            del self.by_path[reader.path]
         entry = reader.entry
         entry.state = state
         entry.updated = time.time()
@@ -124,6 +196,8 @@ class TailInput:
             if moved:
                 reader.moved_at = now
                 reader.deleted = st.st_nlink == 0
+                if self.by_path.get(reader.path) == reader.dev_ino:
+                    del self.by_path[reader.path]
                 self._rescan.set()  # pick up the new file at the old path at once
                 log.info("%s was %s; finishing the old file", reader.path,
                          "deleted" if reader.deleted else "rotated")
@@ -146,6 +220,7 @@ class TailInput:
             for p in glob.glob(pattern):
                 candidates[p] = True
         self._check_rewritten()
+        self._watch_dirs()
         added = False
         held_fps = {r.entry.fingerprint for r in self.readers.values()}
         for path, may_start in sorted(candidates.items()):
@@ -207,7 +282,7 @@ class TailInput:
         try:
             st = os.fstat(fd)
             fp = fingerprint(fd, self.cfg.fingerprint_bytes)
-            choice = self._resolve(path, fp, st, may_start, held_fps) if fp else None
+            choice = self._resolve(fd, path, fp, st, may_start, held_fps) if fp else None
         except OSError as e:
             log.warning("cannot read %s: %s", path, e.strerror)
             choice = None
@@ -221,30 +296,36 @@ class TailInput:
             ledger = self.ledgers[entry.stream_id] = Ledger(entry, self.registry, self.flow)
         reader = FileReader(fd, path, entry, ledger, offset, self.cfg.max_line_bytes)
         self.readers[(st.st_dev, st.st_ino)] = reader
+        self.by_path[path] = (st.st_dev, st.st_ino)
+        self.dirty.add((st.st_dev, st.st_ino))
         held_fps.add(entry.fingerprint)
         log.info("%s %s at offset %d (size %d)", "reading" if is_new else "resuming", path, offset, st.st_size)
         return is_new
 
-    def _resolve(self, path: str, fp: str, st: os.stat_result, may_start: bool,
+    def _resolve(self, fd: int, path: str, fp: str, st: os.stat_result, may_start: bool,
                  held_fps: set[str]) -> tuple[Entry, int, bool] | None:
         same_inode = [e for e in self.registry.by_inode(st.st_dev, st.st_ino) if e.state != "truncated"]
         for e in same_inode:
             if e.fingerprint == fp:
-                if st.st_size >= e.offset:
+                if st.st_size >= e.offset and tail_matches(fd, e):
                     return e, self._resume_offset(e), False
-                break  # shrank while we were away: a new stream below
-        if fp in held_fps:
-            return None  # a copy of a file being read (copytruncate in progress): wait for the truncate
+                break  # shrank or was rewritten while we were away: a new stream below
+        if fp in held_fps and self._copy_of_held(fd, fp, st.st_size):
+            if path not in self._warned:
+                log.info("%s is a copy of a file being read (copytruncate?): waiting for the original to "
+                         "be truncated before finishing it", path)
+                self._warned.add(path)
+            return None
         orphans = [e for e in self.registry.by_fingerprint(fp)
                    if e.state != "live" and (e.dev, e.ino) != (st.st_dev, st.st_ino)]
         orphans.sort(key=lambda e: e.updated, reverse=True)
         for e in orphans:
             offset = self._resume_offset(e)
-            if st.st_size >= offset:
+            if st.st_size >= offset and tail_matches(fd, e):
                 log.info("%s continues %s (same content) from offset %d", path, e.path, offset)
                 return e, offset, False
-        if not may_start:
-            return None
+        if not may_start and st.st_mtime <= self.watching_since:
+            return None  # rotated before we were watching: not ours to ship
         offset = 0
         if self.cfg.start_at == "end" and self._first_scan:
             offset = _last_line_end(path, st.st_size)
@@ -252,6 +333,16 @@ class TailInput:
                       path=path, dev=st.st_dev, ino=st.st_ino, offset=offset)
         self.registry.add(entry)
         return entry, offset, True
+
+    def _copy_of_held(self, fd: int, fp: str, size: int) -> bool:
+        """Same first line as a file we hold is not enough (error.log and combined.log often share
+        one): a copy has the same bytes all along."""
+        for r in self.readers.values():
+            if r.entry.fingerprint == fp and r.fd >= 0:
+                n = min(size, r.entry.size or size, 1 << 16)
+                if same_prefix(fd, r.fd, n):
+                    return True
+        return False
 
     def _resume_offset(self, e: Entry) -> int:
         # In this process, reading resumes where the last reader stopped (its unacknowledged
