@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine of this kind: system packages, a virtualenv with
+# the project and its test dependencies, then pytest. The OpenSearch node (from Maven Central),
+# the go-lumber server and the bench sink are built by the tests' own fixtures on first use.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k rotation`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+missing=()
+command -v logrotate >/dev/null || missing+=(logrotate)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v mvn >/dev/null || missing+=(maven)
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
+command -v go >/dev/null || missing+=(golang-go)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+# Build the search engine's classpath up front so its download time shows here, not in a test.
+.venv/bin/python -m tests.opensearch.launcher build
+
+exec .venv/bin/python -m pytest "$@"
