@@ -185,6 +185,15 @@ def test_a_condition_that_raises_on_odd_data_does_not_break_observe(tmp_path):
     assert e.status()["rules"][0]["value"] == 1
 
 
+def test_a_broken_batch_is_logged_and_never_raises_into_shipping(tmp_path, caplog):
+    clock = Clock()
+    e = engine(tmp_path, [failure_rate()], clock=clock)
+    e.observe([payout()], [None])  # a time the pipeline should never hand over
+    assert e.status()["errors"] == 1 and "observe failed" in caplog.text
+    observe(e, clock, [payout("failed")] * 5 + [payout()] * 15)
+    assert e.status()["rules"][0]["state"] == "firing"
+
+
 def test_rules_sharing_leading_conditions_each_see_their_own_matches(tmp_path):
     clock = Clock()
     e = engine(tmp_path, [failure_rate(), high_value()], clock=clock)
