@@ -99,7 +99,7 @@ class Agent:
         first_run = not self.registry.path.exists()
         self.registry.load()
         for inp in self.config.inputs:
-            pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname)
+            pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
                                          self.wait_for_room, first_run=first_run))
         loop = asyncio.get_running_loop()

@@ -256,6 +256,7 @@ class InputConfig:
     scan_interval: float = 5.0  # full rescan and re-stat; inotify triggers one at once on changes
     poll_interval: float = 0.25  # without inotify, and for rotated files finishing
     rotate_wait: float = 5.0
+    options: Any = None  # pipeline.options.InputOptions: parsers, multiline, encoding
 
 
 @dataclass(frozen=True)
@@ -299,8 +300,10 @@ class Config:
     status_listen: str = "127.0.0.1:5066"
     registry_flush_interval: float = 1.0
     shutdown_timeout: float = 10.0
-    max_inflight_bytes: int = 32 << 20
+    max_inflight_bytes: int = 16 << 20
     hostname: str | None = None
+    processors: Any = None  # pipeline.options.Processors: enrich, redact, drop, sample
+    alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
 
 
 OUTPUT_TYPES = ("elasticsearch", "file")
@@ -331,12 +334,26 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     hostname = agent.get("hostname", str)
     flush = _duration(agent, "registry_flush_interval", 1.0)
     shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
-    max_inflight = _size(agent, "max_inflight_bytes", 32 << 20)
+    max_inflight = _size(agent, "max_inflight_bytes", 16 << 20)
     agent.done()
+    processors = _section(doc, root, "processors", "ccf_agent.pipeline.options", "parse_processors")
+    alerts = _section(doc, root, "alerts", "ccf_agent.alerts.config", "parse_alerts")
     root.done()
     default = "default" if "default" in outputs else next(iter(outputs))
     return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
-                  max_inflight, hostname)
+                  max_inflight, hostname, processors, alerts)
+
+
+def _section(doc: _Doc, root: _Reader, key: str, module: str, parser: str) -> Any:
+    """A section owned by another module: it validates its own keys, errors still name file:line."""
+    import importlib
+
+    root.used.add(key)
+    raw = root.value.get(key)
+    if key == "alerts" and raw is None:
+        return None
+    parse = getattr(importlib.import_module(module), parser)
+    return parse(raw, lambda path, message: doc.error((key, *path), message))
 
 
 def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
@@ -378,10 +395,19 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
             scan_interval=_duration(r, "scan_interval", 5.0),
             poll_interval=_duration(r, "poll_interval", 0.25),
             rotate_wait=_duration(r, "rotate_wait", 5.0),
+            options=_input_options(doc, r, ("inputs", i)),
         )
         r.done()
         out.append(cfg)
     return tuple(out)
+
+
+def _input_options(doc: _Doc, r: _Reader, path: KeyPath) -> Any:
+    from ccf_agent.pipeline.options import INPUT_KEYS, parse_input_options
+
+    r.used.update(INPUT_KEYS)
+    raw = {k: r.value[k] for k in INPUT_KEYS if k in r.value}
+    return parse_input_options(raw, lambda p, m: doc.error((*path, *p), m))
 
 
 def _check_glob(doc: _Doc, path: KeyPath, pattern: str, absolute: bool) -> None:

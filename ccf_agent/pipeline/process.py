@@ -20,6 +20,7 @@ import orjson
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig
+from ccf_agent.pipeline.options import Processors
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
 
 ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
@@ -29,7 +30,7 @@ _CLOSE = 0x7D  # '}'
 class Pipeline:
     """One per input: its format, time zone and static fields are fixed at construction."""
 
-    def __init__(self, cfg: InputConfig, hostname: str | None = None) -> None:
+    def __init__(self, cfg: InputConfig, hostname: str | None = None, processors: Processors | None = None) -> None:
         self.json = cfg.format == "json"
         self.timestamps = TimestampParser(cfg.timezone)
         self.fields: Mapping[str, Any] = dict(cfg.fields)
