@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ccf_agent.alerts.config import RuleConfig
@@ -233,7 +234,9 @@ class AbsenceRule(Rule):
         return silent >= self.cfg.window, silent, self.last_seen + self.cfg.window
 
     def variables(self) -> dict[str, Any]:
-        return {**super().variables(), "last_seen": self.last_seen}
+        seen = self.last_seen
+        stamp = datetime.fromtimestamp(seen, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if seen is not None else None
+        return {**super().variables(), "last_seen": stamp}
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "last_seen": self.last_seen}

@@ -69,5 +69,10 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # Readable, never in exponent form: 12345.0 -> 12345, 13.0434 -> 13.04, 0.13043 -> 0.1304
+        if value.is_integer():
+            return str(int(value))
+        if abs(value) >= 1:
+            return f"{value:.2f}".rstrip("0").rstrip(".")
+        return f"{value:.4f}".rstrip("0").rstrip(".")
     return str(value)

@@ -226,3 +226,4 @@ def test_an_unreadable_state_file_is_set_aside_and_the_engine_starts_fresh(tmp_p
     e = engine(tmp_path, [failure_rate()])
     assert e.status()["rules"][0]["state"] == "inactive"
     assert (tmp_path / "alerts" / "state.json.corrupt").exists()
+
