@@ -10,6 +10,7 @@ Dispatch is a plain function call per batch: no queue hop and no coroutine per l
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 from ccf_agent import __version__
 from ccf_agent.acks import Flow
 from ccf_agent.batch import Batch
-from ccf_agent.config import Config, OutputConfig
+from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.pipeline.process import Pipeline
@@ -33,15 +34,9 @@ log = logging.getLogger("ccf_agent")
 
 
 def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
-    if cfg.type == "elasticsearch":
-        from ccf_agent.outputs.elasticsearch import ElasticsearchOutput
-
-        return ElasticsearchOutput(cfg, dead)
-    if cfg.type == "file":
-        from ccf_agent.outputs.file import FileOutput
-
-        return FileOutput(cfg)
-    raise ValueError(f"unknown output type {cfg.type}")
+    module = importlib.import_module(OUTPUT_MODULES[cfg.type])
+    output: Output = module.create(cfg, dead)
+    return output
 
 
 class Agent:

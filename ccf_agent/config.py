@@ -280,6 +280,7 @@ class OutputConfig:
     timeout: float = 30.0
     backoff_initial: float = 0.1
     backoff_max: float = 30.0
+    options: Any = None  # the output module's own keys, parsed by it
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,16 @@ class Config:
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
 
 
-OUTPUT_TYPES = ("elasticsearch", "file")
+# Each output type is one module with `create(cfg, dead_letters) -> Output`; a module may add
+# keys of its own with `OPTION_KEYS` and `parse_options(raw, where) -> Any` (kept in cfg.options).
+OUTPUT_MODULES = {
+    "elasticsearch": "ccf_agent.outputs.elasticsearch",
+    "file": "ccf_agent.outputs.file",
+    "logstash": "ccf_agent.outputs.logstash",
+    "http": "ccf_agent.outputs.http",
+}
+OUTPUT_TYPES = tuple(OUTPUT_MODULES)
+URL_HOSTS = ("elasticsearch", "http")
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -434,10 +444,12 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         kind = r.get("type", str, required=True)
         if kind not in OUTPUT_TYPES:
             raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
-        hosts = r.strings("hosts", required=kind == "elasticsearch")
+        hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
         for j, h in enumerate(hosts):
-            if not re.match(r"^https?://[^/\s]+", h):
+            if kind in URL_HOSTS and not re.match(r"^https?://[^/\s]+", h):
                 raise doc.error(("outputs", name, "hosts", j), f"must be a URL like https://es1:9200, not '{h}'")
+            if kind == "logstash" and not re.match(r"^[^\s/:]+:\d+$", h):
+                raise doc.error(("outputs", name, "hosts", j), f"must be host:port like logstash1:5044, not '{h}'")
         t = r.sub("tls")
         tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
                         cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
@@ -460,12 +472,25 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             timeout=_duration(r, "timeout", 30.0),
             backoff_initial=_duration(r, "backoff_initial", 0.1),
             backoff_max=_duration(r, "backoff_max", 30.0),
+            options=_output_options(doc, r, ("outputs", name), kind),
         )
         if cfg.password and not cfg.username:
             raise doc.error(("outputs", name, "password"), "password needs username")
         r.done()
         out[name] = cfg
     return out
+
+
+def _output_options(doc: _Doc, r: _Reader, path: KeyPath, kind: str) -> Any:
+    import importlib
+
+    module = importlib.import_module(OUTPUT_MODULES[kind])
+    keys: tuple[str, ...] = getattr(module, "OPTION_KEYS", ())
+    if not keys:
+        return None
+    r.used.update(keys)
+    raw = {k: r.value[k] for k in keys if k in r.value}
+    return module.parse_options(raw, lambda p, m: doc.error((*path, *p), m))
 
 
 def _routes(doc: _Doc, root: _Reader, outputs: Mapping[str, OutputConfig]) -> tuple[RouteConfig, ...]:

@@ -346,3 +346,7 @@ def _reason(raw: bytes) -> str:
         return str(err)
     except (ValueError, AttributeError):
         return raw[:200].decode("utf-8", "replace")
+
+
+def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:
+    return ElasticsearchOutput(cfg, dead_letters)

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ccf_agent.batch import Events
+from ccf_agent.config import OutputConfig
 from ccf_agent.outputs.base import Output
+from ccf_agent.outputs.deadletter import DeadLetters
 
 
 class FileOutput(Output):
@@ -73,3 +75,7 @@ def _write_all(fd: int, body: bytes) -> None:
         n = os.write(fd, view)
         view = view[n:]
     os.fsync(fd)
+
+
+def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:
+    return FileOutput(cfg)
