@@ -21,6 +21,7 @@ from typing import Any
 
 from ccf_agent import __version__
 from ccf_agent.acks import Flow
+from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
 from ccf_agent.outputs.base import Output
@@ -50,6 +51,8 @@ class Agent:
         self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
+        self.alerts = AlertEngine(config.alerts or AlertsConfig(), self.state_dir,
+                                  log=logging.getLogger("ccf_agent.alerts"))
         self.inputs: list[TailInput] = []
         self.pipelines: dict[str, Pipeline] = {}
         self._stop = asyncio.Event()
@@ -60,12 +63,15 @@ class Agent:
 
     def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:
         process, assign, targets = pipeline.process, self.router.assign, self._targets
+        observe = self.alerts.observe if self.config.alerts is not None else None
 
         def dispatch(batch: Batch) -> None:
             events = process(batch)
             token = batch.token
             self.records_in += len(events.docs)
             if events.docs:
+                if observe is not None:
+                    observe(events.records, events.times)
                 for k, indices in enumerate(assign(events.records)):
                     if indices:
                         for out in targets[k]:
@@ -109,6 +115,8 @@ class Agent:
                 await server.start()
                 input_tasks = [tg.create_task(i.run(), name=f"input:{i.cfg.id}") for i in self.inputs]
                 flusher = tg.create_task(self._flush_registry(), name="registry")
+                timers = [tg.create_task(self.alerts.run(), name="alerts"),
+                          tg.create_task(self._tick_alerts(), name="alert-timers")]
                 log.info("ccf-agent %s running: %d inputs, %d outputs, state in %s", __version__,
                          len(self.inputs), len(self.outputs), self.state_dir)
                 await self._stop.wait()
@@ -121,7 +129,7 @@ class Agent:
                     if not await o.drain(deadline):
                         log.warning("output %s: %d records not delivered before the shutdown timeout; "
                                     "they will be read again at the next start", o.name, o.queued_docs)
-                for t in (*output_tasks, flusher):
+                for t in (*output_tasks, flusher, *timers):
                     t.cancel()
         except* Exception as eg:
             for e in eg.exceptions:
@@ -129,8 +137,16 @@ class Agent:
             self.exit_code = 1
         finally:
             await server.stop()
+            self.alerts.close()
             self.registry.save()
         return self.exit_code
+
+    async def _tick_alerts(self) -> None:
+        if self.config.alerts is None:
+            return
+        while True:
+            await asyncio.sleep(0.25)
+            self.alerts.tick(time.time())
 
     async def _flush_registry(self) -> None:
         while True:
@@ -147,4 +163,5 @@ class Agent:
             "inflight_bytes": self.flow.inflight, "files": files,
             "outputs": [o.status() for o in self.outputs.values()],
             "dead_letters": self.dead.count, "registry_error": self.registry.last_error,
+            "alerts": self.alerts.status() if self.config.alerts is not None else None,
         }

@@ -94,6 +94,13 @@ def _lte(v: Any, x: float) -> bool:
     return n is not None and n <= x
 
 
+def _in(v: Any, values: frozenset[Any]) -> bool:
+    try:
+        return v in values
+    except TypeError:  # an unhashable field value (a list, an object) is in no set of scalars
+        return False
+
+
 def _regex(v: Any, pattern: re.Pattern[str]) -> bool:
     return isinstance(v, str) and pattern.search(v) is not None
 
@@ -102,7 +109,7 @@ class _Compiler:
     def __init__(self) -> None:
         self.consts: dict[str, Any] = {
             "_get_path": _get_path, "_contains": _contains, "_icontains": _icontains,
-            "_gt": _gt, "_gte": _gte, "_lt": _lt, "_lte": _lte, "_regex": _regex,
+            "_gt": _gt, "_gte": _gte, "_lt": _lt, "_lte": _lte, "_regex": _regex, "_in": _in,
         }
 
     def const(self, value: Any) -> str:
@@ -154,7 +161,7 @@ class _Compiler:
         if op == "in":
             if not isinstance(value, list):
                 raise ConditionError(vpath, "must be a list of values")
-            return f"({get} in {self.const(frozenset(v for v in value if _hashable(v)))})"
+            return f"_in({get}, {self.const(frozenset(v for v in value if _hashable(v)))})"
         if op in ("contains", "icontains"):
             if not isinstance(value, str):
                 raise ConditionError(vpath, "must be a string")

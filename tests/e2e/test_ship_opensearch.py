@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import AgentProcess, Engine, agent_config, wait_until, write_lines
 from ccf_agent.samples import is_payout, lines
+from tests.harness import AgentProcess, Engine, agent_config, wait_until, write_lines
 
 pytestmark = pytest.mark.engine
 
