@@ -1,0 +1,3 @@
+module ccf-agent/bench/sink
+
+go 1.22
