@@ -255,7 +255,14 @@ class InputConfig:
     fingerprint_bytes: int = 1024
     scan_interval: float = 5.0  # full rescan and re-stat; inotify triggers one at once on changes
     poll_interval: float = 0.25  # without inotify, and for rotated files finishing
-    rotate_wait: float = 5.0
+    rotate_wait: float = 5.0  # a moved file is closed after this long without new data
+    partial_flush: float = 10.0  # a last line without its newline is shipped after this idle time
+    close_inactive: float = 300.0  # close a file idle this long; reopened when it grows
+    ignore_older: float = 0.0  # files first seen with an mtime older than this are not read (0: off)
+    forget_after: float = 3600.0  # registry entries of files gone this long are dropped
+    max_open_files: int = 1024
+    deleted_max_wait: float = 300.0  # a deleted file still being read is closed after this long...
+    deleted_max_bytes: int = 1 << 30  # ...or when this much of it is left to read (counted as lost)
     options: Any = None  # pipeline.options.InputOptions: parsers, multiline, encoding
 
 
@@ -405,6 +412,13 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
             scan_interval=_duration(r, "scan_interval", 5.0),
             poll_interval=_duration(r, "poll_interval", 0.25),
             rotate_wait=_duration(r, "rotate_wait", 5.0),
+            partial_flush=_duration(r, "partial_flush", 10.0),
+            close_inactive=_duration(r, "close_inactive", 300.0),
+            ignore_older=_duration(r, "ignore_older", 0.0),
+            forget_after=_duration(r, "forget_after", 3600.0),
+            max_open_files=r.positive("max_open_files", int, 1024),
+            deleted_max_wait=_duration(r, "deleted_max_wait", 300.0),
+            deleted_max_bytes=_size(r, "deleted_max_bytes", 1 << 30),
             options=_input_options(doc, r, ("inputs", i)),
         )
         r.done()

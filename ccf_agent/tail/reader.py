@@ -55,6 +55,7 @@ class FileReader:
         self.last_data = time.monotonic()
         self.moved_at: float | None = None  # when the path stopped pointing at this file
         self.deleted = False
+        self.deleted_at: float | None = None
         self.lines_truncated = 0
         entry.read_offset = offset
 

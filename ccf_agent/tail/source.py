@@ -58,6 +58,7 @@ class TailInput:
         self.watcher: DirWatcher = DirWatcher(self._changed, self._structure_changed)
         self._last_scan = 0.0
         self.bytes_read = 0
+        self.lost_bytes = 0  # unread bytes of deleted files given up on (deleted_max_*)
 
     # ------------------------------------------------------------------ main loop
 
@@ -77,7 +78,7 @@ class TailInput:
                 elif not notified:
                     self.dirty.update(self.readers)  # no inotify: poll them all
                 progressed = await self._read_dirty(notified)
-                await self.wait_for_room()
+                await self._wait_room()
                 if progressed:
                     idle = MIN_POLL
                     continue
@@ -85,7 +86,7 @@ class TailInput:
                 if notified:
                     # Only rotated files wait on a timer; everything else waits for an event.
                     timeout = next_scan - time.monotonic()
-                    if any(r.moved_at is not None for r in self.readers.values()):
+                    if any(r.moved_at is not None or r.partial for r in self.readers.values()):
                         timeout = min(timeout, self.cfg.poll_interval)
                 else:
                     timeout = idle
@@ -110,7 +111,7 @@ class TailInput:
                 self.dirty.discard(key)
                 continue
             if not self.flow.has_room:
-                await self.wait_for_room()
+                await self._wait_room()
             batches = reader.read(CHUNK)
             if batches:
                 progressed = True
@@ -122,9 +123,19 @@ class TailInput:
                     break  # a rename storm: find the new files before reading on
             else:
                 self._at_eof(reader)
-                if notified and reader.moved_at is None:
+                if notified and reader.moved_at is None and not reader.partial:
                     self.dirty.discard(key)
         return progressed
+
+    async def _wait_room(self) -> None:
+        """Backpressure, with the housekeeping that must go on while an output is down."""
+        while True:
+            try:
+                async with asyncio.timeout(self.cfg.scan_interval):
+                    await self.wait_for_room()
+                return
+            except TimeoutError:
+                self._maintain()
 
     def _changed(self, path: str) -> None:
         key = self.by_path.get(path)
@@ -160,6 +171,7 @@ class TailInput:
                 self.watcher.watch(base)
 
     def stop_file(self, reader: FileReader, state: str) -> None:
+        reader.entry.size = max(reader.entry.size, reader.offset)
         reader.close()
         self.readers.pop(reader.dev_ino, None)
         self.dirty.discard(reader.dev_ino)
@@ -187,6 +199,10 @@ class TailInput:
             self._rescan.set()
             return
         now = time.monotonic()
+        if reader.partial and reader.moved_at is None and now - reader.last_data >= self.cfg.partial_flush:
+            batch = reader.flush_partial()  # a writer that never finished its line: ship what is there
+            if batch is not None:
+                self.dispatch(batch)
         if reader.moved_at is None:
             try:
                 pst = os.stat(reader.path)
@@ -220,6 +236,7 @@ class TailInput:
             for p in glob.glob(pattern):
                 candidates[p] = True
         self._check_rewritten()
+        self._maintain()
         self._watch_dirs()
         added = False
         held_fps = {r.entry.fingerprint for r in self.readers.values()}
@@ -234,6 +251,12 @@ class TailInput:
                 continue
             if self._unchanged_closed(st):
                 continue
+            if len(self.readers) >= self.cfg.max_open_files:
+                if "max_open_files" not in self._warned:
+                    log.warning("input %s: %d files open (max_open_files); others wait until some close "
+                                "(close_inactive)", self.cfg.id, len(self.readers))
+                    self._warned.add("max_open_files")
+                break
             added |= self._open(path, may_start, held_fps)
         self._first_scan = False
         if added:
@@ -254,6 +277,49 @@ class TailInput:
             if fp is not None and fp != reader.entry.fingerprint:
                 log.warning("%s was truncated and rewritten: reading it again from the start", reader.path)
                 self.stop_file(reader, "truncated")
+
+    def _maintain(self) -> None:
+        """Bounds that hold even while reading is paused: deleted files, idle files, old entries."""
+        now = time.monotonic()
+        for reader in list(self.readers.values()):
+            try:
+                st = os.fstat(reader.fd)
+            except OSError:
+                continue
+            reader.entry.size = st.st_size
+            if st.st_nlink == 0:
+                if reader.deleted_at is None:
+                    reader.deleted_at = now
+                left = st.st_size - reader.offset
+                if left > 0 and (now - reader.deleted_at > self.cfg.deleted_max_wait or left > self.cfg.deleted_max_bytes):
+                    self.lost_bytes += left
+                    log.error("%s was deleted with %d bytes still unread; closing it after %.0fs to free the "
+                              "disk (deleted_max_wait / deleted_max_bytes): those records are LOST",
+                              reader.path, left, now - reader.deleted_at)
+                    self.stop_file(reader, "gone")
+                continue
+            idle = now - reader.last_data
+            if (reader.moved_at is None and not reader.partial and reader.offset >= st.st_size
+                    and idle >= self.cfg.close_inactive):
+                log.debug("closing %s: idle for %.0fs (close_inactive)", reader.path, idle)
+                self.stop_file(reader, "closed")
+        self._forget_gone()
+
+    def _forget_gone(self) -> None:
+        horizon = time.time() - self.cfg.forget_after
+        held = {r.entry.stream_id for r in self.readers.values()}
+        for e in list(self.registry.entries.values()):
+            if e.input_id != self.cfg.id or e.stream_id in held or e.updated > horizon:
+                continue
+            try:
+                st = os.stat(e.path)
+                exists = (st.st_dev, st.st_ino) == (e.dev, e.ino)
+            except OSError:
+                exists = False
+            if not exists:
+                del self.registry.entries[e.stream_id]
+                self.ledgers.pop(e.stream_id, None)
+                self.registry.dirty = True
 
     def _excluded(self, path: str) -> bool:
         name = os.path.basename(path)
@@ -326,6 +392,8 @@ class TailInput:
                 return e, offset, False
         if not may_start and st.st_mtime <= self.watching_since:
             return None  # rotated before we were watching: not ours to ship
+        if self.cfg.ignore_older and time.time() - st.st_mtime > self.cfg.ignore_older:
+            return None
         offset = 0
         if self.cfg.start_at == "end" and self._first_scan:
             offset = _last_line_end(path, st.st_size)

@@ -1,0 +1,84 @@
+"""Run one TailInput in-process, acknowledging every batch at once, and collect the lines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ccf_agent.acks import Flow
+from ccf_agent.batch import Batch
+from ccf_agent.config import InputConfig
+from ccf_agent.registry import Registry
+from ccf_agent.tail.source import TailInput
+
+
+class Tail:
+    def __init__(self, tmp: Path, pattern: str = "*.log", first_run: bool = True, **cfg: Any) -> None:
+        self.logs = tmp / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.state = tmp / "state"
+        opts: dict[str, Any] = {"scan_interval": 0.05, "poll_interval": 0.02, "rotate_wait": 0.3, **cfg}
+        opts.setdefault("rotated_paths", (str(self.logs / pattern) + ".1",))  # as the config loader does
+        self.cfg = InputConfig(id="app", paths=(str(self.logs / pattern),), **opts)
+        self.first_run = first_run
+        self.lines: list[bytes] = []
+        self.batches: list[Batch] = []
+        self.hold = False  # True: keep batches unacknowledged (an output that is down)
+        self.held: list[Batch] = []
+
+    def dispatch(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.lines.extend(batch.lines)
+        if self.hold:
+            self.held.append(batch)
+        elif batch.token is not None:
+            batch.token.done()
+
+    def release(self) -> None:
+        for b in self.held:
+            assert b.token is not None
+            b.token.done()
+        self.held.clear()
+
+    async def __aenter__(self) -> Tail:
+        self.registry = Registry(self.state)
+        self.registry.load()
+        self.flow = Flow(64 << 20)
+        self.input = TailInput(self.cfg, self.registry, self.flow, self.dispatch, self._room,
+                               first_run=self.first_run)
+        self.task = asyncio.create_task(self.input.run())
+        return self
+
+    async def _room(self) -> None:
+        await self.flow.wait_for_room()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        self.registry.save()
+
+    async def until(self, predicate: Callable[[], bool], what: str, within: float = 10.0) -> None:
+        deadline = time.monotonic() + within
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; got {len(self.lines)} lines")
+            await asyncio.sleep(0.01)
+
+    async def has_lines(self, n: int) -> None:
+        await self.until(lambda: len(self.lines) >= n, f"{n} lines")
+
+
+def numbered(start: int, n: int, prefix: str = "line") -> str:
+    return "".join(f'{{"message":"{prefix} {i}","seq":{i}}}\n' for i in range(start, start + n))
+
+
+def seqs(lines: list[bytes]) -> list[int]:
+    import json
+
+    return [json.loads(x)["seq"] for x in lines if x.startswith(b"{")]

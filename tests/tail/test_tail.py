@@ -1,0 +1,324 @@
+"""The tailer, in-process: every line read once through rotation, truncation and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ccf_agent.acks import Flow, Ledger
+from ccf_agent.registry import Entry, Registry
+from ccf_agent.tail.reader import FileReader
+from tests.tail.helpers import Tail, numbered, seqs
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the reader alone
+
+
+def reader_for(path: Path, max_line: int = 1 << 20) -> FileReader:
+    entry = Entry("s" * 16, "fp", "app", str(path), 0, 0)
+    ledger = Ledger(entry, Registry(path.parent / "state"), Flow(1 << 30))
+    return FileReader(os.open(path, os.O_RDONLY), str(path), entry, ledger, 0, max_line)
+
+
+def test_a_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"one\ntw")
+    r = reader_for(p)
+    [b] = r.read()
+    assert (b.lines, b.start, b.end) == ([b"one"], 0, 4)
+    with open(p, "ab") as f:
+        f.write(b"o\n")
+    [b] = r.read()
+    assert (b.lines, b.start, b.end) == ([b"two"], 4, 8)
+
+
+def test_an_over_long_line_is_cut_and_its_rest_skipped(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"x" * 100 + b"\nnext\n")
+    r = reader_for(p, max_line=10)
+    batches = r.read()
+    assert [(b.lines, b.truncated) for b in batches] == [([b"x" * 10], True), ([b"next"], False)]
+    assert batches[-1].end == 106  # every byte accounted for, so the offset can pass the long line
+
+
+def test_an_over_long_line_across_reads_is_cut_once(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"y" * 50)
+    r = reader_for(p, max_line=10)
+    [b] = r.read(size=20)
+    assert b.truncated and b.lines == [b"y" * 10]
+    with open(p, "ab") as f:
+        f.write(b"y" * 30 + b"\nafter\n")
+    lines = [line for b in r.read() + r.read() + r.read() for line in b.lines]
+    assert lines == [b"after"]
+
+
+# ---------------------------------------------------------------- discovery and rotation
+
+
+def test_new_files_are_read_from_the_start(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            (t.logs / "combined.log").write_text(numbered(0, 100))
+            await t.has_lines(100)
+            (t.logs / "error.log").write_text(numbered(100, 10))
+            await t.has_lines(110)
+        assert sorted(seqs(t.lines)) == list(range(110))
+    run(go())
+
+
+def test_files_sharing_a_first_line_are_both_read(tmp_path: Path) -> None:
+    async def go() -> None:
+        t = Tail(tmp_path)
+        (t.logs / "combined.log").write_text(numbered(0, 1) + numbered(1, 50))
+        (t.logs / "error.log").write_text(numbered(0, 1) + numbered(100, 5))
+        async with t:
+            await t.has_lines(57)
+        assert len(t.lines) == 57
+    run(go())
+
+
+def test_rename_rotation_finishes_the_old_file_and_reads_the_new(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            with open(live, "a") as f:
+                f.write(numbered(0, 50))
+                f.flush()
+                await t.has_lines(50)
+                os.rename(live, t.logs / "combined.log.1")
+                f.write(numbered(50, 20))  # the app writes on until it reopens
+            live.write_text(numbered(70, 30))
+            await t.has_lines(100)
+            await asyncio.sleep(0.5)
+        assert sorted(seqs(t.lines)) == list(range(100))
+    run(go())
+
+
+def test_truncation_restarts_at_zero(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            live.write_text(numbered(0, 40))
+            await t.has_lines(40)
+            os.truncate(live, 0)
+            await asyncio.sleep(0.2)
+            live.write_text(numbered(40, 5))
+            await t.has_lines(45)
+        assert sorted(seqs(t.lines)) == list(range(45))
+    run(go())
+
+
+def test_copytruncate_copy_is_finished_from_where_reading_stopped(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            live.write_text(numbered(0, 30))
+            await t.has_lines(30)
+            t.hold = True
+            with open(live, "a") as f:
+                f.write(numbered(30, 10))  # lands after our last read, before the copy
+            shutil.copyfile(live, t.logs / "combined.log.1")
+            os.truncate(live, 0)
+            with open(live, "a") as f:
+                f.write(numbered(40, 5))
+            t.hold = False
+            t.release()
+            await t.has_lines(45)
+            await asyncio.sleep(0.3)
+        assert sorted(seqs(t.lines)) == list(range(45))
+    run(go())
+
+
+def test_compressed_rotations_are_never_read(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, pattern="*") as t:
+            (t.logs / "combined.log.2.gz").write_text(numbered(0, 5))
+            (t.logs / "combined.log").write_text(numbered(5, 5))
+            await t.has_lines(5)
+            await asyncio.sleep(0.2)
+        assert sorted(seqs(t.lines)) == list(range(5, 10))
+    run(go())
+
+
+def test_a_file_deleted_while_open_is_read_to_its_end(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            with open(live, "a") as f:
+                f.write(numbered(0, 10))
+                f.flush()
+                await t.has_lines(10)
+                os.unlink(live)
+                f.write(numbered(10, 10))
+                f.flush()
+                await t.has_lines(20)
+        assert sorted(seqs(t.lines)) == list(range(20))
+    run(go())
+
+
+def test_a_deleted_file_is_given_up_after_its_bound_and_the_loss_counted(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, deleted_max_wait=0.2) as t:
+            live = t.logs / "combined.log"
+            with open(live, "a") as f:
+                f.write(numbered(0, 10))
+                f.flush()
+                await t.has_lines(10)
+                t.input.flow.take(1 << 30)  # reading paused: the output is down
+                os.unlink(live)
+                f.write(numbered(10, 10))
+                f.flush()
+                await t.until(lambda: t.input.lost_bytes > 0, "the deleted file to be given up")
+                assert not t.input.readers
+    run(go())
+
+
+def test_a_partial_line_is_shipped_after_the_idle_time(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, partial_flush=0.2) as t:
+            (t.logs / "combined.log").write_text(numbered(0, 3) + '{"message":"no newline","seq":3}')
+            await t.has_lines(4)
+        assert seqs(t.lines) == [0, 1, 2, 3]
+    run(go())
+
+
+def test_idle_files_close_and_reopen_when_they_grow(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, close_inactive=0.2) as t:
+            live = t.logs / "combined.log"
+            live.write_text(numbered(0, 5))
+            await t.has_lines(5)
+            await t.until(lambda: not t.input.readers, "the idle file to close")
+            with open(live, "a") as f:
+                f.write(numbered(5, 5))
+            await t.has_lines(10)
+        assert seqs(t.lines) == list(range(10))
+    run(go())
+
+
+def test_open_files_are_capped(tmp_path: Path) -> None:
+    async def go() -> None:
+        t = Tail(tmp_path, max_open_files=3, close_inactive=0.1)
+        for i in range(6):
+            (t.logs / f"f{i}.log").write_text(numbered(i * 10, 10))
+        async with t:
+            await t.until(lambda: len(t.input.readers) == 3, "three files open")
+            await t.has_lines(60)
+            assert len(t.input.readers) <= 3
+    run(go())
+
+
+def test_ignore_older_skips_old_new_files(tmp_path: Path) -> None:
+    async def go() -> None:
+        t = Tail(tmp_path, ignore_older=60)
+        old = t.logs / "old.log"
+        old.write_text(numbered(0, 5))
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        (t.logs / "new.log").write_text(numbered(5, 5))
+        async with t:
+            await t.has_lines(5)
+            await asyncio.sleep(0.2)
+        assert seqs(t.lines) == list(range(5, 10))
+    run(go())
+
+
+def test_start_at_end_skips_what_was_there_at_the_first_start(tmp_path: Path) -> None:
+    async def go() -> None:
+        t = Tail(tmp_path, start_at="end")
+        live = t.logs / "combined.log"
+        live.write_text(numbered(0, 5))
+        async with t:
+            await asyncio.sleep(0.2)
+            with open(live, "a") as f:
+                f.write(numbered(5, 5))
+            await t.has_lines(5)
+        assert seqs(t.lines) == list(range(5, 10))
+    run(go())
+
+
+# ---------------------------------------------------------------- restarts
+
+
+def test_restart_resumes_at_the_committed_offset(tmp_path: Path) -> None:
+    async def go() -> None:
+        live = tmp_path / "logs" / "combined.log"
+        async with Tail(tmp_path) as t:
+            live.write_text(numbered(0, 20))
+            await t.has_lines(20)
+        with open(live, "a") as f:
+            f.write(numbered(20, 5))
+        async with Tail(tmp_path, first_run=False) as t2:
+            await t2.has_lines(5)
+            await asyncio.sleep(0.2)
+        assert seqs(t2.lines) == list(range(20, 25))
+    run(go())
+
+
+def test_unacknowledged_lines_are_read_again_after_a_restart(tmp_path: Path) -> None:
+    async def go() -> None:
+        live = tmp_path / "logs" / "combined.log"
+        async with Tail(tmp_path) as t:
+            live.write_text(numbered(0, 10))
+            await t.has_lines(10)
+            t.hold = True
+            with open(live, "a") as f:
+                f.write(numbered(10, 10))
+            await t.has_lines(20)  # read, never acknowledged
+        async with Tail(tmp_path, first_run=False) as t2:
+            await t2.has_lines(10)
+        assert seqs(t2.lines) == list(range(10, 20))
+    run(go())
+
+
+def test_a_file_rotated_while_stopped_is_finished_under_its_new_name(tmp_path: Path) -> None:
+    async def go() -> None:
+        live = tmp_path / "logs" / "combined.log"
+        async with Tail(tmp_path) as t:
+            live.write_text(numbered(0, 10))
+            await t.has_lines(10)
+        with open(live, "a") as f:
+            f.write(numbered(10, 5))
+        os.rename(live, tmp_path / "logs" / "combined.log.1")
+        live.write_text(numbered(15, 5))
+        async with Tail(tmp_path, first_run=False) as t2:
+            await t2.has_lines(10)
+            await asyncio.sleep(0.2)
+        assert sorted(seqs(t2.lines)) == list(range(10, 20))
+    run(go())
+
+
+def test_a_reused_inode_with_new_content_is_read_from_the_start(tmp_path: Path) -> None:
+    async def go() -> None:
+        live = tmp_path / "logs" / "combined.log"
+        async with Tail(tmp_path) as t:
+            live.write_text(numbered(0, 50))
+            await t.has_lines(50)
+        # Same path (and often the same inode), shorter, different content.
+        os.unlink(live)
+        live.write_text(numbered(100, 3, prefix="new"))
+        async with Tail(tmp_path, first_run=False) as t2:
+            await t2.has_lines(3)
+        assert seqs(t2.lines) == [100, 101, 102]
+    run(go())
+
+
+def test_a_file_rewritten_with_the_same_first_line_is_not_resumed_blindly(tmp_path: Path) -> None:
+    async def go() -> None:
+        live = tmp_path / "logs" / "combined.log"
+        async with Tail(tmp_path) as t:
+            live.write_text(numbered(0, 1) + numbered(1, 30))
+            await t.has_lines(31)
+        # Truncated and rewritten while stopped, longer than before, same first line.
+        live.write_text(numbered(0, 1) + numbered(200, 60))
+        async with Tail(tmp_path, first_run=False) as t2:
+            await t2.has_lines(61)
+        assert seqs(t2.lines) == [0, *range(200, 260)]
+    run(go())
