@@ -1,56 +1,196 @@
-"""Prometheus text exposition of the agent's own counters."""
+"""Prometheus text exposition (format 0.0.4) of the agent's counters, the process and the app's business metrics.
+
+Built on request from counters the parts keep: nothing here runs on the hot path.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import resource
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ccf_agent import __version__
+from ccf_agent.ops import business
 from ccf_agent.outputs.base import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from ccf_agent.agent import Agent
+
+Sample = tuple[dict[str, str], float]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_metrics(agent: Agent) -> str:
-    out: list[str] = []
+def fmt(value: float) -> str:
+    """Exact: integers in full, floats in their shortest round-trip form (`%g` would print
+    1234567 as 1.23457e+06 and a Unix time to the nearest 100 seconds)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        out.append(f"# HELP {name} {help_}")
-        out.append(f"# TYPE {name} {kind}")
+
+class Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(self, name: str, kind: str, help_: str, samples: Iterable[Sample]) -> None:
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            lbl = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{lbl}}} {value:g}" if lbl else f"{name} {value:g}")
+            self.lines.append(f"{name}{_labels(labels)} {fmt(value)}")
 
-    metric("ccf_agent_records_read_total", "counter", "Records read from files.", [({}, agent.records_in)])
-    metric("ccf_agent_bytes_read_total", "counter", "Bytes read from files.",
-           [({"input": i.cfg.id}, i.bytes_read) for i in agent.inputs])
-    metric("ccf_agent_open_files", "gauge", "Files held open.",
-           [({"input": i.cfg.id}, len(i.readers)) for i in agent.inputs])
-    files = [f for i in agent.inputs for f in i.status()]
-    metric("ccf_agent_lag_bytes", "gauge", "Bytes written to files but not yet acknowledged.",
-           [({}, sum(int(f["lag_bytes"]) for f in files))])  # type: ignore[call-overload]
-    metric("ccf_agent_inflight_bytes", "gauge", "Bytes read and not yet acknowledged.", [({}, agent.flow.inflight)])
+    def histogram(self, name: str, help_: str, series: Iterable[tuple[dict[str, str], list[int], float]],
+                  bounds: Iterable[float]) -> None:
+        """`series`: (labels, cumulative bucket counts ending with +Inf, sum)."""
+        bounds = list(bounds)
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} histogram")
+        for labels, buckets, total in series:
+            for b, n in zip(bounds, buckets, strict=True):
+                le = "+Inf" if b == math.inf else f"{b:g}"
+                self.lines.append(f"{name}_bucket{_labels({**labels, 'le': le})} {n}")
+            self.lines.append(f"{name}_sum{_labels(labels)} {fmt(total)}")
+            self.lines.append(f"{name}_count{_labels(labels)} {buckets[-1]}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}"
+
+
+def render_metrics(agent: Agent) -> str:
+    e = Exposition()
+    _agent_metrics(e, agent)
+    _process_metrics(e)
+    business.METRICS.render(e.lines, fmt)
+    return e.text()
+
+
+def _agent_metrics(e: Exposition, agent: Agent) -> None:
+    m = e.metric
+    m("ccf_agent_build_info", "gauge", "Always 1; the agent's version as a label.", [({"version": __version__}, 1)])
+    m("ccf_agent_records_read_total", "counter", "Records read from files.", [({}, agent.records_in)])
+    m("ccf_agent_records_malformed_total", "counter",
+      "Lines shipped tagged because they were not valid JSON objects or UTF-8.",
+      [({"input": i}, p.malformed) for i, p in agent.pipelines.items()])
+    m("ccf_agent_bytes_read_total", "counter", "Bytes read from files.",
+      [({"input": i.cfg.id}, i.bytes_read) for i in agent.inputs])
+    m("ccf_agent_open_files", "gauge", "Files held open.",
+      [({"input": i.cfg.id}, len(i.readers)) for i in agent.inputs])
+    lag: dict[str, int] = {i.cfg.id: 0 for i in agent.inputs}
+    for i in agent.inputs:
+        for f in i.status():
+            lag[i.cfg.id] += int(f["lag_bytes"])  # type: ignore[call-overload]
+    m("ccf_agent_lag_bytes", "gauge", "Bytes written to files but not yet acknowledged by every output.",
+      [({"input": k}, v) for k, v in lag.items()])
+    m("ccf_agent_inflight_bytes", "gauge", "Bytes read and not yet acknowledged.", [({}, agent.flow.inflight)])
     outs = list(agent.outputs.values())
-    for name, attr, help_ in (("shipped", "docs_acked", "Records acknowledged by the output."),
-                              ("retried", "docs_retried", "Records retried after a transient failure."),
-                              ("dead_lettered", "docs_dead", "Records rejected for good and dead-lettered."),
-                              ("duplicates", "duplicates", "Records the destination already had.")):
-        metric(f"ccf_agent_records_{name}_total", "counter", help_,
-               [({"output": o.name}, getattr(o.stats, attr)) for o in outs])
-    metric("ccf_agent_output_queued_records", "gauge", "Records queued per output.",
-           [({"output": o.name}, o.queued_docs) for o in outs])
-    metric("ccf_agent_output_healthy", "gauge", "1 when the output's last request succeeded.",
-           [({"output": o.name}, 1.0 if o.healthy else 0.0) for o in outs])
-    out.append("# HELP ccf_agent_bulk_latency_seconds Latency of output requests.")
-    out.append("# TYPE ccf_agent_bulk_latency_seconds histogram")
-    for o in outs:
-        s = o.stats
-        for b, n in zip(LATENCY_BUCKETS, s.latency_buckets, strict=True):
-            le = "+Inf" if b == float("inf") else f"{b:g}"
-            out.append(f'ccf_agent_bulk_latency_seconds_bucket{{output="{_esc(o.name)}",le="{le}"}} {n}')
-        out.append(f'ccf_agent_bulk_latency_seconds_sum{{output="{_esc(o.name)}"}} {s.latency_sum:g}')
-        out.append(f'ccf_agent_bulk_latency_seconds_count{{output="{_esc(o.name)}"}} {s.latency_buckets[-1]}')
-    return "\n".join(out) + "\n"
+    for name, attr, help_ in (
+            ("shipped", "docs_acked", "Records acknowledged by the output."),
+            ("retried", "docs_retried", "Records retried after a transient failure."),
+            ("dead_lettered", "docs_dead", "Records that failed for good and went to the dead-letter file."),
+            ("duplicates", "duplicates", "Records the destination already had.")):
+        m(f"ccf_agent_records_{name}_total", "counter", help_,
+          [({"output": o.name}, getattr(o.stats, attr)) for o in outs])
+    m("ccf_agent_output_requests_total", "counter", "Requests made by the output.",
+      [({"output": o.name}, o.stats.requests) for o in outs])
+    m("ccf_agent_output_request_errors_total", "counter", "Requests that failed as a whole (connection, 5xx).",
+      [({"output": o.name}, o.stats.request_errors) for o in outs])
+    m("ccf_agent_output_queued_records", "gauge", "Records queued per output (queue depth).",
+      [({"output": o.name}, o.queued_docs) for o in outs])
+    m("ccf_agent_output_queued_bytes", "gauge", "Bytes queued per output.",
+      [({"output": o.name}, o.queued_bytes) for o in outs])
+    m("ccf_agent_output_healthy", "gauge", "1 when the output's last request succeeded.",
+      [({"output": o.name}, 1 if o.healthy else 0) for o in outs])
+    m("ccf_agent_output_last_success_timestamp_seconds", "gauge", "When the output last delivered (Unix time).",
+      [({"output": o.name}, o.stats.last_ok_at) for o in outs if o.stats.last_ok_at is not None])
+    e.histogram("ccf_agent_bulk_latency_seconds", "Latency of output requests.",
+                [({"output": o.name}, o.stats.latency_buckets, o.stats.latency_sum) for o in outs],
+                LATENCY_BUCKETS)
+    m("ccf_agent_registry_healthy", "gauge", "1 when the last save of the offsets registry succeeded.",
+      [({}, 0 if agent.registry.last_error else 1)])
+
+
+def _process_metrics(e: Exposition) -> None:
+    """The standard process_* family (as Prometheus client libraries export it), from /proc/self."""
+    m = e.metric
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    m("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+      [({}, ru.ru_utime + ru.ru_stime)])
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        vsize, rss_pages, start_ticks = int(fields[20]), int(fields[21]), int(fields[19])
+        m("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", [({}, vsize)])
+        m("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [({}, rss_pages * _PAGE)])
+        m("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+          [({}, _boot_time() + start_ticks / _TICKS)])
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        m("process_open_fds", "gauge", "Number of open file descriptors.", [({}, len(os.listdir("/proc/self/fd")))])
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    m("process_max_fds", "gauge", "Maximum number of open file descriptors.", [({}, soft)])
+    vmax, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if vmax != resource.RLIM_INFINITY:
+        m("process_virtual_memory_max_bytes", "gauge", "Maximum amount of virtual memory available in bytes.",
+          [({}, vmax)])
+    limit = memory_limit()
+    if limit is not None:
+        m("ccf_agent_memory_limit_bytes", "gauge", "The memory limit of the agent's cgroup (systemd MemoryMax=).",
+          [({}, limit)])
+
+
+_boot: float | None = None
+
+
+def _boot_time() -> float:
+    global _boot
+    if _boot is None:
+        # Wall clock minus time since boot: /proc/stat's btime needs more than ProcSubset=pid allows.
+        _boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return _boot
+
+
+def memory_limit() -> int | None:
+    """cgroup v2 `memory.max` of this process's cgroup, when it is a number."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next((line.split("::", 1)[1].strip() for line in f if line.startswith("0::")), None)
+        if rel is None:
+            return None
+        with open(f"/sys/fs/cgroup{rel}/memory.max") as f:
+            raw = f.read().strip()
+    except OSError:
+        return None
+    return int(raw) if raw.isdigit() else None
+
+
+def resident_memory() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None

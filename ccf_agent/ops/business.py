@@ -1,0 +1,202 @@
+"""The app's business metrics, derived from its own log records, under the seed guide's names.
+
+    ccf_payouts_total{status,method}   counter: payout attempts by outcome
+    ccf_payout_duration_seconds        histogram of `processingTime` (ms), buckets 0.1 .. 30 s
+    ccf_last_payout_job_timestamp      gauge: event time of the newest record of the payout job
+
+so the seed's `alerts.yml` evaluates against ccf-agent's `/metrics` as it would against the app.
+
+What counts:
+- A payout attempt is a record with a `payoutId` whose message is one of the app's outcome lines
+  ("Payout processed", "Payout failed", any case). `status` comes from the record for a processed
+  payout (one of STATUSES, else "other"), and is "failed" for a failed one; `method` is the
+  record's `method` when it is a Stripe payout method (standard, instant), "unknown" when absent
+  and "other" otherwise, so label values never come unbounded from the logs.
+- The payout job ran at the event time of any record with `service: payout-job`. That value is
+  kept in `state_dir/business.json`, so an agent restart does not reset the gauge to "never" and
+  fire PayoutJobNotRunning (counters restart at 0 like any process's; `rate()` handles that).
+- Only records read from the files that hold every record once count: Winston writes a record to
+  combined.log and again to error.log or payouts.log, so counting every file would count a failed
+  payout three times. SOURCES matches combined.log and its rotated generations.
+
+Cost: `observe` runs per batch on the hot path. Its per-record work is two dict lookups done
+by C iterators (`map`), about 0.1 us per record; only payout records reach Python code.
+See tests/ops/bench_business.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import os
+from collections.abc import Sequence
+from itertools import compress, count, repeat
+from operator import contains, eq
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("ccf_agent.ops.business")
+
+PAYOUT_KEY = "payoutId"
+JOB_SERVICE = "payout-job"
+OUTCOMES = {"payout processed": "completed", "payout failed": "failed"}
+STATUSES = frozenset({"completed", "failed", "pending", "paid", "in_transit", "canceled"})
+METHODS = frozenset({"standard", "instant"})
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # the seed's, in seconds
+SOURCES = ("combined*.log*",)  # combined.log, combined.log.1, combined.log-20240115, combined1.log
+STATE_FILE = "business.json"
+
+_get = dict.get
+
+
+class BusinessMetrics:
+    def __init__(self, sources: Sequence[str] | None = SOURCES) -> None:
+        self.sources = tuple(sources) if sources is not None else None  # None: every file counts
+        self._counts_path: dict[str, bool] = {}
+        self.payouts: dict[tuple[str, str], int] = {}
+        self.duration_buckets = [0] * len(DURATION_BUCKETS)  # non-cumulative: one per upper bound
+        self.duration_count = 0
+        self.duration_sum = 0.0
+        self.last_job: float | None = None
+        self.dirty = False
+
+    # ------------------------------------------------------------------ the hot path
+
+    def counts(self, path: str) -> bool:
+        """Whether records of this file count (cached: a handful of paths, looked up per batch)."""
+        known = self._counts_path.get(path)
+        if known is None:
+            if len(self._counts_path) > 4096:
+                self._counts_path.clear()  # rotated names accumulate over months
+            name = os.path.basename(path)
+            known = self.sources is None or any(fnmatch.fnmatchcase(name, p) for p in self.sources)
+            self._counts_path[path] = known
+        return known
+
+    def observe(self, records: list[dict[str, Any]], times: list[float], path: str) -> None:
+        if not records or not self.counts(path):
+            return
+        flags = list(map(contains, records, repeat(PAYOUT_KEY)))
+        if True in flags:
+            for i in compress(count(), flags):
+                self._payout(records[i])
+        services = list(map(_get, records, repeat("service")))
+        if JOB_SERVICE in services:
+            newest = max(compress(times, map(eq, services, repeat(JOB_SERVICE))))
+            if self.last_job is None or newest > self.last_job:
+                self.last_job = newest
+                self.dirty = True
+
+    def _payout(self, rec: dict[str, Any]) -> None:
+        message = rec.get("message")
+        outcome = OUTCOMES.get(message.strip().lower()) if type(message) is str else None
+        if outcome is None:
+            return  # a payout's other lines ("Payout requested", ...) are not attempts
+        status = outcome
+        if outcome == "completed":
+            s = rec.get("status")
+            if s is not None:
+                status = s if type(s) is str and s in STATUSES else "other"
+        m = rec.get("method")
+        method = "unknown" if m is None else (m if type(m) is str and m in METHODS else "other")
+        key = (status, method)
+        if key not in self.payouts:
+            # Both outcomes of a new method start at 0, so the first failure is an increase rate() sees.
+            for s0 in ("completed", "failed"):
+                self.payouts.setdefault((s0, method), 0)
+            self.payouts.setdefault(key, 0)
+        self.payouts[key] += 1
+        ms = rec.get("processingTime")
+        if type(ms) in (int, float) and ms >= 0 and math.isfinite(ms):
+            seconds = ms / 1000.0
+            self.duration_count += 1
+            self.duration_sum += seconds
+            for i, bound in enumerate(DURATION_BUCKETS):
+                if seconds <= bound:
+                    self.duration_buckets[i] += 1
+                    break
+
+    # ------------------------------------------------------------------ exposition
+
+    def render(self, out: list[str], fmt: Any) -> None:
+        """Append the three families in Prometheus text format; `fmt` formats a sample value."""
+        out.append("# HELP ccf_payouts_total Total number of payouts processed")
+        out.append("# TYPE ccf_payouts_total counter")
+        for (status, method), n in sorted(self.payouts.items()):
+            out.append(f'ccf_payouts_total{{status="{status}",method="{method}"}} {n}')
+        out.append("# HELP ccf_payout_duration_seconds Time taken to process payouts")
+        out.append("# TYPE ccf_payout_duration_seconds histogram")
+        cumulative = 0
+        for bound, n in zip(DURATION_BUCKETS, self.duration_buckets, strict=True):
+            cumulative += n
+            out.append(f'ccf_payout_duration_seconds_bucket{{le="{bound:g}"}} {cumulative}')
+        out.append(f'ccf_payout_duration_seconds_bucket{{le="+Inf"}} {self.duration_count}')
+        out.append(f"ccf_payout_duration_seconds_sum {fmt(self.duration_sum)}")
+        out.append(f"ccf_payout_duration_seconds_count {self.duration_count}")
+        out.append("# HELP ccf_last_payout_job_timestamp Event time (Unix seconds) of the payout job's newest "
+                   "log record")
+        out.append("# TYPE ccf_last_payout_job_timestamp gauge")
+        if self.last_job is not None:  # absent until known: 0 would claim the job never ran
+            out.append(f"ccf_last_payout_job_timestamp {fmt(self.last_job)}")
+
+    # ------------------------------------------------------------------ persistence (off the hot path)
+
+    def load(self, state_dir: str | os.PathLike[str]) -> None:
+        path = Path(state_dir) / STATE_FILE
+        try:
+            doc = orjson.loads(path.read_bytes())
+            value = doc["last_payout_job_timestamp"]
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as e:
+            log.warning("ignoring %s: %s", path, e)
+            return
+        if isinstance(value, int | float) and (self.last_job is None or value > self.last_job):
+            self.last_job = float(value)
+
+    def save_if_dirty(self, state_dir: str | os.PathLike[str]) -> bool:
+        """Atomic write (temp file, fsync, rename, directory fsync); False on an I/O error, retried later."""
+        if not self.dirty:
+            return True
+        directory = Path(state_dir)
+        path, tmp = directory / STATE_FILE, directory / (STATE_FILE + ".tmp")
+        body = orjson.dumps({"version": 1, "last_payout_job_timestamp": self.last_job})
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            try:
+                os.write(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e.strerror)
+            return False
+        self.dirty = False
+        return True
+
+
+METRICS = BusinessMetrics()
+_failed = False
+
+
+def observe(records: list[dict[str, Any]], times: list[float], path: str) -> None:
+    """Per batch, from the supervisor's dispatch: `observe(events.records, events.times, batch.path)`.
+
+    Never raises into shipping: a metrics bug costs a metric, not the records.
+    """
+    global _failed
+    try:
+        METRICS.observe(records, times, path)
+    except Exception as e:
+        if not _failed:  # once: a bug that fails every batch must not flood the log
+            log.error("business metrics: %s (this batch is not counted)", e, exc_info=True)
+        _failed = True

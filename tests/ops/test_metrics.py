@@ -1,0 +1,96 @@
+"""`GET /metrics`: the agent's own counters, the process, and the app's business metrics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ccf_agent.ops.metrics import fmt
+from tests.harness import AgentProcess
+from tests.ops.helpers import (
+    AppLogs,
+    file_outputs_config,
+    get,
+    labels,
+    needs_business_wiring,
+    samples,
+    scrape,
+    write_app_logs,
+)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProcess, AppLogs]]:
+    """One daemon that shipped the app's logs (combined, error, payouts) to files, caught up."""
+    tmp = tmp_path_factory.mktemp("metrics")
+    expected = write_app_logs(tmp / "logs", time.time())
+    agent = AgentProcess(tmp, file_outputs_config(tmp)).start()
+    try:
+        agent.wait_caught_up(60)
+        yield agent, expected
+    finally:
+        agent.kill()
+
+
+def test_promtool_check_metrics_is_clean(shipped: tuple[AgentProcess, AppLogs]) -> None:
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    text = scrape(shipped[0])
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_every_record_read_is_counted_and_shipped_by_the_output_it_was_routed_to(
+        shipped: tuple[AgentProcess, AppLogs]) -> None:
+    agent, expected = shipped
+    text = scrape(agent)
+    assert samples(text, "ccf_agent_records_read_total") == {labels(): expected.lines}
+    shipped_by = samples(text, "ccf_agent_records_shipped_total")
+    assert sum(shipped_by.values()) == expected.lines
+    payout_lines = sum(1 for _ in open(agent.workdir / "out" / "payouts.ndjson"))
+    assert shipped_by[labels(output="payouts")] == payout_lines > 0
+    assert samples(text, "ccf_agent_output_healthy") == {labels(output="logs"): 1, labels(output="payouts"): 1}
+    assert samples(text, "ccf_agent_lag_bytes") == {labels(input="app"): 0}
+
+
+def test_process_metrics_describe_this_process(shipped: tuple[AgentProcess, AppLogs]) -> None:
+    agent, _ = shipped
+    text = scrape(agent)
+    assert agent.proc is not None
+    (rss,) = samples(text, "process_resident_memory_bytes").values()
+    assert 10 << 20 < rss < 2 << 30
+    (started,) = samples(text, "process_start_time_seconds").values()
+    assert abs(started - Path(f"/proc/{agent.proc.pid}").stat().st_mtime) < 120
+    (fds,) = samples(text, "process_open_fds").values()
+    assert fds >= 3
+
+
+@needs_business_wiring
+def test_business_metrics_count_each_payout_once_although_winston_wrote_it_to_several_files(
+        shipped: tuple[AgentProcess, AppLogs]) -> None:
+    agent, expected = shipped
+    text = scrape(agent)
+    counted = {k: v for k, v in samples(text, "ccf_payouts_total").items() if v}
+    assert counted == {labels(status=s, method=m): n for (s, m), n in expected.payouts.items()}
+    assert samples(text, "ccf_payout_duration_seconds_count") == {labels(): len(expected.durations)}
+    assert samples(text, "ccf_payout_duration_seconds_bucket")[labels(le="0.1")] == 1
+    assert samples(text, "ccf_last_payout_job_timestamp") == {labels(): expected.last_job}
+
+
+def test_large_counters_and_unix_times_are_exact() -> None:
+    assert fmt(1234567) == "1234567"
+    assert fmt(1705312860.5) == "1705312860.5"
+    assert fmt(1705312860.0) == "1705312860"
+    assert fmt(0.1 + 0.2) == "0.30000000000000004"
+    assert (fmt(float("inf")), fmt(float("nan"))) == ("+Inf", "NaN")
+
+
+def test_metrics_content_type_is_the_text_exposition_format(shipped: tuple[AgentProcess, AppLogs]) -> None:
+    status, _, content_type = get(f"http://127.0.0.1:{shipped[0].port}/metrics")
+    assert status == 200 and content_type.startswith("text/plain")

@@ -1,0 +1,189 @@
+"""systemd's notify protocol, received on a datagram socket the test opens."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccf_agent.ops import notify
+from tests.harness import AgentProcess, wait_until, write_lines
+from tests.ops.helpers import file_outputs_config, needs_notify_wiring, stamp
+
+
+class NotifySocket:
+    """What systemd listens on: a Unix datagram socket, one message per datagram."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.address = path if not path.startswith("\0") else "@" + path[1:]
+
+    def receive(self, timeout: float = 10.0) -> dict[str, str]:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(4096).decode()
+        return dict(line.split("=", 1) for line in data.split("\n") if line)
+
+    def receive_until(self, key: str, timeout: float = 30.0) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """The first message carrying `key`, and every message received before it."""
+        deadline = time.monotonic() + timeout
+        before: list[dict[str, str]] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {key} within {timeout:g}s; received {before[-5:]}")
+            try:
+                msg = self.receive(remaining)
+            except TimeoutError:
+                continue
+            if key in msg:
+                return msg, before
+            before.append(msg)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifySocket]:
+    s = NotifySocket(str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("NOTIFY_SOCKET", s.address)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield s
+    s.close()
+
+
+def test_notify_sends_the_state_as_one_datagram(listener: NotifySocket) -> None:
+    assert notify.notify("READY=1\nSTATUS=up")
+    assert listener.receive() == {"READY": "1", "STATUS": "up"}
+
+
+def test_notify_reaches_an_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = NotifySocket(f"\0ccf-agent-test-{uuid.uuid4().hex}")
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", s.address)
+        assert s.address.startswith("@")
+        assert notify.notify("WATCHDOG=1")
+        assert s.receive() == {"WATCHDOG": "1"}
+    finally:
+        s.close()
+
+
+def test_notify_is_a_no_op_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify.notify("READY=1") is False
+
+
+def test_notify_reports_a_socket_nobody_listens_on_without_raising(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    assert notify.notify("READY=1") is False
+
+
+def test_watchdog_period_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert notify.watchdog_period() == 15.0
+
+
+def test_watchdog_meant_for_another_process_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", "1")
+    assert notify.watchdog_period() is None
+
+
+def test_no_watchdog_without_watchdog_usec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert notify.watchdog_period() is None
+
+
+def test_stopping_and_reloading_carry_their_states(listener: NotifySocket) -> None:
+    notify.stopping()
+    assert listener.receive()["STOPPING"] == "1"
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    notify.reloading()
+    msg = listener.receive()
+    assert msg["RELOADING"] == "1" and int(msg["MONOTONIC_USEC"]) >= before
+
+
+def test_status_summarises_files_throughput_lag_and_outputs() -> None:
+    status = {"files": [{"state": "reading", "lag_bytes": 3 << 20}, {"state": "idle", "lag_bytes": 0}],
+              "outputs": [{"healthy": True}, {"healthy": False}], "dead_letters": 0}
+    assert notify.summary(status, 1520.4) == ("2 files (1 reading), 1520 records/s, lag 3.0 MiB; "
+                                              "outputs 1/2 healthy")
+
+
+def test_status_is_always_one_line() -> None:
+    assert "\n" not in notify.summary({"files": [], "outputs": [], "dead_letters": 3}, 0)
+
+
+class FakeAgent:
+    def __init__(self) -> None:
+        self.records_in = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"files": [{"state": "idle", "lag_bytes": 0}], "outputs": [{"healthy": True}], "dead_letters": 0}
+
+
+def test_loop_sends_ready_then_watchdog_pings_then_a_status_with_throughput(
+        listener: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
+    agent = FakeAgent()
+
+    async def scenario() -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
+        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.4))  # type: ignore[arg-type]
+        try:
+            ready = await asyncio.to_thread(listener.receive)
+            agent.records_in = 400
+            status, before = await asyncio.to_thread(listener.receive_until, "STATUS", 5)
+            return ready, before, status
+        finally:
+            task.cancel()
+
+    ready, before, status = asyncio.run(scenario())
+    assert ready["READY"] == "1" and ready["STATUS"].startswith("1 files (0 reading), 0 records/s")
+    assert len(before) >= 3 and all(m == {"WATCHDOG": "1"} for m in before)
+    assert status["WATCHDOG"] == "1"
+    assert 0 < float(status["STATUS"].split(", ")[1].split()[0]) <= 1000  # 400 records over >= 0.4 s
+
+
+def test_loop_ends_at_once_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    asyncio.run(asyncio.wait_for(notify.notify_loop(FakeAgent()), 1))  # type: ignore[arg-type]
+
+
+@needs_notify_wiring
+def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_stopping(
+        tmp_path: Path, listener: NotifySocket) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    agent = AgentProcess(tmp_path, file_outputs_config(tmp_path),
+                         env={"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "400000"})
+    agent.start()
+    try:
+        ready, _ = listener.receive_until("READY")
+        assert agent.status() is not None  # the endpoint, the outputs and the inputs came first
+        assert "outputs 2/2 healthy" in ready["STATUS"]
+        write_lines(logs / "combined.log", (f'{{"level":"info","message":"m{i}","timestamp":"{stamp(time.time())}"}}'
+                                            for i in range(5000)))
+        pings = [listener.receive_until("WATCHDOG", 5)[0] for _ in range(3)]
+        assert all(p["WATCHDOG"] == "1" for p in pings)
+        status, _ = listener.receive_until("STATUS", 30)  # the periodic one, after the lines were read
+        assert "1 files" in status["STATUS"] and "records/s" in status["STATUS"]
+        wait_until(lambda: agent.status()["records_in"] == 5000, 30, "the lines to be read")  # type: ignore[index]
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGTERM)
+        stopping, _ = listener.receive_until("STOPPING", 15)
+        assert stopping["STOPPING"] == "1"
+        assert agent.proc.wait(30) == 0
+    finally:
+        agent.kill()
