@@ -77,12 +77,15 @@ class Engine:
             r = self.request("POST", "/_search/scroll", {"scroll": "1m", "scroll_id": r["_scroll_id"]})
         return out
 
-    def tally(self, written: int, name: str = "*") -> dict[str, int]:
-        """lost = written - distinct, duplicated = stored - distinct (the chaos suite's measure)."""
+    def tally(self, written: int | set[int], name: str = "*") -> dict[str, int]:
+        """lost = written - distinct, duplicated = stored - distinct (the chaos suite's measure).
+
+        `written` is a count of records numbered from 0, or the exact set of numbers expected."""
         seqs = [d["seq"] for d in self.docs(name) if "seq" in d]
-        distinct = len(set(seqs))
-        return {"written": written, "stored": len(seqs), "distinct": distinct,
-                "lost": written - distinct, "duplicated": len(seqs) - distinct}
+        found = set(seqs)
+        expected = written if isinstance(written, set) else set(range(written))
+        return {"written": len(expected), "stored": len(seqs), "distinct": len(found),
+                "lost": len(expected - found), "duplicated": len(seqs) - len(found)}
 
     def cleanup(self) -> None:
         try:

@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
-from ccf_agent.registry import Entry, Registry, stream_id_for
-from ccf_agent.tail.reader import CHUNK, FileReader, fingerprint, same_prefix, tail_matches
+from ccf_agent.registry import Entry, Registry, content_hash, stream_id_for
+from ccf_agent.tail.reader import CHUNK, TAIL_BYTES, FileReader, fingerprint, same_prefix, tail_matches
 from ccf_agent.tail.watch import DirWatcher
 
 log = logging.getLogger("ccf_agent.tail")
@@ -56,7 +56,6 @@ class TailInput:
         self.dirty: set[tuple[int, int]] = set()
         self.by_path: dict[str, tuple[int, int]] = {}
         self.watcher: DirWatcher = DirWatcher(self._changed, self._structure_changed)
-        self._last_scan = 0.0
         self.bytes_read = 0
         self.lost_bytes = 0  # unread bytes of deleted files given up on (deleted_max_*)
 
@@ -264,17 +263,22 @@ class TailInput:
             self.registry.save()
 
     def _check_rewritten(self) -> None:
-        """Truncated and regrown past our offset between two looks: the first line changed."""
-        since = self._last_scan
-        self._last_scan = time.monotonic()
+        """Before looking for new files, notice files truncated (or truncated and regrown past our
+        offset) since the last look: a copytruncate copy can only be recognised once its original
+        is known to be truncated."""
         for reader in list(self.readers.values()):
-            if reader.last_data < since or reader.moved_at is not None:
+            if reader.moved_at is not None:
                 continue
             try:
-                fp = fingerprint(reader.fd, self.cfg.fingerprint_bytes)
+                size = os.fstat(reader.fd).st_size
+                fp = fingerprint(reader.fd, self.cfg.fingerprint_bytes) if size >= reader.offset else None
             except OSError:
                 continue
-            if fp is not None and fp != reader.entry.fingerprint:
+            if size < reader.offset:
+                log.info("%s was truncated (size %d < offset %d): reading it again from the start",
+                         reader.path, size, reader.offset)
+                self.stop_file(reader, "truncated")
+            elif fp is not None and fp != reader.entry.fingerprint:
                 log.warning("%s was truncated and rewritten: reading it again from the start", reader.path)
                 self.stop_file(reader, "truncated")
 
@@ -390,6 +394,11 @@ class TailInput:
             if st.st_size >= offset and tail_matches(fd, e):
                 log.info("%s continues %s (same content) from offset %d", path, e.path, offset)
                 return e, offset, False
+            if st.st_size < offset and e.stream_id in self.ledgers and (st.st_size < e.offset or tail_matches(fd, e)):
+                # A copy taken before lines we had already read from the original (copytruncate
+                # while we kept up): nothing in it is new. Remember it as read to its end.
+                self._register_done(fd, path, fp, st)
+                return None
         if not may_start and st.st_mtime <= self.watching_since:
             return None  # rotated before we were watching: not ours to ship
         if self.cfg.ignore_older and time.time() - st.st_mtime > self.cfg.ignore_older:
@@ -411,6 +420,14 @@ class TailInput:
                 if same_prefix(fd, r.fd, n):
                     return True
         return False
+
+    def _register_done(self, fd: int, path: str, fp: str, st: os.stat_result) -> None:
+        entry = Entry(stream_id=stream_id_for(fp, st.st_dev, st.st_ino), fingerprint=fp, input_id=self.cfg.id,
+                      path=path, dev=st.st_dev, ino=st.st_ino, offset=st.st_size, size=st.st_size, state="closed")
+        n = min(TAIL_BYTES, st.st_size)
+        entry.tail_len, entry.tail_hash = n, content_hash(os.pread(fd, n, st.st_size - n))
+        self.registry.add(entry)
+        log.info("%s is a copy of what was already read; nothing new in it", path)
 
     def _resume_offset(self, e: Entry) -> int:
         # In this process, reading resumes where the last reader stopped (its unacknowledged

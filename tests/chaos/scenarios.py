@@ -1,0 +1,268 @@
+"""Chaos scenarios: the real daemon, a real OpenSearch node, a writer, and one kind of trouble.
+
+Each scenario runs a writer appending uniquely numbered records at a steady rate, injects its
+fault for `seconds`, stops the writer, lets the agent catch up, and counts in the engine:
+lost = written - distinct, duplicated = stored - distinct.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.harness import ROOT, AgentProcess, Engine, agent_config
+
+LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
+
+
+class Writer:
+    def __init__(self, path: Path, rate: int) -> None:
+        self.path = path
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.chaos.writer", str(path), "--rate", str(rate)],
+                                     stdout=subprocess.PIPE, cwd=ROOT, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "WRITER_READY"
+
+    def reopen(self) -> None:
+        self.proc.send_signal(signal.SIGHUP)
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGUSR1)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "PAUSED"
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return int(json.loads(out.strip().splitlines()[-1])["written"])
+
+
+class RssSampler:
+    """Peak RSS of the agent across all its restarts (VmHWM of each process)."""
+
+    def __init__(self, agent: AgentProcess) -> None:
+        self.agent = agent
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.sample()
+
+    def sample(self) -> None:
+        proc = self.agent.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+        except OSError:
+            pass
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return self.peak_kib / 1024
+
+
+@dataclass
+class Run:
+    name: str
+    tmp: Path
+    engine: Engine
+    seconds: float
+    rate: int
+    output_url: str | None = None  # e.g. a fault proxy in front of the engine
+    agent_opts: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.logs = self.tmp / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.live = self.logs / "app.log"
+        cfg = agent_config(self.engine, [str(self.logs / "*.log")], **self.agent_opts)
+        if self.output_url:
+            for out in cfg["outputs"].values():
+                out["hosts"] = [self.output_url]
+        self.agent = AgentProcess(self.tmp, cfg)
+
+    def result(self, written: int | set[int]) -> dict[str, Any]:
+        self.agent.wait_caught_up(timeout=300)
+        tally = self.engine.tally(written)
+        return {"scenario": self.name, **tally, **self.notes}
+
+
+def _every(seconds: float, period: float, action: Callable[[], None]) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(period)
+        action()
+
+
+# ---------------------------------------------------------------- file scenarios
+
+
+def logrotate_conf(run: Run, mode: str, writer: Writer) -> Path:
+    body = [f"{run.logs}/*.log {{", "    daily", "    missingok", "    rotate 30", "    compress",
+            "    delaycompress", "    notifempty"]
+    if mode == "copytruncate":
+        body.append("    copytruncate")
+    else:
+        body += ["    create 0644", "    sharedscripts", "    postrotate",
+                 f"        kill -HUP {writer.proc.pid}", "    endscript"]
+    conf = run.tmp / "logrotate.conf"
+    conf.write_text("\n".join([*body, "}", ""]))
+    return conf
+
+
+def on_disk_seqs(logs: Path) -> set[int]:
+    """Records that survived on disk: live file, rotated copies, compressed generations."""
+    seqs: set[int] = set()
+    for p in logs.iterdir():
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt") as f:  # type: ignore[operator]
+            for line in f:
+                try:
+                    seqs.add(json.loads(line)["seq"])
+                except (ValueError, KeyError):
+                    pass
+    return seqs
+
+
+def scenario_logrotate(run: Run, mode: str) -> dict[str, Any]:
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    conf = logrotate_conf(run, mode, writer)
+    state = run.tmp / "logrotate.state"
+    rotations = 0
+
+    def rotate() -> None:
+        nonlocal rotations
+        subprocess.run([LOGROTATE, "-f", "-s", str(state), str(conf)], check=True, capture_output=True)
+        rotations += 1
+
+    _every(run.seconds, 1.5, rotate)
+    written = writer.stop()
+    run.notes["rotations"] = rotations
+    if mode == "copytruncate":
+        # logrotate itself drops what lands between its copy and its truncate: count that apart;
+        # what survived on disk is what must arrive (lines read before the truncate may arrive too).
+        survived = on_disk_seqs(run.logs)
+        run.notes["dropped_by_logrotate"] = written - len(survived)
+        return run.result(survived)
+    return run.result(written)
+
+
+def scenario_rename_storm(run: Run, period: float = 0.2) -> dict[str, Any]:
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    rotations = 0
+
+    def rotate() -> None:
+        nonlocal rotations
+        os.replace(run.live, run.logs / "app.log.1")
+        writer.reopen()
+        rotations += 1
+
+    _every(run.seconds, period, rotate)
+    written = writer.stop()
+    run.notes["rotations"] = rotations
+    return run.result(written)
+
+
+def scenario_truncate(run: Run) -> dict[str, Any]:
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    truncations = 0
+
+    def truncate() -> None:
+        nonlocal truncations
+        # Truncating unread lines destroys them for any reader: truncate once the agent caught up.
+        writer.pause()
+        run.agent.wait_caught_up()
+        os.truncate(run.live, 0)
+        writer.resume()
+        truncations += 1
+
+    _every(run.seconds, 1.5, truncate)
+    written = writer.stop()
+    run.notes["truncations"] = truncations
+    return run.result(written)
+
+
+def scenario_delete_while_open(run: Run) -> dict[str, Any]:
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    deletions = 0
+
+    def delete() -> None:
+        nonlocal deletions
+        os.unlink(run.live)
+        time.sleep(0.3)  # the app writes on into the deleted file before it reopens
+        writer.reopen()
+        deletions += 1
+
+    _every(run.seconds, 1.5, delete)
+    written = writer.stop()
+    run.notes["deletions"] = deletions
+    return run.result(written)
+
+
+def scenario_inode_reuse(run: Run) -> dict[str, Any]:
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    reuses = 0
+    inodes: list[int] = []
+
+    def recreate() -> None:
+        nonlocal reuses
+        writer.pause()
+        run.agent.wait_caught_up()
+        assert run.agent.stop() == 0
+        inodes.append(os.stat(run.live).st_ino)
+        os.unlink(run.live)
+        writer.reopen()  # a new file, often on the inode just freed
+        writer.resume()
+        time.sleep(0.2)
+        run.agent.start()
+        reuses += 1
+
+    _every(run.seconds, 2.0, recreate)
+    written = writer.stop()
+    run.notes["recreations"] = reuses
+    run.notes["inode_reused"] = sum(1 for a, b in zip(inodes, inodes[1:], strict=False) if a == b)
+    return run.result(written)
+
+
+def scenario_kill9(run: Run, period: float = 2.5) -> dict[str, Any]:
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    kills = 0
+
+    def kill() -> None:
+        nonlocal kills
+        run.agent.kill()
+        kills += 1
+        run.agent.start()
+
+    _every(run.seconds, period, kill)
+    written = writer.stop()
+    run.notes["kills"] = kills
+    return run.result(written)

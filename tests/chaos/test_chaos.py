@@ -1,0 +1,56 @@
+"""The chaos suite, short form (runs in CI): every scenario loses nothing and stores nothing twice.
+
+The long soak runs the same scenarios for minutes each: `python -m tests.chaos.soak --seconds 600`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos import scenarios as sc
+from tests.harness import AgentProcess, Engine
+
+pytestmark = pytest.mark.engine
+
+SECONDS = float(os.environ.get("CCF_CHAOS_SECONDS", "8"))
+RATE = int(os.environ.get("CCF_CHAOS_RATE", "1000"))
+
+SCENARIOS: dict[str, Callable[[sc.Run], dict[str, Any]]] = {
+    "logrotate create": lambda r: sc.scenario_logrotate(r, "create"),
+    "logrotate copytruncate": lambda r: sc.scenario_logrotate(r, "copytruncate"),
+    "rename storm every 200 ms": sc.scenario_rename_storm,
+    "truncation": sc.scenario_truncate,
+    "deletion while open": sc.scenario_delete_while_open,
+    "inode reuse": sc.scenario_inode_reuse,
+    "kill -9 every 2.5 s": sc.scenario_kill9,
+}
+
+
+def record(row: dict[str, Any]) -> None:
+    out = os.environ.get("CCF_CHAOS_RESULTS")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_loses_nothing_and_stores_nothing_twice(name: str, tmp_path: Path, engine: Engine,
+                                                         agents: list[AgentProcess]) -> None:
+    run = sc.Run(name, tmp_path, engine, SECONDS, RATE)
+    agents.append(run.agent)
+    rss = sc.RssSampler(run.agent)
+    try:
+        row = SCENARIOS[name](run)
+    finally:
+        row_rss = rss.stop()
+    row["peak_rss_mib"] = round(row_rss, 1)
+    record(row)
+    assert row["written"] > 0
+    assert (row["lost"], row["duplicated"]) == (0, 0), row
