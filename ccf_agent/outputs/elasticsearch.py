@@ -2,50 +2,215 @@
 
 Spoken directly over aiohttp rather than through the official client, because that
 client refuses OpenSearch. Every document is sent with op type `create` and a
-deterministic `_id`, so a resend is a no-op at the destination (409 = already stored).
+deterministic `_id`, so a resend is a no-op at the destination (409 = already stored);
+`create` is also the only op data streams accept.
 
-Per-item outcomes: 2xx and 409 are delivered; 429 and 5xx items are retried alone with
-backoff; any other rejection (mapping conflicts, 400s) is dead-lettered with its error,
-counted, and acknowledged so the pipeline never stalls on it.
+Batches close on count, bytes or time (`flush_interval` after a free request slot found
+records waiting); `max_in_flight` requests run at once, optionally gzipped.
+
+Per-item outcomes: 2xx and 409 are delivered; 429, 5xx and conditions an operator fixes
+(write blocks, missing index or ingest pipeline, missing privileges) are retried alone with
+backoff; any other rejection (mapping conflicts, 400s) is dead-lettered with its error and
+the original record, counted, and acknowledged so the pipeline never stalls on it. A whole
+request answered 400/413 is split in halves until the offending record stands alone.
+
+429s (whole request or items) close a gate shared by every request of the output, so a
+cluster pushing back for minutes sees a few probes per backoff interval, not a retry storm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import logging
+import random
 import re
 import ssl
 import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 import orjson
 
+from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig, TlsConfig
+from ccf_agent.config import OutputConfig, TlsConfig, parse_duration
 from ccf_agent.outputs.base import Fragment, Output, backoff_delay
-from ccf_agent.outputs.deadletter import DeadLetters
+from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
 
 log = logging.getLogger("ccf_agent.outputs.elasticsearch")
 
 _DATE_PATTERN = re.compile(r"%\{\+([^}]+)\}")
-_FILTER = "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason"
+# Enough of each failed item to dead-letter it with its cause, and no more: a clean
+# response shrinks to one small object per item.
+_FILTER = ("filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason,"
+           "items.*.error.caused_by.type,items.*.error.caused_by.reason")
+RETRY_AFTER_MAX = 300.0  # honour Retry-After, but a bogus header must not park an output for hours
+PROBE_TIMEOUT = 5.0
+
+# ---------------------------------------------------------------------------------- options
+
+OPTION_KEYS = ("dead_letter_index", "discovery", "data_stream", "pipeline", "retention", "template")
+DEFAULT_RETENTION = 30 * 86400.0  # the seed's logrotate keeps 30 days
+_INDEX_NAME = re.compile(r'^[a-z0-9][^\\/*?"<>| ,#:A-Z]*$')
+
+
+@dataclass(frozen=True)
+class EsOptions:
+    dead_letter_index: str | None = None  # else the NDJSON file under state_dir/dead_letter/
+    discovery: bool = False  # add the cluster's HTTP nodes (GET /_nodes/http) to `hosts`
+    discovery_interval: float = 300.0
+    data_stream: bool = False  # `index` names a data stream (setup installs a data-stream template)
+    pipeline: str | None = None  # ingest pipeline applied to every document
+    retention: float | None = DEFAULT_RETENTION  # seconds; None: setup installs no ILM/ISM policy
+    template: str | None = None  # name of setup's index template and policy; default ccf-agent-<output>
+
+
+def parse_options(raw: dict[str, Any], where: Callable[[tuple[str, ...], str], Exception]) -> EsOptions:
+    """This output's own config keys; `where(key_path, message)` gives an error naming file:line."""
+    kw: dict[str, Any] = {}
+    dli = raw.get("dead_letter_index")
+    if dli is not None:
+        if not isinstance(dli, str) or not _INDEX_NAME.match(dli) or "%{" in dli:
+            raise where(("dead_letter_index",), "must be a lowercase index name without wildcards or "
+                        f"date patterns, like ccf-dead-letters, not {dli!r}")
+        kw["dead_letter_index"] = dli
+    disc = raw.get("discovery")
+    if isinstance(disc, bool):
+        kw["discovery"] = disc
+    elif isinstance(disc, dict):
+        unknown = set(disc) - {"enabled", "interval"}
+        if unknown:
+            raise where(("discovery", sorted(unknown)[0]), "unknown key (known keys here: enabled, interval)")
+        enabled = disc.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise where(("discovery", "enabled"), "must be true or false")
+        interval = parse_duration(disc.get("interval", 300))
+        if interval is None or interval < 1:
+            raise where(("discovery", "interval"), "must be a duration of at least 1s, like 5m")
+        kw["discovery"], kw["discovery_interval"] = enabled, interval
+    elif disc is not None:
+        raise where(("discovery",), "must be true, false or a mapping {enabled, interval}")
+    ds = raw.get("data_stream")
+    if ds is not None:
+        if not isinstance(ds, bool):
+            raise where(("data_stream",), "must be true or false")
+        kw["data_stream"] = ds
+    pipeline = raw.get("pipeline")
+    if pipeline is not None:
+        if not isinstance(pipeline, str) or not pipeline.strip():
+            raise where(("pipeline",), "must be the name of an ingest pipeline")
+        kw["pipeline"] = pipeline
+    if "retention" in raw:
+        ret = raw["retention"]
+        if ret is False or (isinstance(ret, str) and ret.strip().lower() in ("off", "none")):
+            kw["retention"] = None
+        else:
+            seconds = parse_duration(ret)
+            if seconds is None or seconds < 3600 or seconds % 3600:
+                raise where(("retention",), f"must be a whole number of hours or days like 30d, or off, not {ret!r}")
+            kw["retention"] = seconds
+    tpl = raw.get("template")
+    if tpl is not None:
+        if not isinstance(tpl, str) or not _INDEX_NAME.match(tpl):
+            raise where(("template",), f"must be a lowercase name like ccf-agent-logs, not {tpl!r}")
+        kw["template"] = tpl
+    return EsOptions(**kw)
+
+
+def options_of(cfg: OutputConfig) -> EsOptions:
+    return cfg.options if isinstance(cfg.options, EsOptions) else EsOptions()
+
+
+def config_problem(cfg: OutputConfig) -> str | None:
+    """Checks across common and own keys that the loader cannot make on either alone."""
+    if options_of(cfg).data_stream and _DATE_PATTERN.search(cfg.index):
+        return (f"output {cfg.name}: a data stream is one name ({cfg.index!r} has a date pattern); "
+                "its backing indices roll over by themselves")
+    return None
+
+
+# ---------------------------------------------------------------------------------- TLS, auth, hosts
 
 
 def make_ssl_context(tls: TlsConfig, name: str) -> ssl.SSLContext:
+    """Verified by default: the CA file if given, else the system store; client certs when set."""
     ctx = ssl.create_default_context(cafile=tls.ca_file)
     if tls.cert_file:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     if not tls.verify:
-        log.warning("output %s: TLS certificate verification is OFF (tls.verify: false); "
-                    "anyone on the path can read and alter what is shipped", name)
+        log.warning("output %s: TLS CERTIFICATE VERIFICATION IS OFF (tls.verify: false): anyone on the "
+                    "network path can read the credentials and records, and alter what is stored", name)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def auth_header(cfg: OutputConfig) -> str | None:
+    if cfg.api_key:
+        return f"ApiKey {cfg.api_key}"
+    if cfg.bearer_token:
+        return f"Bearer {cfg.bearer_token}"
+    if cfg.username:
+        return _basic(cfg.username, cfg.password or "")
+    return None
+
+
+def secrets_of(cfg: OutputConfig) -> list[str]:
+    """Every secret an error message must never show (also in URL userinfo)."""
+    out = [s for s in (cfg.password, cfg.api_key, cfg.bearer_token) if s]
+    for h in cfg.hosts:
+        p = urlsplit(h).password
+        if p:
+            out += [p, unquote(p)]
+    header = auth_header(cfg)
+    if header:
+        out.append(header.split(" ", 1)[1])
+    return [s for s in out if len(s) >= 3]
+
+
+@dataclass
+class Host:
+    url: str  # scheme://host:port[/prefix], never with credentials: safe to print
+    auth: str | None = None  # from user:password@ in the configured URL
+    alive: bool = True
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic: next probe of a host taken out
+    discovered: bool = False
+
+    @classmethod
+    def parse(cls, url: str, discovered: bool = False) -> Host:
+        parts = urlsplit(url)
+        auth = None
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = netloc.rsplit("@", 1)[1]
+            auth = _basic(unquote(parts.username or ""), unquote(parts.password or ""))
+        return cls(f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}", auth, discovered=discovered)
+
+
+def parse_publish_address(address: str, scheme: str) -> str | None:
+    """`10.0.0.5:9200`, `es1.example/10.0.0.5:9200` or `[::1]:9200` to a base URL."""
+    name, _, rest = address.rpartition("/") if "/" in address else ("", "", address)
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    # A hostname, when the node publishes one, is what its certificate names.
+    return f"{scheme}://{name or host}:{port}"
+
+
+# ---------------------------------------------------------------------------------- index names
 
 
 class IndexNamer:
@@ -57,91 +222,259 @@ class IndexNamer:
         self._cache: dict[bytes, bytes] = {}
         self.static_action = b'{"create":{"_index":' + orjson.dumps(pattern) + b',"_id":"'
 
+    def name(self, day: bytes) -> str:
+        """The index for a day `YYYY-MM-DD` (Joda-style yyyy, yy, MM, dd in the pattern)."""
+        y, m, d = day[0:4].decode(), day[5:7].decode(), day[8:10].decode()
+
+        def fmt(mt: re.Match[str]) -> str:
+            return mt.group(1).replace("yyyy", y).replace("yy", y[2:]).replace("MM", m).replace("dd", d)
+
+        return _DATE_PATTERN.sub(fmt, self.pattern)
+
     def action(self, stamp: bytes) -> bytes:
         if not self.dated:
             return self.static_action
         day = stamp[:10]
         hit = self._cache.get(day)
         if hit is None:
-            y, m, d = day[0:4].decode(), day[5:7].decode(), day[8:10].decode()
-
-            def fmt(mt: re.Match[str]) -> str:
-                return mt.group(1).replace("yyyy", y).replace("MM", m).replace("dd", d)
-
-            name = _DATE_PATTERN.sub(fmt, self.pattern)
-            hit = b'{"create":{"_index":' + orjson.dumps(name) + b',"_id":"'
+            hit = b'{"create":{"_index":' + orjson.dumps(self.name(day)) + b',"_id":"'
             if len(self._cache) > 1024:
                 self._cache.clear()
             self._cache[day] = hit
         return hit
 
 
+def index_pattern(index: str) -> str:
+    """The wildcard pattern covering every index an `index` setting names (for templates)."""
+    return _DATE_PATTERN.sub("*", index)
+
+
+# ---------------------------------------------------------------------------------- per-item results
+
+RETRY, DEAD = 1, 2
+
+
 @dataclass
-class Host:
-    url: str
-    down_until: float = 0.0
-    failures: int = 0
+class Settled:
+    """What one bulk response says about each item sent."""
+
+    retry: list[int] = field(default_factory=list)  # positions to send again
+    dead: list[tuple[int, int, Any]] = field(default_factory=list)  # (position, status, error)
+    duplicates: int = 0
+    throttled: int = 0  # items answered 429
+    problem: tuple[str, str] | None = None  # (kind, detail) of an operator-fixable item failure
 
 
-class BulkRejected(Exception):
-    """The whole request failed in a way worth retrying (connection, 429, 5xx)."""
+def _operator_fixable(status: int, error: Any) -> tuple[str, str] | None:
+    """Item failures no record is to blame for: retried, never dead-lettered."""
+    if not isinstance(error, dict):
+        return None
+    kind, reason = str(error.get("type", "")), str(error.get("reason", ""))
+    if kind == "cluster_block_exception":
+        return "blocked", reason
+    if kind == "index_not_found_exception" or status == 404:
+        return "index_missing", reason
+    if "pipeline with id" in reason and "does not exist" in reason:
+        return "pipeline_missing", reason
+    if status in (401, 403) or kind == "security_exception":
+        return "forbidden", reason
+    return None
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+
+def settle_items(items: Sequence[dict[str, Any]]) -> Settled:
+    out = Settled()
+    for pos, item in enumerate(items):
+        result = next(iter(item.values()), {}) if item else {}
+        status = int(result.get("status", 0))
+        if 200 <= status < 300:
+            continue
+        if status == 409:
+            out.duplicates += 1
+            continue
+        error = result.get("error")
+        fixable = _operator_fixable(status, error)
+        if status == 429 or status >= 500 or fixable or status == 0:
+            out.retry.append(pos)
+            if status == 429 and not fixable:
+                out.throttled += 1
+            if fixable and out.problem is None:
+                out.problem = fixable
+            continue
+        out.dead.append((pos, status, error))
+    return out
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds, or an HTTP date; capped at RETRY_AFTER_MAX."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(RETRY_AFTER_MAX, max(0.0, seconds))
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+class RequestFailed(Exception):
+    """A whole bulk request failed; `kind` says why, the message what to do."""
+
+    def __init__(self, kind: str, message: str, status: int = 0, retry_after: float | None = None,
+                 error: Any = None) -> None:
         super().__init__(message)
+        self.kind = kind
+        self.status = status
         self.retry_after = retry_after
+        self.error = error
+
+
+def describe_connection_error(e: BaseException, url: str, timeout: float) -> tuple[str, str]:
+    """(kind, operator-facing message) for a failure to get any HTTP answer."""
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        cert = e.certificate_error
+        detail = getattr(cert, "verify_message", None) or str(cert)
+        return "tls", (f"TLS certificate of {url} is not trusted ({detail}): set tls.ca_file to the CA that "
+                       "signed the server's certificate (or tls.server_name to the name it carries)")
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "tls", (f"TLS certificate of {url} is not trusted ({e.verify_message}): set tls.ca_file to "
+                       "the CA that signed the server's certificate")
+    if isinstance(e, aiohttp.ClientSSLError | ssl.SSLError):
+        reason = getattr(getattr(e, "os_error", None), "reason", None) or getattr(e, "reason", None) or e
+        return "tls", (f"TLS handshake with {url} failed ({reason}): check that it speaks https, and whether "
+                       "it requires a client certificate (tls.cert_file, tls.key_file)")
+    if isinstance(e, aiohttp.ClientConnectorDNSError):
+        host = urlsplit(url).hostname
+        return "dns", f"unknown host: '{host}' in {url} does not resolve; check the output's hosts"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        err = e.os_error.strerror if e.os_error and e.os_error.strerror else str(e.os_error or e)
+        return "connect", f"cannot connect to {url}: {err}; is the node up and the port right?"
+    if isinstance(e, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout", f"{url} did not answer within {timeout:g}s; the cluster may be overloaded"
+    if isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError):
+        return "connect", f"connection to {url} was cut before an answer ({type(e).__name__}); retrying"
+    return "connect", f"{url}: {type(e).__name__}: {e}"
+
+
+def _reason(raw: bytes) -> tuple[str, str, Any]:
+    """(type, reason, error object) of an error response body."""
+    try:
+        err = orjson.loads(raw).get("error", {})
+    except (ValueError, AttributeError):
+        return "", raw[:200].decode("utf-8", "replace").strip(), None
+    if isinstance(err, dict):
+        return str(err.get("type", "")), str(err.get("reason", "")), err
+    return "", str(err), err
+
+
+def block_message(reason: str) -> str:
+    if "flood-stage" in reason or "read-only-allow-delete" in reason or "read_only_allow_delete" in reason:
+        return (f"index blocked read-only ({reason.strip()}): the cluster's disk passed the flood-stage "
+                "watermark; free disk space, then clear the block with PUT <index>/_settings "
+                '{"index.blocks.read_only_allow_delete": null}; records wait and are retried')
+    return (f"index blocked for writes ({reason.strip()}): clear index.blocks.write / index.blocks.read_only "
+            "on the index (PUT <index>/_settings); records wait and are retried")
+
+
+# ---------------------------------------------------------------------------------- the output
 
 
 class ElasticsearchOutput(Output):
     def __init__(self, cfg: OutputConfig, dead_letters: DeadLetters) -> None:
         super().__init__(cfg)
+        problem = config_problem(cfg)
+        if problem:
+            raise ValueError(problem)
+        self.opts = options_of(cfg)
         self.namer = IndexNamer(cfg.index)
         self.dead = dead_letters
-        self.hosts = [Host(h.rstrip("/")) for h in cfg.hosts]
+        self.hosts = [Host.parse(h) for h in cfg.hosts]
+        self.seeds = [h.url for h in self.hosts]
         self._next_host = 0
         self.engine: str | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.problem: str | None = None  # kind of the current trouble, None while delivering fine
+        self._secrets = secrets_of(cfg)
+        self._logged: tuple[str, float] = ("", 0.0)
         self.headers = {"Content-Type": "application/x-ndjson"}
         if cfg.compression == "gzip":
             self.headers["Content-Encoding"] = "gzip"
-        if cfg.api_key:
-            self.headers["Authorization"] = f"ApiKey {cfg.api_key}"
-        elif cfg.bearer_token:
-            self.headers["Authorization"] = f"Bearer {cfg.bearer_token}"
-        elif cfg.username:
-            token = base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {token}"
-        needs_tls = any(h.startswith("https://") for h in cfg.hosts)
+        header = auth_header(cfg)
+        if header:
+            self.headers["Authorization"] = header
+        self.bulk_path = "/_bulk?" + _FILTER
+        if self.opts.pipeline:
+            self.bulk_path += "&pipeline=" + quote(self.opts.pipeline, safe="")
+        needs_tls = any(h.url.startswith("https://") for h in self.hosts)
         self.ssl: ssl.SSLContext | bool = make_ssl_context(cfg.tls, cfg.name) if needs_tls else False
+        self._request_extra: dict[str, Any] = {}
+        if cfg.tls.server_name:
+            self._request_extra["server_hostname"] = cfg.tls.server_name
+        self._throttle_until = 0.0  # loop time before which no bulk request leaves (shared 429 gate)
+        self._throttle_level = 0
+        self._probe_busy = False
+        self._probe_free = asyncio.Event()
+        self._hosts_changed = asyncio.Event()
+        self._oldest_at: float | None = None  # loop time the oldest queued fragment arrived (about)
 
     # ------------------------------------------------------------------ encode (hot path)
 
     def encode(self, events: Events, indices: Sequence[int]) -> bytes:
-        ids, docs, stamps = events.ids, events.docs, events.stamps
-        parts: list[bytes] = []
-        add = parts.extend
+        # Slice assignment and itemgetter interleave the columns in C: no Python-level work per record.
+        n = len(indices)
+        if n == len(events.docs):  # indices are increasing and unique: every record, in order
+            ids, docs, stamps = events.ids, events.docs, events.stamps
+        elif n > 1:
+            pick = itemgetter(*indices)
+            ids, docs, stamps = pick(events.ids), pick(events.docs), pick(events.stamps)
+        elif n == 1:
+            i = indices[0]
+            ids, docs, stamps = (events.ids[i],), (events.docs[i],), (events.stamps[i],)
+        else:
+            return b""
         namer = self.namer
         if not namer.dated:
-            action = namer.static_action
-            for i in indices:
-                add((action, ids[i], b'"}}\n', docs[i], b"\n"))
+            parts: list[bytes] = [namer.static_action] * (5 * n)
+        elif len(set(map(_DAY, stamps))) == 1:  # the usual batch: one day, one index
+            parts = [namer.action(stamps[0])] * (5 * n)
         else:
-            act = namer.action
-            for i in indices:
-                add((act(stamps[i]), ids[i], b'"}}\n', docs[i], b"\n"))
+            parts = [b""] * (5 * n)
+            parts[0::5] = list(map(namer.action, stamps))
+        parts[1::5] = ids
+        parts[2::5] = _MID * n
+        parts[3::5] = docs
+        parts[4::5] = _NL * n
         return b"".join(parts)
 
-    # ------------------------------------------------------------------ delivery
+    def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
+        if not self.queue:
+            self._oldest_at = time.monotonic()
+        super().submit(events, indices, token)
+
+    # ------------------------------------------------------------------ delivery loop
+
+    def _make_session(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout, connect=min(10.0, self.cfg.timeout))
+        connector = aiohttp.TCPConnector(limit=self.cfg.max_in_flight * max(1, len(self.hosts)) + 4,
+                                         ssl=self.ssl)
+        return aiohttp.ClientSession(timeout=timeout, connector=connector, headers=self.headers,
+                                     auto_decompress=True)
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout, connect=min(10.0, self.cfg.timeout))
-        connector = aiohttp.TCPConnector(limit=self.cfg.max_in_flight * max(1, len(self.hosts)) + 2,
-                                         ssl=self.ssl, enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector, headers=self.headers,
-                                             json_serialize=lambda o: orjson.dumps(o).decode())
+        self.session = self._make_session()
         slots = asyncio.Semaphore(self.cfg.max_in_flight)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._detect_engine())
+                tg.create_task(self._detect_engine(), name=f"{self.name}:engine")
+                tg.create_task(self._probe_hosts(), name=f"{self.name}:probe")
+                if self.opts.discovery:
+                    tg.create_task(self._discover(), name=f"{self.name}:discovery")
                 while True:
                     if not self.queue:
                         self._update_idle()
@@ -149,9 +482,9 @@ class ElasticsearchOutput(Output):
                         await self._wake.wait()
                         continue
                     await slots.acquire()
-                    # Adaptive batching: a free slot sends whatever is queued at once (low latency);
-                    # under load, slots are busy and batches grow while they wait (throughput).
+                    await self._linger()
                     fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
+                    self._oldest_at = time.monotonic() if self.queue else None
                     if not fragments:
                         slots.release()
                         continue
@@ -160,49 +493,24 @@ class ElasticsearchOutput(Output):
         finally:
             await self.session.close()
 
-    async def _detect_engine(self) -> None:
-        attempt = 0
-        while self.engine is None:
-            host = self._pick_host()
+    async def _linger(self) -> None:
+        """Batching by time: a partial batch waits until `flush_interval` after its oldest record."""
+        while self.queued_docs < self.cfg.batch_max_docs and self.queued_bytes < self.cfg.batch_max_bytes:
+            oldest = self._oldest_at if self._oldest_at is not None else time.monotonic()
+            remaining = oldest + self.cfg.flush_interval - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
             try:
-                assert self.session is not None
-                async with self.session.get(host.url + "/") as resp:
-                    if resp.status == 401 or resp.status == 403:
-                        raise BulkRejected(self._auth_message(resp.status))
-                    info = orjson.loads(await resp.read())
-                version = info.get("version", {})
-                dist = version.get("distribution", "elasticsearch")
-                self.engine = f"{dist} {version.get('number', '?')}"
-                log.info("output %s: connected to %s at %s", self.name, self.engine, host.url)
-            except Exception as e:  # noqa: BLE001 - any failure here is reported and retried
-                self.note_error(self._describe(e, host.url))
-                await asyncio.sleep(backoff_delay(attempt, 1.0, 60.0))
-                attempt += 1
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
 
     async def _deliver(self, fragments: list[Fragment], slots: asyncio.Semaphore) -> None:
         try:
             body = b"".join(f.body for f in fragments) if len(fragments) > 1 else fragments[0].body
-            attempt = 0
-            while True:
-                try:
-                    outcome = await self._post(body)
-                except BulkRejected as e:
-                    self.healthy = False
-                    self.stats.request_errors += 1
-                    self.note_error(str(e))
-                    if attempt == 0 or attempt % 10 == 0:
-                        log.warning("output %s: %s; retrying", self.name, e)
-                    delay = backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
-                    await asyncio.sleep(max(delay, e.retry_after or 0.0))
-                    attempt += 1
-                    continue
-                self.healthy = True
-                body = self._settle(body, outcome)
-                if not body:
-                    break
-                delay = backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
-                await asyncio.sleep(delay)
-                attempt += 1
+            await self._send(body, self._dead_letter)
             self.acked(fragments)
         finally:
             self.in_flight -= 1
@@ -210,142 +518,400 @@ class ElasticsearchOutput(Output):
             self._update_idle()
             self._wake.set()
 
-    def _settle(self, body: bytes, outcome: dict[str, Any] | None) -> bytes:
-        """Account for per-item results; return the body of the items to retry (empty when done)."""
-        if outcome is None:  # errors: false
-            return b""
-        items = outcome.get("items", [])
+    async def _send(self, body: bytes, on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> None:
+        """Until every item of `body` is stored, found already stored, or handed to `on_dead`."""
+        pending = body
+        attempt = 0
+        while pending:
+            try:
+                async with self._gate():
+                    outcome = await self._post(pending)
+            except RequestFailed as e:
+                self.stats.request_errors += 1
+                if e.kind == "rejected":
+                    # Something in this request the engine refuses as a whole: halve it until
+                    # the record at fault is alone, then dead-letter just that one.
+                    lines = pending.split(b"\n")
+                    if len(lines) > 3:
+                        half = (len(lines) - 1) // 4 * 2 or 2
+                        await self._send(b"\n".join(lines[:half]) + b"\n", on_dead)
+                        await self._send(b"\n".join(lines[half:]), on_dead)
+                        return
+                    await on_dead([DeadItem(e.status, e.error or str(e), lines[0], lines[1])])
+                    return
+                self._report(e.kind, str(e))
+                if e.status == 429:
+                    self._throttled(e.retry_after)
+                else:
+                    delay = backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
+                    await asyncio.sleep(max(delay, e.retry_after or 0.0))
+                attempt += 1
+                continue
+            if outcome is None:
+                self._delivered()
+                return
+            pending = await self._settle(pending, outcome, on_dead)
+            if pending:
+                attempt += 1
+                if self._throttle_until <= asyncio.get_running_loop().time():
+                    await asyncio.sleep(backoff_delay(attempt - 1, self.cfg.backoff_initial,
+                                                      self.cfg.backoff_max))
+
+    async def _settle(self, body: bytes, outcome: dict[str, Any],
+                      on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> bytes:
+        """Account for per-item results; return the body of the items to send again."""
+        items = outcome.get("items") or []
         lines = body.split(b"\n")
-        retry: list[bytes] = []
-        for i, item in enumerate(items):
-            result = next(iter(item.values()), {})
-            status = result.get("status", 0)
-            if 200 <= status < 300:
-                continue
-            if status == 409:
-                self.stats.duplicates += 1
-                continue
-            action, doc = lines[2 * i], lines[2 * i + 1]
-            error = result.get("error", {})
-            if status == 429 or status >= 500 or _is_block(error):
-                if _is_block(error):
-                    self.healthy = False
-                    self.note_error(f"index blocked: {error.get('reason', '')} — the index is read-only "
-                                    "(often the disk flood-stage watermark): free disk space, then clear "
-                                    "index.blocks.read_only_allow_delete; retrying")
-                self.stats.docs_retried += 1
-                retry.extend((action, b"\n", doc, b"\n"))
-                continue
-            self.stats.docs_dead += 1
-            self.dead.write(self.name, status, error, action, doc)
         if len(items) * 2 != len(lines) - 1:
-            # The engine answered for a different number of items than sent: resend all rather than guess.
-            log.error("output %s: bulk response has %d items for %d sent; resending", self.name,
-                      len(items), (len(lines) - 1) // 2)
+            # The engine answered for a different number of items than sent: resend all rather than
+            # guess (creates with fixed ids make that safe).
+            self._report("protocol", f"bulk response has {len(items)} items for {(len(lines) - 1) // 2} sent; "
+                         "resending the request")
             return body
-        return b"".join(retry)
+        s = settle_items(items)
+        self.stats.duplicates += s.duplicates
+        trouble = bool(s.problem or s.throttled)
+        if s.dead:
+            try:
+                await on_dead([DeadItem(status, error, lines[2 * p], lines[2 * p + 1]) for p, status, error in s.dead])
+            except OSError as e:
+                # Never acknowledge a rejected record that is not safely kept: retry it later.
+                self._report("dead_letter_io", f"cannot write dead letters ({e.strerror or e}) in "
+                             f"{self.dead.dir}: free disk space or fix permissions; records wait")
+                s.retry = sorted(s.retry + [p for p, _, _ in s.dead])
+                trouble = True
+        if s.problem:
+            kind, reason = s.problem
+            self._report(kind, _item_problem_message(kind, reason, self.name))
+        elif s.throttled:
+            self._report("throttled", f"the cluster rejected {s.throttled} of {len(items)} items with 429 "
+                         "(write queue or memory full): backing off")
+        if s.throttled:
+            self._throttled(None)
+        if not trouble:
+            self._delivered()
+        if not s.retry:
+            return b""
+        self.stats.docs_retried += len(s.retry)
+        return b"".join(b"%b\n%b\n" % (lines[2 * p], lines[2 * p + 1]) for p in s.retry)
 
     async def _post(self, body: bytes) -> dict[str, Any] | None:
+        """One bulk request: None when every item was stored, else the parsed response."""
         assert self.session is not None
         host = self._pick_host()
-        url = f"{host.url}/_bulk?{_FILTER}"
-        data = zlib.compress(body, 1, wbits=31) if self.cfg.compression == "gzip" else body
+        url = host.url + self.bulk_path
+        if self.cfg.compression == "gzip":
+            # zlib releases the GIL: large bodies compress on a worker thread, off the event loop.
+            data = (await asyncio.to_thread(_gzip, body)) if len(body) > 256 << 10 else _gzip(body)
+        else:
+            data = body
+        headers = {"Authorization": host.auth} if host.auth and "Authorization" not in self.headers else None
         started = time.monotonic()
         self.stats.requests += 1
         try:
-            async with self.session.post(url, data=data) as resp:
+            async with self.session.post(url, data=data, headers=headers, **self._request_extra) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            self._host_failed(host)
-            raise BulkRejected(self._describe(e, host.url)) from e
+            kind, message = describe_connection_error(e, host.url, self.cfg.timeout)
+            self._host_failed(host, message)
+            raise RequestFailed(kind, message) from e
         self.stats.observe_latency(time.monotonic() - started)
         if status == 200:
             host.failures = 0
             if b'"errors":false' in raw[:64]:
                 return None
             return orjson.loads(raw)
-        wait = _parse_retry_after(retry_after)
-        if status == 429 or status >= 500:
-            if status in (502, 503, 504):
-                self._host_failed(host)
-            raise BulkRejected(f"{host.url} answered {status} to a bulk request: {_reason(raw)}", wait)
-        if status in (401, 403):
-            raise BulkRejected(self._auth_message(status), wait)
-        raise BulkRejected(f"{host.url} rejected the bulk request with {status}: {_reason(raw)}", wait)
+        raise self._request_error(host, status, raw, parse_retry_after(retry_after))
 
-    # ------------------------------------------------------------------ hosts and messages
+    def _request_error(self, host: Host, status: int, raw: bytes, wait: float | None) -> RequestFailed:
+        kind, reason, error = _reason(raw)
+        if kind == "cluster_block_exception":
+            return RequestFailed("blocked", block_message(reason), status, wait)
+        if status == 401:
+            return RequestFailed("auth", self._auth_message(401, host.url), status, wait)
+        if status == 403:
+            return RequestFailed("forbidden", self._auth_message(403, host.url), status, wait)
+        if status == 429:
+            return RequestFailed("throttled", f"{host.url} rejected the bulk request with 429 ({kind or reason}): "
+                                 "the cluster is overloaded; backing off", status, wait)
+        if status >= 500:
+            if status in (502, 503, 504):
+                self._host_failed(host, f"answered {status}")
+            return RequestFailed("server", f"{host.url} answered {status} to a bulk request ({kind}: {reason})",
+                                 status, wait)
+        if status == 404:
+            return RequestFailed("not_found", f"{host.url} answered 404 to {self.bulk_path.split('?')[0]} "
+                                 f"({kind}: {reason}): is this URL an Elasticsearch/OpenSearch node?", status, wait)
+        if status in (400, 413) and "unrecognized parameter" not in reason:
+            return RequestFailed("rejected", f"{host.url} rejected a bulk request with {status} ({kind}: {reason})",
+                                 status, wait, error)
+        return RequestFailed("config", f"{host.url} refused the bulk request with {status} ({kind}: {reason}): "
+                             "an engine or proxy this output cannot talk to as configured", status, wait)
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def _dead_letter(self, items: list[DeadItem]) -> None:
+        """Keep rejected records (index or file) before their fragment is acknowledged."""
+        n = len(items)
+        if self.opts.dead_letter_index:
+            items = await self._dead_letter_to_index(items)
+            self.dead.count_elsewhere(n - len(items))
+        if items:
+            self.dead.write_many(self.name, items)  # OSError: the caller keeps the records pending
+        self.stats.docs_dead += n
+
+    async def _dead_letter_to_index(self, items: list[DeadItem]) -> list[DeadItem]:
+        """Into the dead-letter index; what it refuses too goes to the file (returned)."""
+        now = time.time()
+        stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now * 1000) % 1000:03d}Z"
+        head = b'{"create":{"_index":' + orjson.dumps(self.opts.dead_letter_index) + b',"_id":'
+        body: list[bytes] = []
+        by_line: dict[bytes, DeadItem] = {}
+        for it in items:
+            try:
+                action = orjson.loads(it.action)
+                op = next(iter(action.values()))
+                doc_id, index = op.get("_id"), op.get("_index")
+            except (ValueError, StopIteration, AttributeError):
+                doc_id = index = None
+            envelope = orjson.dumps({"@timestamp": stamp, "output": self.name, "index": index, "status": it.status,
+                                     "error": it.error, "document": it.doc.decode("utf-8", "replace")})
+            line = head + orjson.dumps(doc_id) + b"}}"
+            by_line[envelope] = it
+            body += (line, b"\n", envelope, b"\n")
+        refused: list[DeadItem] = []
+
+        async def to_file(dead: list[DeadItem]) -> None:
+            for d in dead:
+                orig = by_line.get(d.doc)
+                if orig is not None:
+                    refused.append(DeadItem(orig.status, {"original": orig.error, "dead_letter_index": d.error},
+                                            orig.action, orig.doc))
+
+        await self._send(b"".join(body), to_file)
+        return refused
+
+    # ------------------------------------------------------------------ engine, hosts, discovery
+
+    async def _get_json(self, host: Host, path: str, seconds: float) -> Any:
+        assert self.session is not None
+        headers = {"Authorization": host.auth} if host.auth and "Authorization" not in self.headers else None
+        async with self.session.get(host.url + path, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds),
+                                    **self._request_extra) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise self._request_error(host, resp.status, raw, None)
+            return orjson.loads(raw)
+
+    async def _detect_engine(self) -> None:
+        """GET / once at start: says which engine this is, and surfaces auth/TLS/DNS trouble at once."""
+        attempt = 0
+        while self.engine is None:
+            host = self._pick_host()
+            try:
+                info = await self._get_json(host, "/", min(self.cfg.timeout, 10.0))
+            except RequestFailed as e:
+                self._report(e.kind, str(e))
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                self._report(*describe_connection_error(e, host.url, min(self.cfg.timeout, 10.0)))
+            else:
+                version = info.get("version", {}) if isinstance(info, dict) else {}
+                dist = version.get("distribution", "elasticsearch")
+                self.engine = f"{dist} {version.get('number', '?')}"
+                log.info("output %s: connected to %s at %s", self.name, self.engine, host.url)
+                if self.problem in ("auth", "forbidden", "tls", "dns", "connect", "timeout"):
+                    self._delivered()
+                return
+            await asyncio.sleep(backoff_delay(attempt, 1.0, 60.0))
+            attempt += 1
 
     def _pick_host(self) -> Host:
-        now = time.monotonic()
+        """Round robin over the hosts in rotation; with none, the one due for a probe soonest."""
         n = len(self.hosts)
         for k in range(n):
             h = self.hosts[(self._next_host + k) % n]
-            if h.down_until <= now:
+            if h.alive:
                 self._next_host = (self._next_host + k + 1) % n
                 return h
-        return min(self.hosts, key=lambda h: h.down_until)  # all down: probe the soonest
+        return min(self.hosts, key=lambda h: h.retry_at)
 
-    def _host_failed(self, host: Host) -> None:
+    def _host_failed(self, host: Host, why: str) -> None:
         host.failures += 1
-        if len(self.hosts) > 1:
-            host.down_until = time.monotonic() + min(60.0, 0.5 * 2 ** min(host.failures, 7))
+        host.retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(host.failures, 6)) * random.uniform(0.8, 1.0)
+        if len(self.hosts) > 1 and host.alive:
+            host.alive = False
+            log.warning("output %s: host %s taken out of rotation (%s); probing it until it answers",
+                        self.name, host.url, why)
+            self._hosts_changed.set()
 
-    def _auth_message(self, status: int) -> str:
+    async def _probe_hosts(self) -> None:
+        """A host taken out comes back only after a `GET /` succeeds, never on live traffic."""
+        while True:
+            down = [h for h in self.hosts if not h.alive]
+            if not down:
+                self._hosts_changed.clear()
+                await self._hosts_changed.wait()
+                continue
+            now = time.monotonic()
+            due = [h for h in down if h.retry_at <= now]
+            for h in due:
+                try:
+                    await self._get_json(h, "/", PROBE_TIMEOUT)
+                except (RequestFailed, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                    h.failures += 1
+                    h.retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(h.failures, 6))
+                    log.debug("output %s: probe of %s failed: %s", self.name, h.url, e)
+                else:
+                    h.alive, h.failures = True, 0
+                    log.info("output %s: host %s answers again; back in rotation", self.name, h.url)
+            if not due:
+                wait = min(h.retry_at for h in down) - now
+                self._hosts_changed.clear()
+                try:
+                    async with asyncio.timeout(max(0.05, wait)):
+                        await self._hosts_changed.wait()
+                except TimeoutError:
+                    pass
+
+    async def _discover(self) -> None:
+        """Node discovery (off by default): HTTP nodes other than dedicated cluster managers."""
+        scheme = urlsplit(self.seeds[0]).scheme
+        auth = self.hosts[0].auth
+        while True:
+            host = self._pick_host()
+            try:
+                info = await self._get_json(host, "/_nodes/http?filter_path=nodes.*.roles,nodes.*.http.publish_address",
+                                            min(self.cfg.timeout, 10.0))
+                self.set_discovered(discovered_urls(info, scheme), auth)
+            except (RequestFailed, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                log.warning("output %s: node discovery through %s failed: %s", self.name, host.url, e)
+            await asyncio.sleep(self.opts.discovery_interval)
+
+    def set_discovered(self, urls: Sequence[str], auth: str | None) -> None:
+        known = {h.url for h in self.hosts}
+        keep = [h for h in self.hosts if not h.discovered or h.url in urls]
+        added = [Host(u, auth, discovered=True) for u in urls if u not in known]
+        if added or len(keep) != len(self.hosts):
+            self.hosts = keep + added
+            self._next_host = 0
+            log.info("output %s: hosts now %s", self.name, ", ".join(h.url for h in self.hosts))
+
+    # ------------------------------------------------------------------ back-pressure from the cluster
+
+    def _throttled(self, retry_after: float | None) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        delay = backoff_delay(self._throttle_level, self.cfg.backoff_initial, self.cfg.backoff_max)
+        self._throttle_level += 1
+        self._throttle_until = max(self._throttle_until, loop_now + max(delay, retry_after or 0.0))
+
+    @asynccontextmanager
+    async def _gate(self) -> AsyncIterator[None]:
+        """Around every bulk request: closed until the 429 backoff deadline; while the cluster is
+        throttling, one request at a time tests it (the others wait for its answer)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = self._throttle_until - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif self._throttle_level and self._probe_busy:
+                self._probe_free.clear()
+                await self._probe_free.wait()
+            else:
+                break
+        probing = self._throttle_level > 0
+        self._probe_busy = probing
+        try:
+            yield
+        finally:
+            if probing:
+                self._probe_busy = False
+                self._probe_free.set()
+
+    # ------------------------------------------------------------------ health and messages
+
+    def _delivered(self) -> None:
+        self._throttle_level = 0
+        if not self.healthy or self.problem:
+            log.info("output %s: delivering again", self.name)
+        self.healthy = True
+        self.problem = None
+
+    def _report(self, kind: str, message: str) -> None:
+        message = self._redact(message)
+        self.healthy = False
+        self.problem = kind
+        self.note_error(message)
+        now = time.monotonic()
+        if message != self._logged[0] or now - self._logged[1] > 60:
+            log.warning("output %s: %s", self.name, message)
+            self._logged = (message, now)
+
+    def _redact(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def _auth_message(self, status: int, url: str) -> str:
         if status == 401:
-            return (f"authentication failed (401): check the username/password or api_key of output "
-                    f"'{self.name}'")
-        return f"not authorised (403): the credentials of output '{self.name}' lack the index privileges"
-
-    def _describe(self, e: BaseException, url: str) -> str:
-        if isinstance(e, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
-            return (f"TLS verification of {url} failed ({getattr(e, 'certificate_error', e)}): "
-                    "set tls.ca_file to the CA that signed the server's certificate")
-        if isinstance(e, aiohttp.ClientSSLError | ssl.SSLError):
-            return f"TLS handshake with {url} failed: {e}"
-        if isinstance(e, aiohttp.ClientConnectorDNSError):
-            return f"unknown host in {url}: the name does not resolve"
-        if isinstance(e, aiohttp.ClientConnectorError):
-            return f"cannot connect to {url}: {e.os_error.strerror if e.os_error else e}"
-        if isinstance(e, TimeoutError):
-            return f"{url} did not answer within {self.cfg.timeout:g}s"
-        if isinstance(e, BulkRejected):
-            return str(e)
-        return f"{url}: {type(e).__name__}: {e}"
+            return (f"authentication failed (401 from {url}): the username/password, api_key or bearer_token "
+                    f"of output '{self.name}' was refused; fix the credential (env var or file) and restart")
+        return (f"not authorised (403 from {url}): the credentials of output '{self.name}' lack a privilege "
+                "(create_doc on the target indices, monitor on the cluster)")
 
     def status(self) -> dict[str, Any]:
         s = super().status()
         s["engine"] = self.engine
-        s["hosts"] = [h.url for h in self.hosts]
+        s["problem"] = self.problem
+        s["hosts"] = [{"url": h.url, "alive": h.alive} for h in self.hosts]
+        s["tls_verify"] = self.cfg.tls.verify
+        s["dead_letter"] = self.opts.dead_letter_index or str(self.dead.path_for(self.name))
+        s["throttled_for_s"] = round(max(0.0, self._throttle_until - _loop_time()), 1)
         return s
 
 
-def _is_block(error: Any) -> bool:
-    return isinstance(error, dict) and error.get("type") == "cluster_block_exception"
+_MID = [b'"}}\n']
+_DAY = itemgetter(slice(0, 10))  # YYYY-MM-DD of an @timestamp
+_NL = [b"\n"]
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
+def _gzip(body: bytes) -> bytes:
+    return zlib.compress(body, 1, wbits=31)
+
+
+def _loop_time() -> float:
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return 0.0
 
 
-def _reason(raw: bytes) -> str:
-    try:
-        err = orjson.loads(raw).get("error", {})
-        if isinstance(err, dict):
-            kind, reason = err.get("type", ""), err.get("reason", "")
-            if kind == "cluster_block_exception" or "read-only" in reason or "read_only" in reason:
-                return (f"{kind}: {reason} — the index is blocked read-only (often the disk flood-stage "
-                        "watermark): free disk space, then clear index.blocks.read_only_allow_delete")
-            return f"{kind}: {reason}"
-        return str(err)
-    except (ValueError, AttributeError):
-        return raw[:200].decode("utf-8", "replace")
+def _item_problem_message(kind: str, reason: str, name: str) -> str:
+    if kind == "blocked":
+        return block_message(reason)
+    if kind == "index_missing":
+        return (f"target index or data stream missing ({reason}) and not created automatically: run "
+                "`ccf-agent setup` or allow auto-creation; records wait and are retried")
+    if kind == "pipeline_missing":
+        return f"ingest pipeline missing ({reason}): create it or remove `pipeline` from output '{name}'"
+    return (f"not authorised for some items ({reason}): the credentials of output '{name}' lack "
+            "create_doc on the target indices; records wait and are retried")
+
+
+def discovered_urls(info: Any, scheme: str) -> list[str]:
+    """Base URLs of the HTTP nodes in a `GET /_nodes/http` answer that can take bulk requests."""
+    nodes = info.get("nodes", {}) if isinstance(info, dict) else {}
+    out = []
+    for node in nodes.values():
+        roles = set(node.get("roles") or ())
+        if roles and roles <= {"master", "cluster_manager", "voting_only"}:
+            continue  # dedicated cluster managers should not carry indexing traffic
+        address = (node.get("http") or {}).get("publish_address")
+        url = parse_publish_address(address, scheme) if isinstance(address, str) else None
+        if url and url not in out:
+            out.append(url)
+    return sorted(out)
 
 
 def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:

@@ -1,0 +1,198 @@
+"""The Elasticsearch output's pure parts: its config keys, the bulk body, per-item verdicts,
+Retry-After, discovered addresses, TLS defaults, and what never shows in a message."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
+from ccf_agent.outputs.deadletter import DeadLetters
+from ccf_agent.outputs.elasticsearch import (
+    ElasticsearchOutput,
+    EsOptions,
+    IndexNamer,
+    discovered_urls,
+    index_pattern,
+    make_ssl_context,
+    parse_retry_after,
+    secrets_of,
+    settle_items,
+)
+from tests.outputs_es.fakes import events
+
+
+def config(extra: str) -> str:
+    return textwrap.dedent("""\
+        state_dir: /tmp/ccf-state
+        inputs:
+          - id: app
+            paths: [/var/log/app/*.log]
+        outputs:
+          logs:
+            type: elasticsearch
+            hosts: ["https://es1:9200"]
+        """) + textwrap.indent(textwrap.dedent(extra), "    ")
+
+
+# ------------------------------------------------------------------------------ options
+
+
+def test_options_default_to_file_dead_letters_no_discovery_and_30_days_retention() -> None:
+    opts = parse_config(config("")).outputs["logs"].options
+    assert opts == EsOptions(dead_letter_index=None, discovery=False, data_stream=False, pipeline=None,
+                             retention=30 * 86400.0)
+
+
+def test_options_are_read_from_the_outputs_section() -> None:
+    opts = parse_config(config("""\
+        dead_letter_index: ccf-dead-letters
+        discovery: {enabled: true, interval: 2m}
+        data_stream: true
+        pipeline: payouts
+        retention: 14d
+        template: ccf-logs
+        """)).outputs["logs"].options
+    assert opts == EsOptions("ccf-dead-letters", True, 120.0, True, "payouts", 14 * 86400.0, "ccf-logs")
+
+
+def test_retention_off_means_no_policy() -> None:
+    assert parse_config(config("retention: off\n")).outputs["logs"].options.retention is None
+
+
+@pytest.mark.parametrize("line, key, message", [
+    ("dead_letter_index: Dead-Letters", "outputs.logs.dead_letter_index", "lowercase index name"),
+    ("discovery: sometimes", "outputs.logs.discovery", "true, false or a mapping"),
+    ("discovery: {interval: soon}", "outputs.logs.discovery.interval", "duration"),
+    ("discovery: {every: 5m}", "outputs.logs.discovery.every", "unknown key"),
+    ("data_stream: yes please", "outputs.logs.data_stream", "true or false"),
+    ("retention: 90m", "outputs.logs.retention", "whole number of hours or days"),
+])
+def test_a_bad_option_names_its_file_line_and_key(line: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(config(line + "\n"), "agent.yaml")
+    assert (e.value.file, e.value.line, e.value.key) == ("agent.yaml", 9, key)
+    assert message in e.value.message
+
+
+def test_a_data_stream_with_a_date_pattern_is_refused(tmp_path: Path) -> None:
+    cfg = OutputConfig(name="logs", type="elasticsearch", hosts=("http://es:9200",),
+                       index="ccf-%{+yyyy.MM.dd}", options=EsOptions(data_stream=True))
+    with pytest.raises(ValueError, match="a data stream is one name"):
+        ElasticsearchOutput(cfg, DeadLetters(tmp_path))
+
+
+# ------------------------------------------------------------------------------ the bulk body
+
+
+def out(index: str, tmp_path: Path) -> ElasticsearchOutput:
+    return ElasticsearchOutput(OutputConfig(name="o", type="elasticsearch", hosts=("http://es:9200",),
+                                            index=index), DeadLetters(tmp_path))
+
+
+def test_encode_writes_a_create_action_with_the_records_id_before_each_document(tmp_path: Path) -> None:
+    body = out("ccf-logs", tmp_path).encode(events(4), [1, 3])
+    assert body == (b'{"create":{"_index":"ccf-logs","_id":"s-1"}}\n'
+                    b'{"seq":1,"message":"Payout processed","amount":1000}\n'
+                    b'{"create":{"_index":"ccf-logs","_id":"s-3"}}\n'
+                    b'{"seq":3,"message":"Payout processed","amount":1000}\n')
+
+
+def test_encode_of_every_record_equals_encode_record_by_record(tmp_path: Path) -> None:
+    o = out("ccf-logs", tmp_path)
+    ev = events(50)
+    assert o.encode(ev, list(range(50))) == b"".join(o.encode(ev, [i]) for i in range(50))
+
+
+def test_daily_indices_come_from_each_records_event_time(tmp_path: Path) -> None:
+    ev = events(2, day="2023-12-31")
+    later = events(1, start=2, day="2024-01-01")
+    ev.docs += later.docs
+    ev.ids += later.ids
+    ev.stamps += later.stamps
+    lines = out("ccf-logs-%{+yyyy.MM.dd}", tmp_path).encode(ev, [0, 1, 2]).splitlines()
+    assert [orjson.loads(a)["create"]["_index"] for a in lines[0::2]] == [
+        "ccf-logs-2023.12.31", "ccf-logs-2023.12.31", "ccf-logs-2024.01.01"]
+
+
+def test_index_names_support_joda_style_year_month_day() -> None:
+    assert IndexNamer("app-%{+yy.MM}-x").name(b"2024-01-15") == "app-24.01-x"
+    assert index_pattern("ccf-logs-%{+yyyy.MM.dd}") == "ccf-logs-*"
+
+
+# ------------------------------------------------------------------------------ per-item verdicts
+
+
+@pytest.mark.parametrize("status, error, verdict", [
+    (201, None, "ok"),
+    (409, {"type": "version_conflict_engine_exception"}, "duplicate"),
+    (429, {"type": "rejected_execution_exception"}, "retry"),
+    (429, {"type": "es_rejected_execution_exception"}, "retry"),
+    (503, {"type": "unavailable_shards_exception"}, "retry"),
+    (400, {"type": "mapper_parsing_exception"}, "dead"),
+    (400, {"type": "document_parsing_exception"}, "dead"),
+    (400, {"type": "illegal_argument_exception", "reason": "field [x] too long"}, "dead"),
+    (403, {"type": "cluster_block_exception", "reason": "index [x] blocked by: [FORBIDDEN/8/index write (api)];"},
+     "retry"),
+    (404, {"type": "index_not_found_exception"}, "retry"),
+    (400, {"type": "illegal_argument_exception", "reason": "pipeline with id [p] does not exist"}, "retry"),
+])
+def test_each_item_status_gets_its_verdict(status: int, error: dict[str, str] | None, verdict: str) -> None:
+    s = settle_items([{"create": {"status": status, **({"error": error} if error else {})}}])
+    got = "retry" if s.retry else "dead" if s.dead else "duplicate" if s.duplicates else "ok"
+    assert got == verdict
+
+
+def test_only_429_items_close_the_throttle_gate() -> None:
+    s = settle_items([{"create": {"status": 429}}, {"create": {"status": 503}}, {"create": {"status": 201}}])
+    assert (s.retry, s.throttled) == ([0, 1], 1)
+
+
+# ------------------------------------------------------------------------------ Retry-After, discovery
+
+
+def test_retry_after_in_seconds_or_as_a_date_is_capped_at_five_minutes() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("86400") == 300.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_discovered_addresses_become_urls_with_the_seeds_scheme() -> None:
+    info = {"nodes": {
+        "a": {"roles": ["data"], "http": {"publish_address": "10.0.0.5:9200"}},
+        "b": {"roles": ["data", "ingest"], "http": {"publish_address": "es2.example/10.0.0.6:9200"}},
+        "c": {"roles": ["cluster_manager"], "http": {"publish_address": "10.0.0.7:9200"}},
+        "d": {"roles": ["data"]},
+    }}
+    assert discovered_urls(info, "https") == ["https://10.0.0.5:9200", "https://es2.example:9200"]
+
+
+# ------------------------------------------------------------------------------ TLS and secrets
+
+
+def test_tls_is_verified_by_default() -> None:
+    ctx = make_ssl_context(TlsConfig(), "logs")
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+
+
+def test_turning_verification_off_logs_a_loud_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        ctx = make_ssl_context(TlsConfig(verify=False), "logs")
+    assert ctx.verify_mode == ssl.CERT_NONE
+    assert "TLS CERTIFICATE VERIFICATION IS OFF" in caplog.text
+
+
+def test_error_messages_never_carry_a_secret(tmp_path: Path) -> None:
+    cfg = OutputConfig(name="o", type="elasticsearch", hosts=("https://u:url-pass@es:9200",), index="x",
+                       api_key="the-api-key")
+    o = ElasticsearchOutput(cfg, DeadLetters(tmp_path))
+    assert {"url-pass", "the-api-key"} <= set(secrets_of(cfg))
+    o._report("auth", "echoed the-api-key and url-pass back")
+    assert o.status()["last_error"] == "echoed *** and *** back"
+    assert o.status()["hosts"] == [{"url": "https://es:9200", "alive": True}]
