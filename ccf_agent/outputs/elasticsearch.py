@@ -537,7 +537,8 @@ class ElasticsearchOutput(Output):
                         await self._send(b"\n".join(lines[:half]) + b"\n", on_dead)
                         await self._send(b"\n".join(lines[half:]), on_dead)
                         return
-                    await on_dead([DeadItem(e.status, e.error or str(e), lines[0], lines[1])])
+                    error = e.error if isinstance(e.error, dict) else {"type": "request_rejected", "reason": str(e)}
+                    await on_dead([DeadItem(e.status, error, lines[0], lines[1])])
                     return
                 self._report(e.kind, str(e))
                 if e.status == 429:
