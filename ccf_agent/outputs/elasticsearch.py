@@ -358,7 +358,12 @@ def describe_connection_error(e: BaseException, url: str, timeout: float) -> tup
     if isinstance(e, TimeoutError | aiohttp.ServerTimeoutError):
         return "timeout", f"{url} did not answer within {timeout:g}s; the cluster may be overloaded"
     if isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError):
-        return "connect", f"connection to {url} was cut before an answer ({type(e).__name__}); retrying"
+        hint = ""
+        if url.startswith("https://"):
+            # With TLS 1.3 a server refusing a missing or unknown client certificate just hangs up.
+            hint = (" (a server that requires a client certificate hangs up like this: check tls.cert_file "
+                    "and tls.key_file)")
+        return "connect", f"connection to {url} was cut before an answer ({type(e).__name__}){hint}; retrying"
     return "connect", f"{url}: {type(e).__name__}: {e}"
 
 
