@@ -142,7 +142,10 @@ class AgentProcess:
             files_done = all(f["offset"] >= f["size"] for f in s["files"])
             outputs_idle = all(o["queued_docs"] == 0 and o["in_flight"] == 0 for o in s["outputs"])
             return files_done and outputs_idle and s["inflight_bytes"] == 0
-        wait_until(caught_up, timeout, "the agent to catch up", interval=0.2)
+        try:
+            wait_until(caught_up, timeout, "the agent to catch up", interval=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last status: {json.dumps(self.status())[:3000]}") from None
 
     def stop(self, timeout: float = 30) -> int:
         assert self.proc is not None

@@ -266,3 +266,50 @@ def scenario_kill9(run: Run, period: float = 2.5) -> dict[str, Any]:
     written = writer.stop()
     run.notes["kills"] = kills
     return run.result(written)
+
+
+# ---------------------------------------------------------------- output scenarios (through FaultProxy)
+
+
+def scenario_output_down(run: Run, proxy: Any, down: float) -> dict[str, Any]:
+    """The destination unreachable for `down` seconds mid-run: reading pauses, nothing is lost."""
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    time.sleep(min(2.0, run.seconds / 4))
+    proxy.set("reset", paths="all")  # every connection cut: as good as down
+    time.sleep(down)
+    proxy.set("pass")
+    time.sleep(min(2.0, run.seconds / 4))
+    written = writer.stop()
+    run.notes["down_s"] = down
+    return run.result(written)
+
+
+def scenario_429_storm(run: Run, proxy: Any) -> dict[str, Any]:
+    """Most requests answered 429: whole requests (with Retry-After), then per item."""
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    half = run.seconds / 2
+    proxy.set("reject", status=429, fraction=0.8, retry_after=1)
+    time.sleep(half)
+    proxy.set("items", fraction=0.6)
+    time.sleep(half)
+    proxy.set("pass")
+    written = writer.stop()
+    run.notes["proxy"] = proxy.counters()
+    return run.result(written)
+
+
+def scenario_connection_resets(run: Run, proxy: Any) -> dict[str, Any]:
+    """Connections cut mid-request, before and after the node stored the batch."""
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    half = run.seconds / 2
+    proxy.set("reset", fraction=0.4)
+    time.sleep(half)
+    proxy.set("reset", fraction=0.4, after_forward=True)  # stored, then the answer lost: resent
+    time.sleep(half)
+    proxy.set("pass")
+    written = writer.stop()
+    run.notes["proxy"] = proxy.counters()
+    return run.result(written)

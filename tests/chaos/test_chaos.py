@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from tests.chaos import scenarios as sc
+from tests.faults.proxy import FaultProxy
 from tests.harness import AgentProcess, Engine
 
 pytestmark = pytest.mark.engine
 
 SECONDS = float(os.environ.get("CCF_CHAOS_SECONDS", "8"))
+DOWN = float(os.environ.get("CCF_CHAOS_DOWN_SECONDS", "10"))  # the soak uses 60
 RATE = int(os.environ.get("CCF_CHAOS_RATE", "1000"))
 
 SCENARIOS: dict[str, Callable[[sc.Run], dict[str, Any]]] = {
@@ -40,6 +42,13 @@ def record(row: dict[str, Any]) -> None:
     print(json.dumps(row))
 
 
+OUTPUT_SCENARIOS: dict[str, Callable[[sc.Run, FaultProxy], dict[str, Any]]] = {
+    "output down": lambda r, p: sc.scenario_output_down(r, p, DOWN),
+    "429 storm": sc.scenario_429_storm,
+    "connection resets": sc.scenario_connection_resets,
+}
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario_loses_nothing_and_stores_nothing_twice(name: str, tmp_path: Path, engine: Engine,
                                                          agents: list[AgentProcess]) -> None:
@@ -50,6 +59,26 @@ def test_scenario_loses_nothing_and_stores_nothing_twice(name: str, tmp_path: Pa
         row = SCENARIOS[name](run)
     finally:
         row_rss = rss.stop()
+    row["peak_rss_mib"] = round(row_rss, 1)
+    record(row)
+    assert row["written"] > 0
+    assert (row["lost"], row["duplicated"]) == (0, 0), row
+
+
+@pytest.mark.parametrize("name", list(OUTPUT_SCENARIOS))
+def test_output_trouble_loses_nothing_and_stores_nothing_twice(name: str, tmp_path: Path, engine: Engine,
+                                                               agents: list[AgentProcess]) -> None:
+    proxy = FaultProxy(engine.url)
+    url = proxy.start()
+    run = sc.Run(name, tmp_path, engine, SECONDS, RATE, output_url=url,
+                 agent_opts={"backoff_max": "2s", "max_queued_bytes": "4MiB"})
+    agents.append(run.agent)
+    rss = sc.RssSampler(run.agent)
+    try:
+        row = OUTPUT_SCENARIOS[name](run, proxy)
+    finally:
+        row_rss = rss.stop()
+        proxy.stop()
     row["peak_rss_mib"] = round(row_rss, 1)
     record(row)
     assert row["written"] > 0
