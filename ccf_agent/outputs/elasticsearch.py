@@ -54,6 +54,7 @@ _FILTER = ("filter_path=errors,items.*.status,items.*.error.type,items.*.error.r
            "items.*.error.caused_by.type,items.*.error.caused_by.reason")
 RETRY_AFTER_MAX = 300.0  # honour Retry-After, but a bogus header must not park an output for hours
 PROBE_TIMEOUT = 5.0
+GZIP_THREAD_MIN = 256 << 10  # with stdlib zlib, larger bodies are compressed on a worker thread
 
 # ---------------------------------------------------------------------------------- options
 
@@ -608,7 +609,10 @@ class ElasticsearchOutput(Output):
         url = host.url + self.bulk_path
         if self.cfg.compression == "gzip":
             # zlib releases the GIL: large bodies compress on a worker thread, off the event loop.
-            data = (await asyncio.to_thread(_gzip, body)) if len(body) > 256 << 10 else _gzip(body)
+            if _GZIP_OFF_LOOP and len(body) > GZIP_THREAD_MIN:
+                data = await asyncio.to_thread(_gzip, body)  # zlib drops the GIL while it works
+            else:
+                data = _gzip(body)
         else:
             data = body
         headers = {"Authorization": host.auth} if host.auth and "Authorization" not in self.headers else None
@@ -882,8 +886,17 @@ _DAY = itemgetter(slice(0, 10))  # YYYY-MM-DD of an @timestamp
 _NL = [b"\n"]
 
 
+try:  # ISA-L writes the same gzip format ~5x faster than zlib at level 1 (see bench/es_output.py)
+    from isal import isal_zlib as _zlib
+
+    _GZIP_OFF_LOOP = False  # ~2 ms per 1.5 MB body: a thread hop would cost more CPU than it frees
+except ImportError:  # pragma: no cover - optional speed-up
+    _zlib = zlib  # type: ignore[no-redef]
+    _GZIP_OFF_LOOP = True  # ~10 ms per 1.5 MB body: off the event loop
+
+
 def _gzip(body: bytes) -> bytes:
-    return zlib.compress(body, 1, wbits=31)
+    return _zlib.compress(body, 1, wbits=31)
 
 
 def _loop_time() -> float:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from ccf_agent.outputs import elasticsearch as es
 from ccf_agent.outputs.elasticsearch import EsOptions
 from tests.outputs_es.fakes import BulkCall, Token, drained, events, fake_node, items, output, running
 
@@ -93,7 +96,13 @@ def test_up_to_max_in_flight_requests_run_at_once(tmp_path: Path) -> None:
     assert run(go()) == (3, 100)
 
 
-def test_gzip_compresses_request_bodies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["default", "stdlib zlib on a thread"])
+def test_gzip_compresses_request_bodies(tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if codec != "default":
+        monkeypatch.setattr(es, "_zlib", zlib)
+        monkeypatch.setattr(es, "_GZIP_OFF_LOOP", True)
+        monkeypatch.setattr(es, "GZIP_THREAD_MIN", 1024)
+
     async def go() -> BulkCall:
         async with fake_node() as node:
             out = output([node.url], tmp_path, compression="gzip")
