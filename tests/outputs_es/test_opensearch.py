@@ -3,6 +3,7 @@ mapping conflicts dead-lettered, per-item 429s retried, a read-only index report
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from ccf_agent.config import load_config
 from ccf_agent.samples import lines
+from ccf_agent.setup import COMPONENT, run_setup
 from tests.faults import FaultProxy
 from tests.harness import AgentProcess, Engine, agent_config, wait_until, write_lines
 
@@ -127,6 +131,7 @@ def test_an_index_set_read_only_gives_a_clear_status_and_delivery_resumes_once_c
     shown = subprocess.run([sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path)],
                            capture_output=True, text=True, timeout=60).stdout
     assert "UNHEALTHY" in shown and "index blocked read-only" in shown
+    assert "index blocked read-only" in agent.log()
     assert engine.count("logs") == 0
 
     engine.request("PUT", f"/{index}/_settings", {"index.blocks.read_only_allow_delete": None})
@@ -134,3 +139,33 @@ def test_an_index_set_read_only_gives_a_clear_status_and_delivery_resumes_once_c
     tally = engine.tally(2_000)
     assert (tally["lost"], tally["duplicated"]) == (0, 0)
     assert output_status(agent)["healthy"] is True
+
+
+def test_a_data_stream_output_stores_each_record_once_in_the_stream(tmp_path: Path, engine: Engine,
+                                                                    agents: list[AgentProcess]) -> None:
+    stream = engine.index("logs")
+    cfg = agent_config(engine, [str(tmp_path / "logs" / "*.log")], routes=False, data_stream=True,
+                       retention="off")
+    del cfg["outputs"]["payouts"]
+    cfg["outputs"]["logs"]["template"] = f"{engine.prefix}-logs"
+    config_path = tmp_path / "setup.yaml"
+    config_path.write_text(yaml.safe_dump({**cfg, "state_dir": str(tmp_path / "state")}))
+    try:
+        assert run_setup(load_config(config_path), io.StringIO()) == 0
+        (tmp_path / "logs").mkdir()
+        write_lines(tmp_path / "logs" / "combined.log", lines(1_000))
+        agent = AgentProcess(tmp_path, cfg).start()
+        agents.append(agent)
+        agent.wait_caught_up()
+
+        streams = engine.request("GET", f"/_data_stream/{stream}")["data_streams"]
+        assert [d["name"] for d in streams] == [stream]
+        assert engine.tally(1_000) == {"written": 1_000, "stored": 1_000, "distinct": 1_000, "lost": 0,
+                                       "duplicated": 0}
+    finally:
+        engine.request("DELETE", f"/_data_stream/{stream}")
+        engine.request("DELETE", f"/_index_template/{engine.prefix}-logs")
+        try:  # shared by all of setup's templates: goes only when no other uses it
+            engine.request("DELETE", f"/_component_template/{COMPONENT}")
+        except AssertionError:
+            pass
