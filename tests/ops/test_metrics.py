@@ -94,3 +94,18 @@ def test_large_counters_and_unix_times_are_exact() -> None:
 def test_metrics_content_type_is_the_text_exposition_format(shipped: tuple[AgentProcess, AppLogs]) -> None:
     status, _, content_type = get(f"http://127.0.0.1:{shipped[0].port}/metrics")
     assert status == 200 and content_type.startswith("text/plain")
+
+
+@needs_business_wiring
+def test_the_payout_job_timestamp_survives_an_agent_restart(tmp_path: Path) -> None:
+    expected = write_app_logs(tmp_path / "logs", time.time())
+    agent = AgentProcess(tmp_path, file_outputs_config(tmp_path)).start()
+    try:
+        agent.wait_caught_up(60)
+        assert agent.stop() == 0
+        agent.start()  # nothing left to read: the gauge can only come from the state directory
+        text = scrape(agent)
+        assert samples(text, "ccf_last_payout_job_timestamp") == {labels(): expected.last_job}
+        assert not any(samples(text, "ccf_payouts_total").values())  # counters restart, as rate() expects
+    finally:
+        agent.kill()

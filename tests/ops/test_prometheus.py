@@ -27,6 +27,7 @@ from tests.ops.helpers import (
 )
 
 RULES = ROOT / "packaging" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "packaging" / "grafana" / "ccf-agent.json"
 RULE_TESTS = [ROOT / "packaging" / "prometheus" / "tests" / "alerts_test.yml",
               Path(__file__).parent / "fixtures" / "seed_alerts_test.yml"]
 
@@ -82,25 +83,50 @@ class Prometheus:
         self.log.close()
 
 
-@needs_business_wiring
-def test_prometheus_scraping_the_agent_sees_each_payout_once_by_status_and_method(
-        tmp_path: Path, shipped: tuple[AgentProcess, AppLogs]) -> None:
-    agent, expected = shipped
-    prom = Prometheus(tmp_path, f"127.0.0.1:{agent.port}")
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory,
+               shipped: tuple[AgentProcess, AppLogs]) -> Iterator[Prometheus]:
+    """Prometheus scraping the agent every second, with the packaged alert rules loaded."""
+    agent, _ = shipped
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{agent.port}")
     try:
-        want = {frozenset({("__name__", "ccf_payouts_total"), ("job", "ccf-agent"),
-                           ("instance", f"127.0.0.1:{agent.port}"), ("status", s), ("method", m)}): float(n)
-                for (s, m), n in expected.payouts.items()}
-        wait_until(lambda: {k: v for k, v in prom.query("ccf_payouts_total").items() if v} == want, 60,
-                   "Prometheus to show ccf_payouts_total as the logs say")
-        assert prom.query('up{job="ccf-agent"}') == {
-            frozenset({("__name__", "up"), ("job", "ccf-agent"), ("instance", f"127.0.0.1:{agent.port}")}): 1.0}
-        (failed_share,) = prom.query('sum(ccf_payouts_total{status="failed"}) / sum(ccf_payouts_total)').values()
-        assert failed_share == pytest.approx(4 / 12)
-        groups = prom.api("rules")["groups"]
-        assert {r["name"]: r["health"] for g in groups for r in g["rules"]}["HighPayoutFailureRate"] == "ok"
+        wait_until(lambda: bool(prom.query('up{job="ccf-agent"} == 1')), 60, "Prometheus to scrape the agent")
+        yield prom
     finally:
         prom.stop()
+
+
+@needs_business_wiring
+def test_prometheus_scraping_the_agent_sees_each_payout_once_by_status_and_method(
+        prometheus: Prometheus, shipped: tuple[AgentProcess, AppLogs]) -> None:
+    agent, expected = shipped
+    want = {frozenset({("__name__", "ccf_payouts_total"), ("job", "ccf-agent"),
+                       ("instance", f"127.0.0.1:{agent.port}"), ("status", s), ("method", m)}): float(n)
+            for (s, m), n in expected.payouts.items()}
+    wait_until(lambda: {k: v for k, v in prometheus.query("ccf_payouts_total").items() if v} == want, 60,
+               "Prometheus to show ccf_payouts_total as the logs say")
+    (failed_share,) = prometheus.query('sum(ccf_payouts_total{status="failed"}) / sum(ccf_payouts_total)').values()
+    assert failed_share == pytest.approx(4 / 12)
+
+
+def test_prometheus_loads_the_packaged_rules_and_evaluates_them_without_errors(prometheus: Prometheus) -> None:
+    def evaluated() -> dict[str, str]:
+        return {r["name"]: r["health"] for g in prometheus.api("rules")["groups"] for r in g["rules"]}
+    wait_until(lambda: "unknown" not in evaluated().values(), 30, "a rule evaluation")
+    rules = evaluated()
+    assert set(rules) >= {"HighPayoutFailureRate", "PayoutJobNotRunning", "CcfAgentDown"}
+    assert set(rules.values()) == {"ok"}
+
+
+def test_every_dashboard_query_is_valid_promql_and_the_agents_panels_have_data(prometheus: Prometheus) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = {p["title"]: [t["expr"] for t in p.get("targets", [])] for p in dashboard["panels"]}
+    for queries in exprs.values():
+        for expr in queries:
+            expr = expr.replace("$instance", ".*").replace("$__rate_interval", "1m")
+            prometheus.api("query", query=expr)  # raises on a PromQL error
+    for title in ("Agents up", "Lag (bytes not yet acknowledged)", "Output health", "Agent memory"):
+        assert prometheus.query(exprs[title][0].replace("$instance", ".*")), title
 
 
 @needs_business_wiring
