@@ -285,16 +285,17 @@ def _operator_fixable(status: int, error: Any) -> tuple[str, str] | None:
 def settle_items(items: Sequence[dict[str, Any]]) -> Settled:
     out = Settled()
     for pos, item in enumerate(items):
-        result = next(iter(item.values()), {}) if item else {}
-        status = int(result.get("status", 0))
+        result = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
+        status = result.get("status", 0) if isinstance(result, dict) else 0
+        status = status if isinstance(status, int) else 0
+        error = result.get("error") if isinstance(result, dict) else None
         if 200 <= status < 300:
             continue
         if status == 409:
             out.duplicates += 1
             continue
-        error = result.get("error")
-        fixable = _operator_fixable(status, error)
-        if status == 429 or status >= 500 or fixable or status == 0:
+        fixable = _operator_fixable(status, error) if status else ("protocol", "an item without a status")
+        if status == 429 or status >= 500 or fixable:
             out.retry.append(pos)
             if status == 429 and not fixable:
                 out.throttled += 1
@@ -427,7 +428,7 @@ class ElasticsearchOutput(Output):
         self._probe_busy = False
         self._probe_free = asyncio.Event()
         self._hosts_changed = asyncio.Event()
-        self._oldest_at: float | None = None  # loop time the oldest queued fragment arrived (about)
+        self._oldest_at: float | None = None  # monotonic time the oldest queued fragment arrived (about)
 
     # ------------------------------------------------------------------ encode (hot path)
 
@@ -516,7 +517,16 @@ class ElasticsearchOutput(Output):
     async def _deliver(self, fragments: list[Fragment], slots: asyncio.Semaphore) -> None:
         try:
             body = b"".join(f.body for f in fragments) if len(fragments) > 1 else fragments[0].body
-            await self._send(body, self._dead_letter)
+            attempt = 0
+            while True:
+                try:
+                    await self._send(body, self._dead_letter)
+                    break
+                except Exception as e:  # noqa: BLE001 - a bug here must not stop shipping or lose records
+                    log.exception("output %s: unexpected error while delivering; resending the batch", self.name)
+                    self._report("internal", f"unexpected {type(e).__name__} while delivering: {e}; resending")
+                    await asyncio.sleep(backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max))
+                    attempt += 1
             self.acked(fragments)
         finally:
             self.in_flight -= 1
@@ -544,8 +554,14 @@ class ElasticsearchOutput(Output):
                         await self._send(b"\n".join(lines[half:]), on_dead)
                         return
                     error = e.error if isinstance(e.error, dict) else {"type": "request_rejected", "reason": str(e)}
-                    await on_dead([DeadItem(e.status, error, lines[0], lines[1])])
-                    return
+                    try:
+                        await on_dead([DeadItem(e.status, error, lines[0], lines[1])])
+                        return
+                    except OSError as io_error:
+                        self._dead_letter_failed(io_error)
+                        await asyncio.sleep(backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max))
+                        attempt += 1
+                        continue
                 self._report(e.kind, str(e))
                 if e.status == 429:
                     self._throttled(e.retry_after)
@@ -567,7 +583,8 @@ class ElasticsearchOutput(Output):
     async def _settle(self, body: bytes, outcome: dict[str, Any],
                       on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> bytes:
         """Account for per-item results; return the body of the items to send again."""
-        items = outcome.get("items") or []
+        items = outcome.get("items") if isinstance(outcome, dict) else None
+        items = items if isinstance(items, list) else []
         lines = body.split(b"\n")
         if len(items) * 2 != len(lines) - 1:
             # The engine answered for a different number of items than sent: resend all rather than
@@ -582,9 +599,7 @@ class ElasticsearchOutput(Output):
             try:
                 await on_dead([DeadItem(status, error, lines[2 * p], lines[2 * p + 1]) for p, status, error in s.dead])
             except OSError as e:
-                # Never acknowledge a rejected record that is not safely kept: retry it later.
-                self._report("dead_letter_io", f"cannot write dead letters ({e.strerror or e}) in "
-                             f"{self.dead.dir}: free disk space or fix permissions; records wait")
+                self._dead_letter_failed(e)
                 s.retry = sorted(s.retry + [p for p, _, _ in s.dead])
                 trouble = True
         if s.problem:
@@ -608,7 +623,6 @@ class ElasticsearchOutput(Output):
         host = self._pick_host()
         url = host.url + self.bulk_path
         if self.cfg.compression == "gzip":
-            # zlib releases the GIL: large bodies compress on a worker thread, off the event loop.
             if _GZIP_OFF_LOOP and len(body) > GZIP_THREAD_MIN:
                 data = await asyncio.to_thread(_gzip, body)  # zlib drops the GIL while it works
             else:
@@ -632,7 +646,11 @@ class ElasticsearchOutput(Output):
             host.failures = 0
             if b'"errors":false' in raw[:64]:
                 return None
-            return orjson.loads(raw)
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise RequestFailed("protocol", f"{host.url} answered a bulk request with 200 but no JSON: is it an "
+                                    "Elasticsearch/OpenSearch node (or a proxy's login page)?") from None
         raise self._request_error(host, status, raw, parse_retry_after(retry_after))
 
     def _request_error(self, host: Host, status: int, raw: bytes, wait: float | None) -> RequestFailed:
@@ -661,6 +679,11 @@ class ElasticsearchOutput(Output):
                              "an engine or proxy this output cannot talk to as configured", status, wait)
 
     # ------------------------------------------------------------------ dead letters
+
+    def _dead_letter_failed(self, e: OSError) -> None:
+        # Never acknowledge a rejected record that is not safely kept: it is sent again later.
+        self._report("dead_letter_io", f"cannot write dead letters ({e.strerror or e}) in {self.dead.dir}: "
+                     "free disk space or fix permissions; the records wait")
 
     async def _dead_letter(self, items: list[DeadItem]) -> None:
         """Keep rejected records (index or file) before their fragment is acknowledged."""
@@ -912,6 +935,8 @@ def _item_problem_message(kind: str, reason: str, name: str) -> str:
     if kind == "index_missing":
         return (f"target index or data stream missing ({reason}) and not created automatically: run "
                 "`ccf-agent setup` or allow auto-creation; records wait and are retried")
+    if kind == "protocol":
+        return f"the bulk response made no sense ({reason}): is the URL an Elasticsearch/OpenSearch node?"
     if kind == "pipeline_missing":
         return f"ingest pipeline missing ({reason}): create it or remove `pipeline` from output '{name}'"
     return (f"not authorised for some items ({reason}): the credentials of output '{name}' lack "

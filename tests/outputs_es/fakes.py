@@ -36,7 +36,7 @@ class BulkCall:
     body: bytes = field(repr=False, default=b"")  # NDJSON, decompressed
 
 
-# (status, headers, JSON body) or None for "store everything"
+# (status, headers, JSON-able body or raw bytes) or None for "store everything"
 Script = Callable[[BulkCall], "tuple[int, dict[str, str], Any] | None"]
 
 
@@ -76,6 +76,8 @@ class FakeNode:
         if answer is None:
             return web.json_response({"errors": False, "items": [{"create": {"status": 201}} for _ in ids]})
         status, headers, payload = answer
+        if isinstance(payload, bytes):  # a body as it is, JSON or not
+            return web.Response(body=payload, status=status, headers=headers)
         return web.json_response(payload, status=status, headers=headers)
 
     @property

@@ -423,6 +423,25 @@ def test_an_unknown_host_is_reported_as_such(tmp_path: Path) -> None:
     assert "unknown host: 'ccf-no-such-host.invalid'" in status["last_error"]
 
 
+def test_a_200_answer_that_is_not_json_keeps_the_records_and_says_why(tmp_path: Path) -> None:
+    async def go() -> tuple[int, str, int]:
+        async with fake_node() as node:
+            node.script = lambda call: (200, {}, b"<html>please log in</html>")
+            out = output([node.url], tmp_path)
+            token = Token()
+            out.submit(events(2), [0, 1], token)  # type: ignore[arg-type]
+            async with running(out):
+                await until(lambda: out.problem == "protocol")
+                waiting, message = token.released, out.status()["last_error"]
+                node.script = None
+                await drained(out)
+            return waiting, message, token.released
+
+    waiting, message, released = run(go())
+    assert (waiting, released) == (0, 1)
+    assert "answered a bulk request with 200 but no JSON" in message
+
+
 def test_the_ingest_pipeline_is_named_on_every_bulk_request(tmp_path: Path) -> None:
     async def go() -> str:
         async with fake_node() as node:

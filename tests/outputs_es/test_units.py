@@ -148,6 +148,12 @@ def test_each_item_status_gets_its_verdict(status: int, error: dict[str, str] | 
     assert got == verdict
 
 
+def test_items_of_an_unexpected_shape_are_retried_as_a_protocol_problem() -> None:
+    s = settle_items([{"create": "odd"}, "odd", {}, {"create": {"status": "201"}}])
+    assert s.retry == [0, 1, 2, 3] and not s.dead
+    assert s.problem is not None and s.problem[0] == "protocol"
+
+
 def test_only_429_items_close_the_throttle_gate() -> None:
     s = settle_items([{"create": {"status": 429}}, {"create": {"status": 503}}, {"create": {"status": 201}}])
     assert (s.retry, s.throttled) == ([0, 1], 1)
