@@ -51,6 +51,8 @@ log = logging.getLogger("ccf_agent.outputs.logstash")
 
 Where = Callable[[tuple[str | int, ...], str], Exception]
 
+_NOT_A_MEMBER_END = frozenset(b"{ \t\r\n")
+
 OPTION_KEYS: tuple[str, ...] = (
     "loadbalance", "pipelining", "ttl", "compression_level", "window_max", "tls_enabled",
 )
@@ -230,22 +232,38 @@ class LogstashOutput(Output):
         self._staged: deque[_Run] = deque()
         self._staged_count = 0
         self._meta = (AGENT_NAME, __version__)
+        # beats_event() on '{"a":1}' gives '{"a":1,"@metadata":{...}}': what follows the record's bytes
+        self._suffix = beats_event(b'{"a":1}', *self._meta)[len(b'{"a":1'):] + b"\n"
 
     # ------------------------------------------------------------------ encode (hot path)
 
     def encode(self, events: Events, indices: Sequence[int]) -> bytes:
-        """One Beats event per line. A raw newline in a JSON document can only be whitespace
-        between tokens, so replacing it keeps the document and the line framing intact."""
+        """One Beats event per line: the record's own bytes with `@metadata` spliced in before its
+        closing brace, exactly what beats_event() gives for such a record. The metadata check runs
+        once over the fragment (C speed); a record with a `"@metadata"` of its own, or not ending in
+        a member and '}', sends the fragment through beats_event() record by record."""
         docs = events.docs
-        beat, version = self._meta
         parts: list[bytes] = []
         add = parts.append
         for i in indices:
+            doc = docs[i]
+            if doc[-1] != 0x7D or doc[-2] in _NOT_A_MEMBER_END:
+                return self._encode_each(docs, indices)
+            add(doc[:-1])
+        suffix = self._suffix
+        body = suffix.join(parts) + suffix
+        if body.count(b'"@metadata"') != len(parts):
+            return self._encode_each(docs, indices)
+        return body
+
+    def _encode_each(self, docs: Sequence[bytes], indices: Sequence[int]) -> bytes:
+        beat, version = self._meta
+        parts: list[bytes] = []
+        for i in indices:
             ev = beats_event(docs[i], beat, version)
-            if b"\n" in ev:
-                ev = ev.replace(b"\n", b" ")
-            add(ev)
-        add(b"")
+            # A raw newline in a JSON document can only be whitespace between tokens.
+            parts.append(ev.replace(b"\n", b" ") if b"\n" in ev else ev)
+        parts.append(b"")
         return b"\n".join(parts)
 
     # ------------------------------------------------------------------ staging
@@ -262,6 +280,11 @@ class LogstashOutput(Output):
                     continue
                 events = f.body.split(b"\n")
                 events.pop()  # after the last newline
+                if len(events) != f.count:
+                    # A record holding raw newlines (JSON whitespace): cut after each spliced
+                    # @metadata instead, which encode() made sure no record contains itself.
+                    meta = self._suffix[:-1]
+                    events = [part + meta for part in f.body.split(self._suffix)[:-1]]
                 if len(events) != f.count:
                     raise RuntimeError(f"output {self.name}: fragment of {f.count} records split into "
                                        f"{len(events)} events")

@@ -11,6 +11,7 @@ import pytest
 from ccf_agent import __version__
 from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
 from ccf_agent.outputs.logstash import LogstashOptions, LogstashOutput
+from ccf_agent.outputs.lumberjack import beats_event
 from tests.outputs.helpers import sample_events
 
 BASE = """\
@@ -77,12 +78,23 @@ def test_encode_gives_one_beats_event_per_line_with_metadata_and_timestamp() -> 
         assert line.startswith(events.docs[i][:-1])  # the record's own bytes, untouched
 
 
-def test_encode_keeps_a_document_with_raw_newlines_on_one_line() -> None:
-    events = sample_events(1)[0]
-    events.docs[0] = b'{\n"a": 1,\n"@timestamp": "2024-01-15T10:00:00.000Z"\n}'
-    body = _output().encode(events, [0])
-    assert body.count(b"\n") == 1
-    assert orjson.loads(body)["a"] == 1
+def test_encode_gives_what_beats_event_gives_for_every_record() -> None:
+    events = sample_events(500)[0]
+    body = _output().encode(events, range(500))
+    assert body.split(b"\n")[:-1] == [beats_event(d, "ccf-agent", __version__) for d in events.docs]
+
+
+@pytest.mark.parametrize("odd", [
+    b'{"a":1,"@metadata":{"pipeline":"p"}}',  # metadata of its own: merged, its keys win
+    b'{"a":1 }',  # whitespace before the brace
+    b"{}",
+])
+def test_encode_takes_the_careful_path_for_unusual_records(odd: bytes) -> None:
+    events = sample_events(3)[0]
+    events.docs[1] = odd
+    lines = _output().encode(events, range(3)).split(b"\n")[:-1]
+    assert lines == [beats_event(d, "ccf-agent", __version__) for d in events.docs]
+    assert all(orjson.loads(x)["@metadata"]["beat"] == "ccf-agent" for x in lines)
 
 
 def test_plain_tcp_unless_tls_is_asked_for(pki: Path) -> None:

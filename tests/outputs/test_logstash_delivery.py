@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
@@ -124,6 +125,21 @@ def test_pipelining_puts_that_many_batches_on_the_wire_before_the_first_ack() ->
     asyncio.run(run())
     assert received == list(range(5000))
     assert most_outstanding == 3
+
+
+@pytest.mark.parametrize("doc", [
+    b'{"seq": 2,\n  "message": "pretty-printed",\n  "@timestamp": "2024-01-15T10:00:00.000Z"}',
+    b'{"seq": 2,\n  "message": "pretty-printed",\n  "@timestamp": "2024-01-15T10:00:00.000Z"\n}',
+], ids=["brace-after-value", "brace-on-its-own-line"])
+def test_a_record_with_raw_newlines_arrives_as_one_event(start_lumber: StartLumber, doc: bytes) -> None:
+    srv = start_lumber()
+    events = sample_events(5)[0]
+    events.docs[2] = doc
+    asyncio.run(ship(make_output(srv.port), [events]))
+
+    assert seqs(srv) == [0, 1, 2, 3, 4]
+    assert srv.events()[2]["event"]["message"] == "pretty-printed"
+    assert srv.events()[2]["event"]["@metadata"]["beat"] == "ccf-agent"
 
 
 def test_batches_stay_within_batch_max_bytes(start_lumber: StartLumber) -> None:
