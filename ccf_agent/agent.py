@@ -41,13 +41,27 @@ def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
 
 
 class Agent:
+    """Runs generations: each is one config's inputs, outputs and alerts. SIGHUP ends a generation
+    the same way shutdown does (stop reading, deliver what is in flight, save offsets) and starts
+    the next from the new config; the registry, and so every offset, carries over."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = time.time()
         self.state_dir = Path(config.state_dir)
         self.registry = Registry(self.state_dir)
-        self.flow = Flow(config.max_inflight_bytes)
         self.dead = DeadLetters(self.state_dir)
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.records_in = 0
+        self.exit_code = 0
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self._build(config)
+
+    def _build(self, config: Config) -> None:
+        self.config = config
+        self.flow = Flow(config.max_inflight_bytes)
         self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
@@ -55,9 +69,6 @@ class Agent:
                                   log=logging.getLogger("ccf_agent.alerts"))
         self.inputs: list[TailInput] = []
         self.pipelines: dict[str, Pipeline] = {}
-        self._stop = asyncio.Event()
-        self.records_in = 0
-        self.exit_code = 0
 
     # ------------------------------------------------------------------ the hot path
 
@@ -94,52 +105,92 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._reload.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
 
     async def run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         first_run = not self.registry.path.exists()
         self.registry.load()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        from ccf_agent.ops.server import StatusServer
+
+        server = StatusServer(self)
+        await server.start()
+        try:
+            while True:
+                await self._generation(first_run)
+                first_run = False
+                if self._stop.is_set() or self.exit_code:
+                    break
+                self._reload.clear()
+                self._apply_reload()
+        finally:
+            await server.stop()
+            self.registry.save()
+        return self.exit_code
+
+    def _apply_reload(self) -> None:
+        from ccf_agent.config import ConfigError, load_config
+
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as e:
+            self.last_reload_error = str(e)
+            log.error("reload rejected, keeping the running config: %s", e)
+            self._build(self.config)
+            return
+        if new.state_dir != self.config.state_dir:
+            self.last_reload_error = "state_dir cannot change on reload (restart the service)"
+            log.error("reload rejected, keeping the running config: %s", self.last_reload_error)
+            self._build(self.config)
+            return
+        self.reloads += 1
+        self.last_reload_error = None
+        log.info("reloaded %s: %d inputs, %d outputs, %d routes", new.path, len(new.inputs), len(new.outputs),
+                 len(new.routes))
+        self._build(new)
+
+    async def _generation(self, first_run: bool) -> None:
+        """One config's tasks, from start to a drained stop (shutdown or reload)."""
         for inp in self.config.inputs:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
                                          self.wait_for_room, first_run=first_run))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        from ccf_agent.ops.server import StatusServer
-
-        server = StatusServer(self)
         try:
             async with asyncio.TaskGroup() as tg:
                 output_tasks = [tg.create_task(o.run(), name=f"output:{o.name}") for o in self.outputs.values()]
-                await server.start()
                 input_tasks = [tg.create_task(i.run(), name=f"input:{i.cfg.id}") for i in self.inputs]
-                flusher = tg.create_task(self._flush_registry(), name="registry")
-                timers = [tg.create_task(self.alerts.run(), name="alerts"),
+                others = [tg.create_task(self._flush_registry(), name="registry"),
+                          tg.create_task(self.alerts.run(), name="alerts"),
                           tg.create_task(self._tick_alerts(), name="alert-timers")]
                 log.info("ccf-agent %s running: %d inputs, %d outputs, state in %s", __version__,
                          len(self.inputs), len(self.outputs), self.state_dir)
-                await self._stop.wait()
-                log.info("shutting down: stop reading, deliver what is in flight, save offsets")
+                await self._reload.wait()
+                why = "shutting down" if self._stop.is_set() else "reloading"
+                log.info("%s: stop reading, deliver what is in flight, save offsets", why)
                 for t in input_tasks:
                     t.cancel()
                 await asyncio.gather(*input_tasks, return_exceptions=True)
-                deadline = loop.time() + self.config.shutdown_timeout
+                deadline = asyncio.get_running_loop().time() + self.config.shutdown_timeout
                 for o in self.outputs.values():
                     if not await o.drain(deadline):
                         log.warning("output %s: %d records not delivered before the shutdown timeout; "
-                                    "they will be read again at the next start", o.name, o.queued_docs)
-                for t in (*output_tasks, flusher, *timers):
+                                    "they will be read again", o.name, o.queued_docs)
+                for t in (*output_tasks, *others):
                     t.cancel()
         except* Exception as eg:
             for e in eg.exceptions:
                 log.critical("fatal: %s", e, exc_info=e)
             self.exit_code = 1
         finally:
-            await server.stop()
             self.alerts.close()
             self.registry.save()
-        return self.exit_code
 
     async def _tick_alerts(self) -> None:
         if self.config.alerts is None:
@@ -164,4 +215,5 @@ class Agent:
             "outputs": [o.status() for o in self.outputs.values()],
             "dead_letters": self.dead.count, "registry_error": self.registry.last_error,
             "alerts": self.alerts.status() if self.config.alerts is not None else None,
+            "reloads": self.reloads, "last_reload_error": self.last_reload_error,
         }

@@ -99,6 +99,7 @@ class TailInput:
             self.watcher.close()
             for reader in self.readers.values():
                 reader.close()
+                reader.entry.state = "closed"  # nobody holds it now (a reload's next input will)
             self.readers.clear()
 
     async def _read_dirty(self, notified: bool) -> bool:

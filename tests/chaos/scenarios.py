@@ -313,3 +313,34 @@ def scenario_connection_resets(run: Run, proxy: Any) -> dict[str, Any]:
     written = writer.stop()
     run.notes["proxy"] = proxy.counters()
     return run.result(written)
+
+
+def scenario_reload(run: Run, period: float = 1.0) -> dict[str, Any]:
+    """SIGHUP under load, alternating two valid configs and, once, an invalid one."""
+    import yaml
+
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    good = run.agent.config_path.read_text()
+    variant = yaml.safe_load(good)
+    variant["outputs"]["logs"]["batch_max_docs"] = 777
+    variants = [yaml.safe_dump(variant, sort_keys=False), good]
+    reloads = 0
+
+    def reload() -> None:
+        nonlocal reloads
+        text = variants[reloads % 2] if reloads != 2 else good + "\nbogus_key: 1\n"
+        run.agent.config_path.write_text(text)
+        assert run.agent.proc is not None
+        run.agent.proc.send_signal(signal.SIGHUP)
+        reloads += 1
+
+    _every(run.seconds, period, reload)
+    written = writer.stop()
+    run.agent.config_path.write_text(good)
+    result = run.result(written)
+    log = run.agent.log_path.read_text()
+    result["sighups"] = reloads
+    result["reloaded"] = log.count("INFO ccf_agent: reloaded ")  # signals during a reload coalesce
+    result["rejected"] = log.count("reload rejected")
+    return result

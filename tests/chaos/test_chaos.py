@@ -31,6 +31,7 @@ SCENARIOS: dict[str, Callable[[sc.Run], dict[str, Any]]] = {
     "deletion while open": sc.scenario_delete_while_open,
     "inode reuse": sc.scenario_inode_reuse,
     "kill -9 every 2.5 s": sc.scenario_kill9,
+    "SIGHUP reload every 1 s": sc.scenario_reload,
 }
 
 
