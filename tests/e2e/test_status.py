@@ -1,0 +1,50 @@
+"""`ccf-agent status`: the running daemon's view, or the saved offsets and exit 3 when it is not running."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ccf_agent.samples import lines
+from tests.harness import AgentProcess, write_lines
+
+
+def status(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_status_of_a_running_daemon_lists_files_and_outputs(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    write_lines(tmp_path / "logs" / "combined.log", lines(500))
+    agent = AgentProcess(tmp_path, {"inputs": [{"id": "app", "paths": [str(tmp_path / "logs" / "*.log")]}],
+                                    "outputs": {"archive": {"type": "file", "path": str(tmp_path / "o.ndjson")}}})
+    agent.start()
+    try:
+        agent.wait_caught_up()
+        r = status(agent)
+        assert r.returncode == 0, r.stderr
+        assert "running (pid" in r.stdout
+        assert str(tmp_path / "logs" / "combined.log") in r.stdout and "100%" in r.stdout
+        assert "archive (file)  healthy  acked 500" in r.stdout
+        j = json.loads(status(agent, "--json").stdout)
+        assert j["running"] is True and j["files"][0]["lag_bytes"] == 0
+    finally:
+        agent.kill()
+
+
+def test_status_without_a_daemon_reads_the_registry_and_exits_3(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    write_lines(tmp_path / "logs" / "combined.log", lines(50))
+    agent = AgentProcess(tmp_path, {"inputs": [{"id": "app", "paths": [str(tmp_path / "logs" / "*.log")]}],
+                                    "outputs": {"archive": {"type": "file", "path": str(tmp_path / "o.ndjson")}}})
+    agent.start()
+    agent.wait_caught_up()
+    assert agent.stop() == 0
+    r = status(agent)
+    assert r.returncode == 3
+    assert "not running" in r.stdout and "combined.log" in r.stdout
+    j = json.loads(status(agent, "--json").stdout)
+    assert j["running"] is False and j["registry"][0]["offset"] == (tmp_path / "logs" / "combined.log").stat().st_size
