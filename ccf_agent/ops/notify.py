@@ -1,7 +1,7 @@
 """systemd's notify protocol (sd_notify(3)) on $NOTIFY_SOCKET, without libsystemd.
 
-The supervisor starts `notify_loop(agent)` once its inputs and outputs are up: it sends
-READY=1 with a STATUS= line, then WATCHDOG=1 every half of $WATCHDOG_USEC and a fresh
+The supervisor starts `notify_loop(agent)` once its inputs and outputs are up (or earlier, with
+an `up` event it sets then): it sends READY=1 with a STATUS= line, then WATCHDOG=1 every half of $WATCHDOG_USEC and a fresh
 STATUS= line every `status_every` seconds, until it is cancelled (last, after the outputs
 drained). Shutdown and reload are one-off states the supervisor sends with `stopping()`
 and `reloading()` / `ready()`.
@@ -124,10 +124,13 @@ class Throughput:
         return max(0.0, value)
 
 
-async def notify_loop(agent: Agent, status_every: float = STATUS_EVERY) -> None:
-    """READY=1 now (start it once inputs and outputs are up), then watchdog pings and STATUS lines."""
+async def notify_loop(agent: Agent, status_every: float = STATUS_EVERY, up: asyncio.Event | None = None) -> None:
+    """READY=1 once inputs and outputs are up (now, or when `up` is set), then watchdog pings and
+    STATUS lines until cancelled. systemd arms the watchdog only after READY=1."""
     if _address() is None:
         return  # not under systemd: nothing will ever listen
+    if up is not None:
+        await up.wait()
     loop = asyncio.get_running_loop()
     throughput = Throughput(agent.records_in, loop.time())
     ready(summary(agent.status(), 0.0))

@@ -16,7 +16,7 @@ import pytest
 
 from ccf_agent.ops import notify
 from tests.harness import AgentProcess, wait_until, write_lines
-from tests.ops.helpers import file_outputs_config, needs_notify_wiring, stamp
+from tests.ops.helpers import file_outputs_config, needs_notify_wiring, stamp, wired
 
 
 class NotifySocket:
@@ -156,6 +156,27 @@ def test_loop_sends_ready_then_watchdog_pings_then_a_status_with_throughput(
     assert 0 < float(status["STATUS"].split(", ")[1].split()[0]) <= 1000  # 400 records over >= 0.4 s
 
 
+def test_loop_waits_for_the_agent_to_be_up_before_ready(listener: NotifySocket) -> None:
+    async def scenario() -> tuple[bool, dict[str, str]]:
+        up = asyncio.Event()
+        task = asyncio.create_task(notify.notify_loop(FakeAgent(), up=up))  # type: ignore[arg-type]
+        try:
+            listener.sock.setblocking(False)
+            await asyncio.sleep(0.2)
+            try:
+                listener.sock.recv(4096)
+                early = True
+            except BlockingIOError:
+                early = False
+            up.set()
+            return early, await asyncio.to_thread(listener.receive)
+        finally:
+            task.cancel()
+
+    early, ready = asyncio.run(scenario())
+    assert not early and ready["READY"] == "1"
+
+
 def test_loop_ends_at_once_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     asyncio.run(asyncio.wait_for(notify.notify_loop(FakeAgent()), 1))  # type: ignore[arg-type]
@@ -185,5 +206,23 @@ def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_
         stopping, _ = listener.receive_until("STOPPING", 15)
         assert stopping["STOPPING"] == "1"
         assert agent.proc.wait(30) == 0
+    finally:
+        agent.kill()
+
+
+@pytest.mark.skipif(not wired("notify.reloading"), reason="ccf_agent/agent.py does not notify reloads yet")
+def test_sighup_reports_reloading_then_ready_again(tmp_path: Path, listener: NotifySocket) -> None:
+    (tmp_path / "logs").mkdir()
+    agent = AgentProcess(tmp_path, file_outputs_config(tmp_path), env={"NOTIFY_SOCKET": listener.address})
+    agent.start()
+    try:
+        listener.receive_until("READY")
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        reloading, _ = listener.receive_until("RELOADING", 15)
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        ready, _ = listener.receive_until("READY", 30)
+        assert ready["READY"] == "1"
+        assert agent.stop() == 0
     finally:
         agent.kill()
