@@ -15,6 +15,7 @@ Each configuration runs in a fresh process (so peak RSS is its own) on uvloop, l
 - encode alone: CPU per record of `encode` over the same batches (the hot-path part);
 - peak RSS = VmHWM of the process; `rss_before_mb` is the RSS once the records were built;
 - the sink's own CPU is reported apart (it shares the machine's cores).
+gzip uses ISA-L (`isal`) when installed, else stdlib zlib; `--stdlib-zlib` measures the latter.
 The sink must have received exactly `--docs` documents, else the run fails.
 """
 
@@ -30,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +152,15 @@ def one(args: argparse.Namespace) -> None:
     """A single configuration, in this (fresh) process; prints one JSON line."""
     import uvloop
 
+    from ccf_agent.outputs import elasticsearch as es
+
+    if args.stdlib_zlib:  # what an install without isal gets
+        es._zlib, es._GZIP_OFF_LOOP = zlib, True  # type: ignore[assignment]
     pool = build_events(min(POOL, args.docs))
     rss_before = _rss_mb("VmRSS")
     result = uvloop.run(ship(args, args.sink_url, pool))
-    result.update(compression=args.compression, peak_rss_mb=round(_rss_mb("VmHWM"), 1),
+    codec = "" if args.compression == "none" else ("+zlib" if es._zlib is zlib else "+isal")
+    result.update(compression=args.compression + codec, peak_rss_mb=round(_rss_mb("VmHWM"), 1),
                   rss_before_mb=round(rss_before, 1),
                   ru_maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     print(json.dumps(result))
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-docs", type=int, default=5000)
     p.add_argument("--batch-bytes", type=int, default=5 << 20)
     p.add_argument("--compression", choices=("none", "gzip", "both"), default="both")
+    p.add_argument("--stdlib-zlib", action="store_true", help="gzip with stdlib zlib even when isal is installed")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration (best and all are kept)")
     p.add_argument("--no-build", action="store_true", help="use bench/sink/bin/sink as it is")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -213,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 sink_cpu0 = _proc_cpu(sink.proc.pid)
                 cmd = [sys.executable, __file__, "--one", "--sink-url", sink.url, "--docs", str(args.docs),
                        "--compression", comp, "--in-flight", str(args.in_flight),
-                       "--batch-docs", str(args.batch_docs), "--batch-bytes", str(args.batch_bytes)]
+                       "--batch-docs", str(args.batch_docs), "--batch-bytes", str(args.batch_bytes),
+                       *(["--stdlib-zlib"] if args.stdlib_zlib else [])]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     print(done.stdout, done.stderr, file=sys.stderr)
@@ -227,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"!! sink received {r['sink_docs']} documents, not {args.docs}", file=sys.stderr)
                     return 1
                 results.append(r)
-                print(f"{comp:5s}  {r['events_per_cpu_s']:>9,} ev/CPU-s  {r['wall_events_per_s']:>9,} ev/s wall  "
+                print(f"{r['compression']:10s}  {r['events_per_cpu_s']:>9,} ev/CPU-s  {r['wall_events_per_s']:>9,} ev/s wall  "
                       f"encode {r['encode_events_per_cpu_s']:>10,} ev/CPU-s ({r['encode_us_per_event']} us)  "
                       f"peak RSS {r['peak_rss_mb']} MB (records built: {r['rss_before_mb']} MB)  "
                       f"{r['docs_per_request']} docs/request  sink CPU {r['sink_cpu_s']} s", flush=True)
