@@ -24,6 +24,7 @@ from ccf_agent.acks import Flow
 from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
+from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.pipeline.process import Pipeline
@@ -74,10 +75,12 @@ class Agent:
 
     def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:
         process, assign, targets = pipeline.process, self.router.assign, self._targets
+        count_business = business.observe
         observe = self.alerts.observe if self.config.alerts is not None else None
 
         def dispatch(batch: Batch) -> None:
             events = process(batch)
+            count_business(events.records, events.times, batch.path)
             token = batch.token
             self.records_in += len(events.docs)
             if events.docs:
@@ -114,6 +117,7 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         first_run = not self.registry.path.exists()
         self.registry.load()
+        business.METRICS.load(self.state_dir)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
@@ -122,6 +126,8 @@ class Agent:
 
         server = StatusServer(self)
         await server.start()
+        self._up = asyncio.Event()  # set once the first generation's inputs and outputs run
+        notifier = asyncio.create_task(notify.notify_loop(self, up=self._up), name="notify")
         try:
             while True:
                 await self._generation(first_run)
@@ -131,8 +137,10 @@ class Agent:
                 self._reload.clear()
                 self._apply_reload()
         finally:
+            notifier.cancel()  # last: the watchdog pings through every drain
             await server.stop()
             self.registry.save()
+            business.METRICS.save_if_dirty(self.state_dir)
         return self.exit_code
 
     def _apply_reload(self) -> None:
@@ -171,8 +179,15 @@ class Agent:
                           tg.create_task(self._tick_alerts(), name="alert-timers")]
                 log.info("ccf-agent %s running: %d inputs, %d outputs, state in %s", __version__,
                          len(self.inputs), len(self.outputs), self.state_dir)
+                if self._up.is_set():
+                    notify.ready("reloaded")  # ends the RELOADING=1 state
+                self._up.set()  # the first READY=1 comes from notify_loop
                 await self._reload.wait()
                 why = "shutting down" if self._stop.is_set() else "reloading"
+                if self._stop.is_set():
+                    notify.stopping()
+                else:
+                    notify.reloading()
                 log.info("%s: stop reading, deliver what is in flight, save offsets", why)
                 for t in input_tasks:
                     t.cancel()
@@ -203,6 +218,7 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.registry_flush_interval)
             self.registry.save_if_dirty()
+            business.METRICS.save_if_dirty(self.state_dir)
 
     # ------------------------------------------------------------------ status
 

@@ -59,5 +59,7 @@ class StatusServer:
         return web.Response(body=orjson.dumps(body), content_type="application/json", status=200 if ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(self.agent), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        # The text exposition format's own media type (Prometheus picks its parser by it).
+        return web.Response(body=render_metrics(self.agent).encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                                     "X-Content-Type-Options": "nosniff"})
