@@ -819,7 +819,8 @@ class ElasticsearchOutput(Output):
                                             min(self.cfg.timeout, 10.0))
                 self.set_discovered(discovered_urls(info, scheme), auth)
             except (RequestFailed, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-                log.warning("output %s: node discovery through %s failed: %s", self.name, host.url, e)
+                log.warning("output %s: node discovery through %s failed: %s", self.name, host.url,
+                            self._redact(str(e)))
             await asyncio.sleep(self.opts.discovery_interval)
 
     def set_discovered(self, urls: Sequence[str], auth: str | None) -> None:
