@@ -133,7 +133,7 @@ def options_of(cfg: OutputConfig) -> EsOptions:
 def config_problem(cfg: OutputConfig) -> str | None:
     """Checks across common and own keys that the loader cannot make on either alone."""
     if options_of(cfg).data_stream and _DATE_PATTERN.search(cfg.index):
-        return (f"output {cfg.name}: a data stream is one name ({cfg.index!r} has a date pattern); "
+        return (f"data_stream: a data stream is one name (index {cfg.index!r} has a date pattern); "
                 "its backing indices roll over by themselves")
     return None
 
@@ -397,7 +397,7 @@ class ElasticsearchOutput(Output):
         super().__init__(cfg)
         problem = config_problem(cfg)
         if problem:
-            raise ValueError(problem)
+            raise ValueError(f"output {cfg.name}: {problem}")
         self.opts = options_of(cfg)
         self.namer = IndexNamer(cfg.index)
         self.dead = dead_letters
