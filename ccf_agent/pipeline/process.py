@@ -1,10 +1,16 @@
-"""Parse and enrich: a batch of raw lines in, its events out. Pure: no I/O, one clock read per batch.
+"""Parse, filter, redact and enrich: a batch of raw lines in, its events out.
 
-The fast path keeps a Winston line's own bytes and splices the enrichment in before its
-closing brace, instead of re-serialising the record: the record is parsed once (for
-routing, alerts and its timestamp) and never dumped again. Anything unusual (a key that
-would collide, a line that is not a JSON object, a bad timestamp) takes the slow path,
-which builds the document from a dict.
+Pure: no I/O and one clock read per batch. The fast path keeps a Winston line's own bytes
+and splices the enrichment in before its closing brace instead of re-serialising the
+record: the record is parsed once (for routing, alerts and its timestamp) and dumped again
+only if redaction changed it. Anything unusual (a key that would collide, an exception
+handler's record, a line that is not a JSON object, a bad timestamp, ECS on) takes the slow
+path, which builds the document from a dict.
+
+Per record, in order: decode (the input's encoding), parse (JSON, or the text parser),
+drop and sample rules (on the record as the app wrote it), redaction (record and document
+alike, so routes, alerts and every output see the same redacted record), enrichment.
+Dropped records leave no event; the batch's offsets still cover them.
 """
 
 from __future__ import annotations
@@ -20,24 +26,66 @@ import orjson
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig
-from ccf_agent.pipeline.options import Processors
+from ccf_agent.pipeline.ecs import index_safe, to_ecs
+from ccf_agent.pipeline.enrich import Lookup, host_metadata
+from ccf_agent.pipeline.options import InputOptions, Processors
+from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
 
 ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
+# Winston's exception and rejection handlers' records go the slow path (see ecs.index_safe).
+SLOW_KEYS = ("exception",)
 _CLOSE = 0x7D  # '}'
+_SHAPES_MAX = 4096
+
+Stamp = tuple[bytes, float]
 
 
 class Pipeline:
-    """One per input: its format, time zone and static fields are fixed at construction."""
+    """One per input: its format, options and the global processors are fixed at construction.
+
+    `counters` (name -> count) says what the pipeline did besides shipping: `dropped:<rule>`,
+    `sampled_out:<rule>`, `redacted:<field|card_number|stripe_key|bearer_token|email|custom>`,
+    `records_redacted`, `invalid_encoding`, `parse_failure`.
+    """
 
     def __init__(self, cfg: InputConfig, hostname: str | None = None, processors: Processors | None = None) -> None:
+        opts = cfg.options if isinstance(cfg.options, InputOptions) else InputOptions()
+        procs = processors if isinstance(processors, Processors) else Processors()
+        self.counters: dict[str, int] = {}
         self.json = cfg.format == "json"
-        self.timestamps = TimestampParser(cfg.timezone)
-        self.fields: Mapping[str, Any] = dict(cfg.fields)
+        self.text_parser = None if self.json else opts.parser
+        self.ts_field = opts.timestamp_field
+        self.timestamps = TimestampParser(cfg.timezone, opts.timestamp_formats)
+        enrich = procs.enrich
+        fields: dict[str, Any] = dict(enrich.fields)
+        if enrich.environment is not None:
+            fields["environment"] = enrich.environment
+        fields.update(cfg.fields)  # the input's own fields win over global ones
+        self.fields: Mapping[str, Any] = fields
+        self.environment = enrich.environment
         self.hostname = hostname or socket.gethostname()
-        self.reserved = frozenset((*ENRICHED_KEYS, *self.fields))
-        self.host = {"name": self.hostname}
+        self.host = host_metadata(self.hostname, enrich.host_ip, enrich.host_os)
         self.agent = {"name": AGENT_NAME, "version": __version__}
+        self.lookups: tuple[Lookup, ...] = enrich.lookups
+        self._lookup_frags: list[dict[str, bytes]] = [
+            {k: b',"' + lk.target.encode() + b'":' + orjson.dumps(v) for k, v in lk.table.items()}
+            for lk in self.lookups]
+        self.ecs = opts.ecs
+        self.encoding = None if opts.encoding == "utf-8" else opts.encoding
+        self.redactor = Redactor(procs.redact, self.counters) if procs.redact.enabled else None
+        self._drops = tuple((f"dropped:{r.name}", r.when.test) for r in procs.drop)
+        self._samples = tuple((f"sampled_out:{r.name}", r.when.test, r.keep) for r in procs.sample)
+        self._sample_seen = [0] * len(self._samples)
+        # Keys a text record can have: a sensitive name among them means walking every text record.
+        text_keys = {"message", "tags", self.ts_field.lower()} | {
+            part.lower() for rx in (self.text_parser.patterns if self.text_parser else ())
+            for group in rx.groupindex for part in group.split("__")}
+        self._text_names = self.redactor is not None and not self.redactor.names.isdisjoint(text_keys)
+        self.reserved = frozenset((*ENRICHED_KEYS, *self.fields, *SLOW_KEYS))
+        # Per record shape (its keys in order): may it take the fast path, and which of its keys
+        # are sensitive. Logs repeat a handful of shapes, so a record pays one tuple and one get.
+        self._shapes: dict[tuple[str, ...], tuple[bool, tuple[str, ...]]] = {}
         fields_json = orjson.dumps(self.fields)[1:-1]
         # Everything after the timestamp up to the file path is the same for every record.
         self._mid = (b'","host":' + orjson.dumps(self.host) + b',"agent":' + orjson.dumps(self.agent)
@@ -45,47 +93,93 @@ class Pipeline:
         self._end = (b"}," + fields_json + b"}") if fields_json else b"}}"
         self.malformed = 0
 
+    def _shape(self, keys: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
+        if len(self._shapes) >= _SHAPES_MAX:
+            self._shapes.clear()
+        shape = self._shapes[keys] = (self.reserved.isdisjoint(keys),
+                                      self.redactor.sensitive(keys) if self.redactor is not None else ())
+        return shape
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
     def process(self, batch: Batch) -> Events:
         out = Events(batch)
         records, docs, ids, stamps, times = out.records, out.docs, out.ids, out.stamps, out.times
         now = time.time()
+        self.timestamps.now = now
         default_stamp = now_stamp(now)
         sid = batch.entry.stream_id.encode()
         path_part = self._mid + orjson.dumps(batch.path) + b'},"offset":'
         end = self._end
-        reserved = self.reserved
+        shapes = self._shapes
+        new_shape = self._shape
         parse_ts = self.timestamps.parse
+        ts_field = self.ts_field
         loads = orjson.loads
         is_json = self.json
+        fast = self.ecs is None
+        keep = self._keep if self._drops or self._samples else None
+        transcode = self._transcode if self.encoding is not None else None
+        redactor = self.redactor
+        redact = redactor.json_line if redactor is not None else None
+        hits: set[int] = set()
+        nested = False
+        if redactor is not None and transcode is None:
+            hits, nested = redactor.scan(batch.lines)
+        lookup = self._lookup_bytes if self.lookups else None
         offset = batch.start
+        i = -1
         for line in batch.lines:
+            i += 1
             lo = offset
             offset += len(line) + 1
             if not line or line.isspace():
                 continue
+            raw = line
+            tags: list[str] | None = None
+            if transcode is not None:
+                line, tags = transcode(line)
+                if redactor is not None:  # the prefilter must see the UTF-8 text
+                    hits, nested = redactor.scan([line])
+                    hits = {i} if hits else hits
             rec: Any = None
             if is_json:
                 try:
                     rec = loads(line)
                 except orjson.JSONDecodeError:
                     rec = None
-            stamp = default_stamp
-            if type(rec) is dict and rec and reserved.isdisjoint(rec) and line[-1] == _CLOSE:
-                ts = rec.get("timestamp")
-                if ts is not None:
-                    parsed = parse_ts(ts) if type(ts) is str else None
-                    if parsed is None:
-                        doc, stamp = self._slow(rec, line, lo, batch, default_stamp, ["invalid_timestamp"])
+            if type(rec) is dict and rec and tags is None:
+                if keep is not None and not keep(rec):
+                    continue
+                keys = tuple(rec)
+                plain, sensitive = shapes.get(keys) or new_shape(keys)
+                hit = bool(hits) and i in hits
+                if redact is not None and (hit or sensitive or nested):
+                    redacted = redact(line, rec, hit, nested, sensitive)
+                    if redacted is not None:
+                        line = redacted
+                        plain = plain and bool(rec) and self.reserved.isdisjoint(rec)
+                if fast and plain and line[-1] == _CLOSE:
+                    ts = rec.get(ts_field)
+                    stamp = default_stamp if ts is None else (
+                        parse_ts(ts) if type(ts) is str else self.timestamps.parse_any(ts))
+                    if stamp is None:
+                        doc, stamp = self._slow(rec, lo, batch, default_stamp, ["invalid_timestamp"])
                     else:
-                        stamp = parsed
-                        doc = b"".join((line[:-1], b',"@timestamp":"', stamp[0], path_part, b"%d" % lo, end))
+                        extra = lookup(rec) if lookup is not None else b""
+                        doc = b"".join((line[:-1], extra, b',"@timestamp":"', stamp[0], path_part, b"%d" % lo,
+                                        end))
                 else:
-                    doc = b"".join((line[:-1], b',"@timestamp":"', stamp[0], path_part, b"%d" % lo, end))
+                    doc, stamp = self._dict_doc(rec, lo, batch, default_stamp, [])
             else:
-                doc, stamp, rec = self._odd(rec, line, lo, batch, default_stamp, is_json)
+                got = self._odd(rec, line, lo, batch, default_stamp, is_json, tags, bool(hits) and i in hits)
+                if got is None:
+                    continue
+                doc, stamp, rec = got
             records.append(rec)
             docs.append(doc)
-            ids.append(sid + b"%x-%08x" % (lo, crc32(line)))
+            ids.append(sid + b"%x-%08x" % (lo, crc32(raw)))
             stamps.append(stamp[0])
             times.append(stamp[1])
         if batch.truncated:
@@ -93,42 +187,146 @@ class Pipeline:
                 self._tag(out, i, "truncated")
         return out
 
+    # ------------------------------------------------------------------ per-record stages
+
+    def _keep(self, rec: Mapping[str, Any]) -> bool:
+        """Drop rules, then the first matching sample rule (keeps the 1st, N+1th, ... match)."""
+        try:
+            for name, test in self._drops:
+                if test(rec):
+                    self._count(name)
+                    return False
+            for k, (name, test, every) in enumerate(self._samples):
+                if test(rec):
+                    seen = self._sample_seen[k]
+                    self._sample_seen[k] = seen + 1
+                    if seen % every:
+                        self._count(name)
+                        return False
+                    return True
+        except TypeError:  # e.g. `in` against a list value: the rule does not apply to this record
+            return True
+        return True
+
+    def _lookup_bytes(self, rec: Mapping[str, Any]) -> bytes:
+        parts = b""
+        for lk, frags in zip(self.lookups, self._lookup_frags, strict=True):
+            value: Any = rec
+            for part in lk.field:
+                value = value.get(part) if type(value) is dict else None
+            if value is None or lk.target in rec:
+                continue
+            frag = frags.get(value if type(value) is str else
+                             (str(value).lower() if type(value) is bool else str(value)))
+            if frag is not None:
+                parts += frag
+        return parts
+
+    def _transcode(self, line: bytes) -> tuple[bytes, list[str] | None]:
+        text = line.decode(self.encoding or "utf-8", "replace")
+        bad = "\ufffd" in text
+        if bad:
+            self._count("invalid_encoding")
+        return text.encode("utf-8"), (["invalid_encoding"] if bad else None)
+
     # ------------------------------------------------------------------ slow paths
 
-    def _odd(self, rec: Any, line: bytes, lo: int, batch: Batch, default_stamp: tuple[bytes, float],
-             is_json: bool) -> tuple[bytes, tuple[bytes, float], dict[str, Any]]:
-        """Lines the fast path cannot splice: still shipped, never dropped."""
+    def _dict_doc(self, rec: dict[str, Any], lo: int, batch: Batch, default_stamp: Stamp,
+                  tags: list[str]) -> tuple[bytes, Stamp]:
+        stamp = default_stamp
+        ts = rec.get("@timestamp", rec.get(self.ts_field))
+        if ts is not None:
+            parsed = self.timestamps.parse_any(ts)
+            if parsed is None:
+                tags = [*tags, "invalid_timestamp"]
+            else:
+                stamp = parsed
+        return self._slow(rec, lo, batch, stamp, tags)
+
+    def _odd(self, rec: Any, line: bytes, lo: int, batch: Batch, default_stamp: Stamp, is_json: bool,
+             tags: list[str] | None, hit: bool) -> tuple[bytes, Stamp, dict[str, Any]] | None:
+        """Lines the fast path cannot splice: still shipped unless a rule drops them."""
+        tags = list(tags or ())
+        stamp = default_stamp
+        if rec is None and is_json:
+            recovered = self._recover(line, tags)
+            if recovered is not None:
+                rec = recovered
         if type(rec) is dict:
-            tags: list[str] = []
-            stamp = default_stamp
-            ts = rec.get("@timestamp", rec.get("timestamp"))
-            if ts is not None:
-                parsed = self.timestamps.parse(ts) if isinstance(ts, str) else None
-                if parsed is None:
-                    tags.append("invalid_timestamp")
-                else:
-                    stamp = parsed
-            doc, _ = self._slow(rec, line, lo, batch, stamp, tags)
+            if (self._drops or self._samples) and not self._keep(rec):
+                return None
+            if self.redactor is not None:
+                self.redactor.redact_dict(rec)
+            doc, stamp = self._dict_doc(rec, lo, batch, default_stamp, tags)
             return doc, stamp, rec
         try:
             text = line.decode("utf-8")
-            tags = [] if not is_json else (["invalid_json"] if rec is None else ["not_an_object"])
+            if is_json:
+                tags.insert(0, "invalid_json" if rec is None else "not_an_object")
         except UnicodeDecodeError:
             text = line.decode("utf-8", "replace")
-            tags = ["invalid_utf8"]
+            tags.append("invalid_utf8")
         if "\x00" in text:
             tags.append("nul_bytes")
-        if tags:
-            self.malformed += 1
         rec = {"message": text}
+        if self.text_parser is not None:
+            parsed = self.text_parser.parse(text)
+            if parsed is None:
+                tags.append("parse_failure")
+                self._count("parse_failure")
+            else:
+                rec, raw_ts = parsed
+                if raw_ts is not None:
+                    got = self.timestamps.parse(raw_ts)
+                    if got is None:
+                        rec.setdefault(self.ts_field, raw_ts)
+                        tags.append("invalid_timestamp")
+                    else:
+                        stamp = got
+        if tags and any(t not in ("parse_failure", "invalid_timestamp") for t in tags):
+            self.malformed += 1
         if tags:
             rec["tags"] = tags
-        doc, _ = self._slow(rec, line, lo, batch, default_stamp, [])
-        return doc, default_stamp, rec
+        if (self._drops or self._samples) and not self._keep(rec):
+            return None
+        if self.redactor is not None:
+            self.redactor.text_record(rec, hit, self._text_names)
+        doc, _ = self._slow(rec, lo, batch, stamp, [])
+        return doc, stamp, rec
 
-    def _slow(self, rec: dict[str, Any], line: bytes, lo: int, batch: Batch, stamp: tuple[bytes, float],
-              tags: list[str]) -> tuple[bytes, tuple[bytes, float]]:
-        doc = {**self.fields, **rec}
+    def _recover(self, line: bytes, tags: list[str]) -> Any:
+        """A JSON object with invalid UTF-8 in it keeps its fields: bytes replaced, tagged."""
+        try:
+            line.decode("utf-8")
+            return None  # valid UTF-8, so it really is not JSON
+        except UnicodeDecodeError:
+            pass
+        try:
+            rec = orjson.loads(line.decode("utf-8", "replace"))
+        except orjson.JSONDecodeError:
+            return None
+        if type(rec) is dict:
+            tags.append("invalid_utf8")
+            self.malformed += 1
+            return rec
+        return None
+
+    def _slow(self, rec: dict[str, Any], lo: int, batch: Batch, stamp: Stamp, tags: list[str]) -> tuple[bytes, Stamp]:
+        own = to_ecs(rec, self.ecs) if self.ecs is not None else rec
+        doc = {**self.fields, **own}
+        if self.ecs is None:
+            index_safe(doc)
+        elif self.environment is not None:
+            service = doc.get("service")
+            if type(service) is dict:
+                service.setdefault("environment", self.environment)
+            elif service is None:
+                doc["service"] = {"environment": self.environment}
+        for lk in self.lookups:
+            if lk.target not in doc:
+                found = lk.find(rec)
+                if found is not None:
+                    doc[lk.target] = found
         for key, ours in (("host", self.host), ("agent", self.agent),
                           ("log", {"file": {"path": batch.path}, "offset": lo})):
             theirs = doc.get(key)
@@ -138,12 +336,9 @@ class Pipeline:
                 if theirs is not None:
                     doc[f"{key}_original"] = theirs  # never lose the record's own value
                 doc[key] = ours
-        if "@timestamp" in rec and not tags:
-            doc["@timestamp"] = stamp[0].decode()
-        else:
-            if "@timestamp" in rec:
-                doc["@timestamp_original"] = rec["@timestamp"]
-            doc["@timestamp"] = stamp[0].decode()
+        if "@timestamp" in rec and tags:
+            doc["@timestamp_original"] = rec["@timestamp"]
+        doc["@timestamp"] = stamp[0].decode()
         if tags:
             doc["tags"] = [*doc.get("tags", []), *tags] if isinstance(doc.get("tags"), list) else tags
         return orjson.dumps(doc), stamp

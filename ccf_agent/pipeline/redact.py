@@ -1,0 +1,477 @@
+"""Redaction: secrets never leave the host, and the common record pays almost nothing.
+
+What is redacted (`processors.redact`):
+- fields by name, at any depth, case-insensitively: masked (value replaced by the mask) or
+  dropped (removed);
+- patterns in free text (every string value and key, and the whole of a text line):
+  card numbers (13-19 digits, plain or grouped by single spaces or dashes, first digit 2-6,
+  passing the Luhn check), Stripe secret and restricted keys and webhook secrets
+  (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`), bearer tokens
+  (`Bearer <token>`, any case), e-mail addresses (off by default), and custom regexes.
+  JSON numbers are not free text: a 19-digit epoch-nanosecond field is not a card.
+
+Cost. Per batch, one `bytes.translate` folds the joined raw lines so that a few `find`s and one
+literal-prefixed regex tell which lines a pattern *could* be in: digits and
+dashes become '0' and whitespace vanishes (a card is then 13 zeros in a row), the first letters of
+the markers become a sentinel byte (sk_live_ -> s\\x01_live_, Bearer -> \\x01earer). Raw JSON
+holds string contents verbatim except for escapes, and only a \\uXXXX escape can hide a
+marker, so it is a marker too. Only lines that hit are decoded and checked exactly; only
+records that change are re-serialised. Field names at the top level are decided once per record
+shape (its tuple of keys, cached by the pipeline); a masked top-level value is spliced in the
+raw bytes when that is provably exact (the key appears once, followed by the value as orjson
+encodes it), else the record is re-serialised. Nested objects (a '{' after the first byte of a
+line) are walked.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_FIELDS: tuple[str, ...] = (
+    # The seed app's own (its Sentry hook strips these two), then credentials by their usual names.
+    "paymentMethodId", "stripeKeys", "stripeKey", "stripeSecretKey",
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+    "password", "passwd", "secret", "clientSecret", "client_secret",
+    "token", "accessToken", "access_token", "refreshToken", "refresh_token", "idToken", "id_token",
+    "apiKey", "api_key", "cardNumber", "card_number", "cvc", "cvv",
+)
+
+PATTERN_KINDS = ("card_numbers", "stripe_keys", "bearer_tokens", "emails")
+
+
+@dataclass(frozen=True)
+class RedactConfig:
+    enabled: bool = True
+    mask: str = "[REDACTED]"
+    fields: tuple[str, ...] = DEFAULT_FIELDS  # masked
+    drop_fields: tuple[str, ...] = ()  # removed
+    card_numbers: bool = True
+    stripe_keys: bool = True
+    bearer_tokens: bool = True
+    emails: bool = False
+    custom: tuple[tuple[str, str], ...] = ()  # (name, regex) for free text
+
+
+# -------------------------------------------------------------- exact patterns (on decoded text)
+
+# Each starts with a literal or a small character class, so the regex engine skips ahead fast
+# (a leading \b, lookbehind or case-insensitive alternation makes it try every position). The
+# leftmost match of a digit run starts at the run's first digit, so no lookbehind is needed.
+_CARD_RUN = re.compile(r"[0-9](?:[ -]?[0-9]){12,}")
+_SEPARATOR = re.compile(r"[ -]")
+_SECRET_KEY = re.compile(r"k_(?:live|test)_[0-9A-Za-z]+")  # preceded by s or r: sk_live_, rk_test_
+_WEBHOOK_SECRET = re.compile(r"whsec_[0-9A-Za-z+/=]+")
+_BEARER = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]\s+)[A-Za-z0-9\-._~+/]+=*")  # after a non-word char
+_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]+$")
+
+
+def luhn(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        n = ord(c) - 48
+        if i & 1:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def card_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of card numbers in text: within each run of digit groups, the longest run of
+    whole groups (13-19 digits, first digit 2-6) passing the Luhn check, left to right."""
+    spans: list[tuple[int, int]] = []
+    for m in _CARD_RUN.finditer(text):
+        run, base = m.group(), m.start()
+        groups: list[tuple[int, int]] = []  # (start, end) of each digit group in run
+        start = 0
+        for sep in _SEPARATOR.finditer(run):
+            groups.append((start, sep.start()))
+            start = sep.end()
+        groups.append((start, len(run)))
+        i = 0
+        while i < len(groups):
+            found = -1
+            ndigits = 0
+            for j in range(i, len(groups)):
+                ndigits += groups[j][1] - groups[j][0]
+                if ndigits > 19:
+                    break
+                if ndigits >= 13 and run[groups[i][0]] in "23456":
+                    digits = "".join(run[a:b] for a, b in groups[i:j + 1])
+                    if luhn(digits):
+                        found = j
+            if found >= 0:
+                spans.append((base + groups[i][0], base + groups[found][1]))
+                i = found + 1
+            else:
+                i += 1
+    return spans
+
+
+# -------------------------------------------------------------- the prefilter (on raw bytes)
+
+_SENTINEL, _BACKSLASH, _AT, _OPENER = 1, 2, 3, 5
+_FOLD_BASE = bytearray(range(256))
+for _c in b"0123456789-":
+    _FOLD_BASE[_c] = ord("0")
+# In JSON a nested object's '{' follows ':', '[' or ',' (whitespace aside, and the fold drops it).
+for _c in b":[,":
+    _FOLD_BASE[_c] = _OPENER
+_ZEROS = b"0" * 13
+_NESTED = bytes((_OPENER,)) + b"{"
+_DROP = b" \t\r"  # whitespace vanishes: grouped digits become one run, `: {` becomes `:{`
+
+
+def _fold_table(stripe: bool, bearer: bool, emails: bool) -> bytes:
+    table = bytearray(_FOLD_BASE)
+    if stripe:
+        table[ord("k")] = table[ord("w")] = _SENTINEL
+    if bearer:
+        table[ord("b")] = table[ord("B")] = _SENTINEL
+        for c in b"EAR":
+            table[c] = c + 32
+    table[ord("\\")] = _BACKSLASH
+    if emails:
+        table[ord("@")] = _AT
+    return bytes(table)
+
+
+def _marker_regex(stripe: bool, bearer: bool) -> re.Pattern[bytes] | None:
+    # One literal first byte keeps the regex engine on its fast scan (an alternation of
+    # different first bytes is several times slower).
+    after = ([rb"_live_", rb"_test_", rb"hsec_"] if stripe else []) + ([rb"earer"] if bearer else [])
+    return re.compile(rb"\x01(?:" + b"|".join(after) + rb")") if after else None
+
+
+class Redactor:
+    """Applies one RedactConfig; counts what it did in `counters` (shared with the pipeline)."""
+
+    def __init__(self, cfg: RedactConfig, counters: dict[str, int] | None = None) -> None:
+        self.cfg = cfg
+        self.counters = counters if counters is not None else {}
+        if not cfg.mask or any(c in cfg.mask for c in '"\\') or any(ord(c) < 32 for c in cfg.mask):
+            raise ValueError("the mask is written into raw JSON: no quotes, backslashes or control characters")
+        self.mask = cfg.mask
+        self._mask_json = orjson.dumps(cfg.mask)
+        self.mask_names = frozenset(n.lower() for n in cfg.fields)
+        self.drop_names = frozenset(n.lower() for n in cfg.drop_fields)
+        self.names = self.mask_names | self.drop_names
+        self._custom = tuple((name, re.compile(rx)) for name, rx in cfg.custom)
+        self._fold = _fold_table(cfg.stripe_keys, cfg.bearer_tokens, cfg.emails)
+        self._markers = _marker_regex(cfg.stripe_keys, cfg.bearer_tokens)
+        self._cards = cfg.card_numbers
+        # Needles in the folded text: 13 digits (a card), a \uXXXX escape, an '@' (e-mails).
+        self._needles = ((_ZEROS,) if cfg.card_numbers else ()) + (b"\x02u",) + ((b"\x03",) if cfg.emails else ())
+        self._text_patterns = bool(cfg.card_numbers or cfg.stripe_keys or cfg.bearer_tokens or cfg.emails
+                                   or cfg.custom)
+        # No built-in pattern fits in fewer characters ("a@b.io", "Bearer x", "sk_live_x").
+        self._min_len = 1 if cfg.custom else 6
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    # ---------------------------------------------------------------- free text
+
+    def could_hold_secret(self, line: bytes) -> bool:
+        """The prefilter for one line: False means no pattern can match any decoded string of it."""
+        return bool(self.scan([line])[0])
+
+    def scan(self, lines: list[bytes]) -> tuple[set[int], bool]:
+        """The prefilter for a batch: (indices of lines where a pattern could match, whether any
+        line may hold a nested object). One fold and a few scans over the joined batch cost far
+        less than the same calls per line; hits are rare, so mapping them back is cheap."""
+        if not lines:
+            return set(), False
+        joined = b"\n".join(lines)
+        drop = _DROP
+        if joined.count(b"\n") != len(lines) - 1:
+            if len(lines) > 1:
+                # Multiline events hold newlines of their own: line numbers would not map back.
+                found = [self.scan([line]) for line in lines]
+                return {i for i, (h, _) in enumerate(found) if h}, any(n for _, n in found)
+            drop = _DROP + b"\n"  # one event over several lines: its newlines are whitespace too
+        folded = joined.translate(self._fold, drop)
+        nested = folded.find(_NESTED) >= 0
+        if not self._text_patterns:
+            return set(), nested
+        positions: list[int] = []
+        for needle in self._needles:
+            p = folded.find(needle)
+            while p >= 0:
+                positions.append(p)
+                p = folded.find(b"\n", p)  # one hit per line is enough
+                if p < 0:
+                    break
+                p = folded.find(needle, p)
+        if self._markers is not None:
+            search = self._markers.search
+            m = search(folded)
+            while m is not None:
+                positions.append(m.start())
+                p = folded.find(b"\n", m.start())
+                m = search(folded, p) if p >= 0 else None
+        hits = self._lines_of(folded, positions, b"\n")
+        if self._custom:
+            text = joined.decode("utf-8", "replace")
+            found = [m.start() for _, rx in self._custom for m in rx.finditer(text)]
+            hits |= self._lines_of(text, found, "\n")
+        return hits, nested
+
+    @staticmethod
+    def _lines_of(buf: Any, positions: list[int], newline: Any) -> set[int]:
+        out: set[int] = set()
+        line = last = 0
+        for p in sorted(positions):
+            line += buf.count(newline, last, p)
+            last = p
+            out.add(line)
+        return out
+
+    def scrub_json(self, text: str) -> str:
+        """Compact JSON text with no backslash: patterns masked inside its strings (keys and
+        values). Quotes are then never escaped, so a position is inside a string exactly when an
+        odd number of quotes precede it; card-like digits outside strings are JSON numbers. The
+        other patterns cannot match outside a string, nor across a quote."""
+        return self.scrub(text, json_text=True)
+
+    def scrub(self, text: str, json_text: bool = False) -> str:
+        """Text with every pattern masked (the same object when nothing matched)."""
+        if len(text) < self._min_len:
+            return text
+        # The batch prefilter's fold, on this string: which families could be in it at all.
+        folded = text.encode("utf-8", "surrogatepass").translate(self._fold, _DROP)
+        cards = self._cards and folded.find(_ZEROS) >= 0
+        markers = self._markers is not None and self._markers.search(folded) is not None
+        emails = self.cfg.emails and "@" in text
+        if not (cards or markers or emails or self._custom):
+            return text
+        cfg, mask = self.cfg, self.mask
+        out = text
+        # Keys and tokens first: a card-like digit run inside a key is then already gone.
+        if markers and cfg.stripe_keys:
+            out = self._replace(out, [(m.start() - 1, m.end()) for m in _SECRET_KEY.finditer(out)
+                                      if m.start() > 0 and out[m.start() - 1] in "sr"], "stripe_key")
+            out = self._replace(out, [m.span() for m in _WEBHOOK_SECRET.finditer(out)], "stripe_key")
+        if markers and cfg.bearer_tokens:
+            out = self._replace(out, [(m.end(1), m.end()) for m in _BEARER.finditer(out)
+                                      if m.start() == 0 or not (out[m.start() - 1].isalnum()
+                                                                or out[m.start() - 1] == "_")], "bearer_token")
+        if emails:
+            spans = []
+            for m in _EMAIL_DOMAIN.finditer(out):
+                local = _EMAIL_LOCAL.search(out, max(0, m.start() - 64), m.start())
+                if local is not None:
+                    spans.append((local.start(), m.end()))
+            out = self._replace(out, spans, "email")
+        for name, rx in self._custom:
+            out, n = rx.subn(mask, out)
+            if n:
+                self._count(f"redacted:{name}", n)
+        if cards:
+            spans = card_spans(out)
+            if json_text:
+                spans = [(a, b) for a, b in spans if out.count('"', 0, a) % 2 == 1]
+            out = self._replace(out, spans, "card_number")
+        return text if out == text else out
+
+    def _replace(self, text: str, spans: list[tuple[int, int]], kind: str) -> str:
+        """Mask the given (sorted, non-overlapping) spans."""
+        if not spans:
+            return text
+        self._count(f"redacted:{kind}", len(spans))
+        parts: list[str] = []
+        last = 0
+        for a, b in spans:
+            parts += [text[last:a], self.mask]
+            last = b
+        parts.append(text[last:])
+        return "".join(parts)
+
+    # ---------------------------------------------------------------- records
+
+    def walk(self, obj: Any, patterns: bool = True) -> bool:
+        """Redact a parsed record in place: names at any depth and, with `patterns`, every string
+        value and key. True if anything changed."""
+        patterns = patterns and self._text_patterns
+        changed = False
+        if type(obj) is dict:
+            names, drop = self.names, self.drop_names
+            for key in list(obj):
+                value = obj[key]
+                low = key.lower()
+                if low in names:
+                    if low in drop:
+                        del obj[key]
+                    elif value == self.mask:
+                        continue
+                    else:
+                        obj[key] = self.mask
+                    self._count("redacted:field")
+                    changed = True
+                    continue
+                if type(value) is str:
+                    if patterns:
+                        new = self.scrub(value)
+                        if new is not value:
+                            obj[key] = new
+                            changed = True
+                elif type(value) in (dict, list):
+                    changed |= self.walk(value, patterns)
+                if patterns:
+                    new_key = self.scrub(key)
+                    if new_key is not key:
+                        obj[self._free_key(obj, new_key)] = obj.pop(key)
+                        changed = True
+        elif type(obj) is list:
+            for i, value in enumerate(obj):
+                if type(value) is str:
+                    if patterns:
+                        new = self.scrub(value)
+                        if new is not value:
+                            obj[i] = new
+                            changed = True
+                elif type(value) in (dict, list):
+                    changed |= self.walk(value, patterns)
+        return changed
+
+    @staticmethod
+    def _free_key(obj: Mapping[str, Any], key: str) -> str:
+        candidate, n = key, 1
+        while candidate in obj:
+            n += 1
+            candidate = f"{key}_{n}"
+        return candidate
+
+    def sensitive(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The keys, of those given, that name a field to mask or drop (case-insensitively).
+        The pipeline caches this per record shape (its key tuple), so a record pays a lookup."""
+        names = self.names
+        return tuple(k for k in keys if k.lower() in names)
+
+    def json_line(self, line: bytes, rec: dict[str, Any], hit: bool, nested: bool,
+                  sensitive: tuple[str, ...] | None = None) -> bytes | None:
+        """Redact a Winston JSON line and its parsed record (mutated in place), given what `scan`
+        said of it and the record's top-level `sensitive` keys (computed when None). Returns the
+        line to ship instead (a compact JSON object), or None when nothing changed."""
+        changed = False
+        if hit:
+            text = None
+            if line.find(b"\\") < 0 and not self._custom and not (nested and line.find(b"{", 1) >= 0):
+                # A flat object with no backslash holds every string verbatim in the raw text, so
+                # the patterns can be masked in the text itself and the record re-read from it.
+                text = line.decode("utf-8", "replace")
+                new = self.scrub_json(text)
+                if new is not text:
+                    fresh = orjson.loads(new)
+                    if len(fresh) != len(rec):
+                        text = None  # a masked key now collides with another: walk instead
+                    else:
+                        line = new.encode("utf-8")
+                        rec.clear()
+                        rec.update(fresh)
+                        sensitive = None  # keys may have changed
+                        changed = True
+            if text is None:
+                # Escapes, nested objects or a custom regex (which might span quotes): redact
+                # the parsed strings themselves.
+                if self.walk(rec):
+                    self._count("records_redacted")
+                    return orjson.dumps(rec)
+                return None
+        out = self._names(line, rec, nested, sensitive)
+        if out is not None:
+            return out
+        if changed:
+            self._count("records_redacted")
+            return line
+        return None
+
+    def _names(self, line: bytes, rec: dict[str, Any], nested: bool,
+               sensitive: tuple[str, ...] | None) -> bytes | None:
+        if not self.names:
+            return None
+        if nested and line.find(b"{", 1) >= 0:  # nested objects: their keys need a walk
+            if self.walk(rec, patterns=False):
+                self._count("records_redacted")
+                return orjson.dumps(rec)
+            return None
+        if sensitive is None:
+            sensitive = self.sensitive(tuple(rec))
+        if not sensitive:
+            return None
+        return self._top_level_names(line, rec, sensitive)
+
+    def _top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:
+        """Flat record with sensitive keys: splice the raw bytes when exact, else re-serialise."""
+        out: bytes | None = line
+        changed = False
+        for key in keys:
+            value = rec[key]
+            drop = key.lower() in self.drop_names
+            if not drop and value == self.mask:
+                continue
+            if out is not None:
+                out = self._splice(out, key, value, drop)
+            if drop:
+                del rec[key]
+            else:
+                rec[key] = self.mask
+            self._count("redacted:field")
+            changed = True
+        if not changed:
+            return None
+        self._count("records_redacted")
+        return out if out is not None else orjson.dumps(rec)
+
+    def _splice(self, line: bytes, key: str, value: Any, drop: bool) -> bytes | None:
+        # In raw JSON with no nested object, '"key":' can only occur as a top-level key (a quote
+        # inside a string is escaped): when it occurs once and is followed by the value as orjson
+        # encodes it, that is the field.
+        if type(value) not in (str, int, float, bool) and value is not None:
+            return None
+        try:
+            head = orjson.dumps(key) + b":"
+            needle = head + orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return None
+        i = line.find(needle)
+        if i < 0 or line.find(head, line.find(head) + 1) >= 0:
+            return None  # absent as encoded, or the key appears twice (orjson kept only the last)
+        j = i + len(needle)
+        if line[j:j + 1] not in (b",", b"}"):
+            return None  # the value continues (e.g. 1 vs 1.5): not this field
+        if not drop:
+            return line[:i] + head + self._mask_json + line[j:]
+        if line[j:j + 1] == b",":
+            return line[:i] + line[j + 1:]
+        if line[i - 1:i] == b",":
+            return line[:i - 1] + line[j:]
+        return line[:i] + line[j:]
+
+    def text_record(self, rec: dict[str, Any], hit: bool, names_possible: bool = True) -> bool:
+        """A record built from a non-JSON line (text format, invalid JSON): redact in place.
+        `hit` is what `scan` said of the line; `names_possible` False when none of the keys the
+        parser can produce is a sensitive name (then only a hit needs a walk)."""
+        changed = self.walk(rec, patterns=hit) if hit or (names_possible and self.names) else False
+        if changed:
+            self._count("records_redacted")
+        return changed
+
+    def redact_dict(self, rec: dict[str, Any]) -> bool:
+        """A parsed record whose raw line is not shipped as is: walk all of it, in place."""
+        if self.walk(rec):
+            self._count("records_redacted")
+            return True
+        return False
+
+    def redact_record(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        """A redacted deep copy (for alert notifications and anything else outside the pipeline)."""
+        out = copy.deepcopy(dict(rec))
+        self.walk(out)
+        return out

@@ -1,0 +1,48 @@
+"""Build a pipeline from the YAML's own shapes and run lines through it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ccf_agent.batch import Batch, Events
+from ccf_agent.config import InputConfig
+from ccf_agent.pipeline.options import parse_input_options, parse_processors
+from ccf_agent.pipeline.process import Pipeline
+from ccf_agent.registry import Entry
+
+PATH = "/var/log/ccf/combined.log"
+
+
+class OptionError(Exception):
+    pass
+
+
+def where(path: tuple[str | int, ...], message: str) -> Exception:
+    return OptionError(f"{'.'.join(map(str, path))}: {message}")
+
+
+def make(processors: dict[str, Any] | None = None, *, format: str = "json", fields: dict[str, Any] | None = None,
+         timezone: str = "UTC", **input_options: Any) -> Pipeline:
+    """A pipeline for one input; `input_options` are the input's YAML keys (parser, ecs, ...)."""
+    cfg = InputConfig(id="app", paths=("/var/log/ccf/*.log",), format=format, fields=fields or {},
+                      timezone=timezone, options=parse_input_options(input_options, where))
+    return Pipeline(cfg, hostname="web-1", processors=parse_processors(processors, where))
+
+
+def run(pipeline: Pipeline, lines: list[bytes], start: int = 0, path: str = PATH) -> Events:
+    entry = Entry("s" * 16, "fp", "app", path, 1, 2)
+    end = start + sum(len(x) + 1 for x in lines)
+    return pipeline.process(Batch(entry, path, start, end, lines))
+
+
+def docs(events: Events) -> list[dict[str, Any]]:
+    return [orjson.loads(d) for d in events.docs]
+
+
+def one(pipeline: Pipeline, line: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(document, record) of a single line."""
+    ev = run(pipeline, [line])
+    assert len(ev) == 1, f"expected one event, got {len(ev)}"
+    return orjson.loads(ev.docs[0]), ev.records[0]
