@@ -54,6 +54,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(_load(args.config), as_json=args.json)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging("warning")
+    from ccf_agent.setup import run_setup
+
+    return run_setup(config)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging("warning")
     from ccf_agent.demo import demo
@@ -76,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("setup", help="install index templates and the retention policy (idempotent; exit 1 if "
+                                     "incomplete)")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_setup)
     p = sub.add_parser("demo", help="ship sample Winston logs to local files (no server needed)")
     p.add_argument("--dir", help="scratch directory (default: a new temporary one)")
     p.add_argument("--lines", type=int, default=20_000)

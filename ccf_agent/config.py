@@ -490,6 +490,9 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         )
         if cfg.password and not cfg.username:
             raise doc.error(("outputs", name, "password"), "password needs username")
+        problem = _output_problem(cfg)
+        if problem:
+            raise doc.error(("outputs", name), problem)
         r.done()
         out[name] = cfg
     return out
@@ -505,6 +508,14 @@ def _output_options(doc: _Doc, r: _Reader, path: KeyPath, kind: str) -> Any:
     r.used.update(keys)
     raw = {k: r.value[k] for k in keys if k in r.value}
     return module.parse_options(raw, lambda p, m: doc.error((*path, *p), m))
+
+
+def _output_problem(cfg: OutputConfig) -> str | None:
+    """A module may check its own keys against the common ones with `config_problem(cfg)`."""
+    import importlib
+
+    check = getattr(importlib.import_module(OUTPUT_MODULES[cfg.type]), "config_problem", None)
+    return check(cfg) if check else None
 
 
 def _routes(doc: _Doc, root: _Reader, outputs: Mapping[str, OutputConfig]) -> tuple[RouteConfig, ...]:
