@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 from ccf_agent import __version__
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lines", type=int, default=20_000)
     p.set_defaults(func=cmd_demo)
     args = parser.parse_args(argv)
+    if args.command != "run":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ccf-agent status | head` ends quietly
     return int(args.func(args) or 0)
 
 

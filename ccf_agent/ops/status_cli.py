@@ -52,8 +52,8 @@ def render(s: dict[str, Any]) -> str:
              f"config {s['config']}", "", "Files:"]
     for f in s["files"]:
         size, off = int(f["size"]), int(f["offset"])
-        lines.append(f"  {f['path']}  {f['state']}  {_size(off)} / {_size(size)}  lag {_size(int(f['lag_bytes']))}"
-                     f"  {_bar(off, size)}")
+        lag = f"lag {_size(int(f['lag_bytes']))}" + (f" ({f['lag_seconds']:g}s)" if f.get("lag_seconds") else "")
+        lines.append(f"  {f['path']}  {f['state']}  {_size(off)} / {_size(size)}  {lag}  {_bar(off, size)}")
     if not s["files"]:
         lines.append("  (none open)")
     lines += ["", "Outputs:"]

@@ -437,11 +437,20 @@ class TailInput:
 
     def status(self) -> list[dict[str, object]]:
         out = []
+        now = time.time()
         for r in self.readers.values():
             e = r.entry
+            try:
+                st = os.fstat(r.fd)
+                e.size, mtime = st.st_size, st.st_mtime
+            except OSError:
+                mtime = now
+            lag = max(0, e.size - e.offset)
             out.append({
                 "input": self.cfg.id, "path": r.path, "stream": e.stream_id, "dev": e.dev, "inode": e.ino,
-                "offset": e.offset, "read_offset": r.offset, "size": e.size, "lag_bytes": max(0, e.size - e.offset),
+                "offset": e.offset, "read_offset": r.offset, "size": e.size, "lag_bytes": lag,
+                # How long the newest unshipped write has waited (0 when caught up).
+                "lag_seconds": round(max(0.0, now - mtime), 1) if lag else 0.0,
                 "state": "deleted" if r.deleted else ("rotated" if r.moved_at else
                                                        ("reading" if r.offset < e.size else "idle")),
                 "unacked_batches": r.ledger.unacked,
