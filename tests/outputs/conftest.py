@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import AgentProcess
 from tests.lumber import server as lumber
 
 StartLumber = Callable[..., lumber.LumberServer]
@@ -61,6 +62,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                  "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext", cwd=d)
     return d
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    """Agents a test started: killed at the end, their log tails printed (pytest shows them only
+    when the test failed)."""
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.kill()
+        print(f"----- agent log ({a.log_path}) -----\n{a.log()}")
 
 
 @pytest.fixture
