@@ -34,12 +34,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ccf_agent.agent import Agent
 
     try:
+        agent = Agent(config)
+    except (OSError, ValueError) as e:  # e.g. a TLS file that is not a certificate
+        print(f"ccf-agent: cannot start with {args.config}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
         runner = asyncio.run
-    return runner(Agent(config).run())
+    return runner(agent.run())
 
 
 def cmd_check(args: argparse.Namespace) -> int:

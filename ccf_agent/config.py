@@ -471,6 +471,10 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         t.done()
         if tls.key_file and not tls.cert_file:
             raise doc.error(("outputs", name, "tls", "key_file"), "key_file needs cert_file")
+        for key in ("ca_file", "cert_file", "key_file"):
+            f = getattr(tls, key)
+            if f and not os.access(f, os.R_OK):
+                raise doc.error(("outputs", name, "tls", key), f"cannot read {f}")
         cfg = OutputConfig(
             name=name, type=kind, hosts=hosts,
             index=r.get("index", str, "ccf-logs"),
