@@ -114,6 +114,7 @@ class Pipeline:
         end = self._end
         shapes = self._shapes
         new_shape = self._shape
+        reserved = self.reserved
         parse_ts = self.timestamps.parse
         ts_field = self.ts_field
         loads = orjson.loads
@@ -124,9 +125,9 @@ class Pipeline:
         redactor = self.redactor
         redact = redactor.json_line if redactor is not None else None
         hits: set[int] = set()
-        nested = False
+        names = redactor is not None and bool(redactor.names)
         if redactor is not None and transcode is None:
-            hits, nested = redactor.scan(batch.lines)
+            hits = redactor.scan(batch.lines)
         lookup = self._lookup_bytes if self.lookups else None
         offset = batch.start
         i = -1
@@ -141,8 +142,7 @@ class Pipeline:
             if transcode is not None:
                 line, tags = transcode(line)
                 if redactor is not None:  # the prefilter must see the UTF-8 text
-                    hits, nested = redactor.scan([line])
-                    hits = {i} if hits else hits
+                    hits = {i} if redactor.scan([line]) else set()
             rec: Any = None
             if is_json:
                 try:
@@ -152,11 +152,15 @@ class Pipeline:
             if type(rec) is dict and rec and tags is None:
                 if keep is not None and not keep(rec):
                     continue
-                keys = tuple(rec)
-                plain, sensitive = shapes.get(keys) or new_shape(keys)
+                if redact is None:
+                    plain, sensitive = reserved.isdisjoint(rec), ()
+                else:
+                    keys = tuple(rec)
+                    plain, sensitive = shapes.get(keys) or new_shape(keys)
                 hit = bool(hits) and i in hits
-                if redact is not None and (hit or sensitive or nested):
-                    redacted = redact(line, rec, hit, nested, sensitive)
+                # A nested object may hold a sensitive key: one memchr says whether there is one.
+                if redact is not None and (hit or sensitive or (names and line.find(b"{", 1) >= 0)):
+                    redacted = redact(line, rec, hit, sensitive)
                     if redacted is not None:
                         line = redacted
                         plain = plain and bool(rec) and self.reserved.isdisjoint(rec)

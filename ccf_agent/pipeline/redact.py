@@ -15,7 +15,7 @@ literal-prefixed regex tell which lines a pattern *could* be in: digits and
 dashes become '0' and whitespace vanishes (a card is then 13 zeros in a row), the first letters of
 the markers become a sentinel byte (sk_live_ -> s\\x01_live_, Bearer -> \\x01earer). Raw JSON
 holds string contents verbatim except for escapes, and only a \\uXXXX escape can hide a
-marker, so it is a marker too. Only lines that hit are decoded and checked exactly; only
+marker, so it is a marker too (the backslash is a sentinel as well). Only lines that hit are decoded and checked exactly; only
 records that change are re-serialised. Field names at the top level are decided once per record
 shape (its tuple of keys, cached by the pipeline); a masked top-level value is spliced in the
 raw bytes when that is provably exact (the key appears once, followed by the value as orjson
@@ -116,16 +116,13 @@ def card_spans(text: str) -> list[tuple[int, int]]:
 
 # -------------------------------------------------------------- the prefilter (on raw bytes)
 
-_SENTINEL, _BACKSLASH, _AT, _OPENER = 1, 2, 3, 5
+_SENTINEL, _AT = 1, 3
 _FOLD_BASE = bytearray(range(256))
 for _c in b"0123456789-":
     _FOLD_BASE[_c] = ord("0")
-# In JSON a nested object's '{' follows ':', '[' or ',' (whitespace aside, and the fold drops it).
-for _c in b":[,":
-    _FOLD_BASE[_c] = _OPENER
+_FOLD_BASE[ord("\\")] = _SENTINEL  # a \uXXXX escape could spell anything once decoded
 _ZEROS = b"0" * 13
-_NESTED = bytes((_OPENER,)) + b"{"
-_DROP = b" \t\r"  # whitespace vanishes: grouped digits become one run, `: {` becomes `:{`
+_DROP = b" \t\r"  # whitespace vanishes: grouped digits become one run
 
 
 def _fold_table(stripe: bool, bearer: bool, emails: bool) -> bytes:
@@ -136,17 +133,17 @@ def _fold_table(stripe: bool, bearer: bool, emails: bool) -> bytes:
         table[ord("b")] = table[ord("B")] = _SENTINEL
         for c in b"EAR":
             table[c] = c + 32
-    table[ord("\\")] = _BACKSLASH
     if emails:
         table[ord("@")] = _AT
     return bytes(table)
 
 
-def _marker_regex(stripe: bool, bearer: bool) -> re.Pattern[bytes] | None:
+def _marker_regex(stripe: bool, bearer: bool) -> re.Pattern[bytes]:
     # One literal first byte keeps the regex engine on its fast scan (an alternation of
-    # different first bytes is several times slower).
+    # different first bytes is several times slower). After the fold, a \uXXXX escape reads
+    # \x01u and four of 0, a-f, A-F (or \x01 for a folded b/B).
     after = ([rb"_live_", rb"_test_", rb"hsec_"] if stripe else []) + ([rb"earer"] if bearer else [])
-    return re.compile(rb"\x01(?:" + b"|".join(after) + rb")") if after else None
+    return re.compile(rb"\x01(?:" + b"|".join([*after, rb"u[0a-fA-F\x01]{4}"]) + rb")")
 
 
 class Redactor:
@@ -159,6 +156,7 @@ class Redactor:
             raise ValueError("the mask is written into raw JSON: no quotes, backslashes or control characters")
         self.mask = cfg.mask
         self._mask_json = orjson.dumps(cfg.mask)
+        self._heads: dict[str, bytes] = {}  # key -> its JSON encoding and colon, for splicing
         self.mask_names = frozenset(n.lower() for n in cfg.fields)
         self.drop_names = frozenset(n.lower() for n in cfg.drop_fields)
         self.names = self.mask_names | self.drop_names
@@ -166,8 +164,8 @@ class Redactor:
         self._fold = _fold_table(cfg.stripe_keys, cfg.bearer_tokens, cfg.emails)
         self._markers = _marker_regex(cfg.stripe_keys, cfg.bearer_tokens)
         self._cards = cfg.card_numbers
-        # Needles in the folded text: 13 digits (a card), a \uXXXX escape, an '@' (e-mails).
-        self._needles = ((_ZEROS,) if cfg.card_numbers else ()) + (b"\x02u",) + ((b"\x03",) if cfg.emails else ())
+        # Needles in the folded text besides the markers: 13 digits (a card), an '@' (e-mails).
+        self._needles = ((_ZEROS,) if cfg.card_numbers else ()) + ((b"\x03",) if cfg.emails else ())
         self._text_patterns = bool(cfg.card_numbers or cfg.stripe_keys or cfg.bearer_tokens or cfg.emails
                                    or cfg.custom)
         # No built-in pattern fits in fewer characters ("a@b.io", "Bearer x", "sk_live_x").
@@ -180,26 +178,22 @@ class Redactor:
 
     def could_hold_secret(self, line: bytes) -> bool:
         """The prefilter for one line: False means no pattern can match any decoded string of it."""
-        return bool(self.scan([line])[0])
+        return bool(self.scan([line]))
 
-    def scan(self, lines: list[bytes]) -> tuple[set[int], bool]:
-        """The prefilter for a batch: (indices of lines where a pattern could match, whether any
-        line may hold a nested object). One fold and a few scans over the joined batch cost far
-        less than the same calls per line; hits are rare, so mapping them back is cheap."""
-        if not lines:
-            return set(), False
+    def scan(self, lines: list[bytes]) -> set[int]:
+        """The prefilter for a batch: the indices of lines where a pattern could match. One fold
+        and a few scans over the joined batch cost far less than the same calls per line; hits
+        are rare, so mapping them back to lines is cheap."""
+        if not lines or not self._text_patterns:
+            return set()
         joined = b"\n".join(lines)
         drop = _DROP
         if joined.count(b"\n") != len(lines) - 1:
             if len(lines) > 1:
                 # Multiline events hold newlines of their own: line numbers would not map back.
-                found = [self.scan([line]) for line in lines]
-                return {i for i, (h, _) in enumerate(found) if h}, any(n for _, n in found)
+                return {i for i, line in enumerate(lines) if self.scan([line])}
             drop = _DROP + b"\n"  # one event over several lines: its newlines are whitespace too
         folded = joined.translate(self._fold, drop)
-        nested = folded.find(_NESTED) >= 0
-        if not self._text_patterns:
-            return set(), nested
         positions: list[int] = []
         for needle in self._needles:
             p = folded.find(needle)
@@ -209,19 +203,18 @@ class Redactor:
                 if p < 0:
                     break
                 p = folded.find(needle, p)
-        if self._markers is not None:
-            search = self._markers.search
-            m = search(folded)
-            while m is not None:
-                positions.append(m.start())
-                p = folded.find(b"\n", m.start())
-                m = search(folded, p) if p >= 0 else None
+        search = self._markers.search
+        m = search(folded)
+        while m is not None:
+            positions.append(m.start())
+            p = folded.find(b"\n", m.start())
+            m = search(folded, p) if p >= 0 else None
         hits = self._lines_of(folded, positions, b"\n")
         if self._custom:
             text = joined.decode("utf-8", "replace")
             found = [m.start() for _, rx in self._custom for m in rx.finditer(text)]
             hits |= self._lines_of(text, found, "\n")
-        return hits, nested
+        return hits
 
     @staticmethod
     def _lines_of(buf: Any, positions: list[int], newline: Any) -> set[int]:
@@ -247,7 +240,7 @@ class Redactor:
         # The batch prefilter's fold, on this string: which families could be in it at all.
         folded = text.encode("utf-8", "surrogatepass").translate(self._fold, _DROP)
         cards = self._cards and folded.find(_ZEROS) >= 0
-        markers = self._markers is not None and self._markers.search(folded) is not None
+        markers = self._markers.search(folded) is not None
         emails = self.cfg.emails and "@" in text
         if not (cards or markers or emails or self._custom):
             return text
@@ -354,15 +347,16 @@ class Redactor:
         names = self.names
         return tuple(k for k in keys if k.lower() in names)
 
-    def json_line(self, line: bytes, rec: dict[str, Any], hit: bool, nested: bool,
+    def json_line(self, line: bytes, rec: dict[str, Any], hit: bool,
                   sensitive: tuple[str, ...] | None = None) -> bytes | None:
         """Redact a Winston JSON line and its parsed record (mutated in place), given what `scan`
         said of it and the record's top-level `sensitive` keys (computed when None). Returns the
         line to ship instead (a compact JSON object), or None when nothing changed."""
+        nested = line.find(b"{", 1) >= 0  # a nested object (or a brace in a string)
         changed = False
         if hit:
             text = None
-            if line.find(b"\\") < 0 and not self._custom and not (nested and line.find(b"{", 1) >= 0):
+            if line.find(b"\\") < 0 and not self._custom and not nested:
                 # A flat object with no backslash holds every string verbatim in the raw text, so
                 # the patterns can be masked in the text itself and the record re-read from it.
                 text = line.decode("utf-8", "replace")
@@ -396,7 +390,7 @@ class Redactor:
                sensitive: tuple[str, ...] | None) -> bytes | None:
         if not self.names:
             return None
-        if nested and line.find(b"{", 1) >= 0:  # nested objects: their keys need a walk
+        if nested:  # nested objects: their keys need a walk
             if self.walk(rec, patterns=False):
                 self._count("records_redacted")
                 return orjson.dumps(rec)
@@ -410,7 +404,7 @@ class Redactor:
     def _top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:
         """Flat record with sensitive keys: splice the raw bytes when exact, else re-serialise."""
         out: bytes | None = line
-        changed = False
+        changed = 0
         for key in keys:
             value = rec[key]
             drop = key.lower() in self.drop_names
@@ -422,11 +416,12 @@ class Redactor:
                 del rec[key]
             else:
                 rec[key] = self.mask
-            self._count("redacted:field")
-            changed = True
+            changed += 1
         if not changed:
             return None
-        self._count("records_redacted")
+        counters = self.counters
+        counters["redacted:field"] = counters.get("redacted:field", 0) + changed
+        counters["records_redacted"] = counters.get("records_redacted", 0) + 1
         return out if out is not None else orjson.dumps(rec)
 
     def _splice(self, line: bytes, key: str, value: Any, drop: bool) -> bytes | None:
@@ -435,13 +430,15 @@ class Redactor:
         # encodes it, that is the field.
         if type(value) not in (str, int, float, bool) and value is not None:
             return None
+        head = self._heads.get(key)
+        if head is None:
+            head = self._heads[key] = orjson.dumps(key) + b":"
         try:
-            head = orjson.dumps(key) + b":"
             needle = head + orjson.dumps(value)
         except orjson.JSONEncodeError:
             return None
         i = line.find(needle)
-        if i < 0 or line.find(head, line.find(head) + 1) >= 0:
+        if i < 0 or line.count(head) != 1:
             return None  # absent as encoded, or the key appears twice (orjson kept only the last)
         j = i + len(needle)
         if line[j:j + 1] not in (b",", b"}"):
