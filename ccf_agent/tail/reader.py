@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from ccf_agent.acks import Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
+from ccf_agent.tail.multiline import Multiline
 
 CHUNK = 1 << 20
 TAIL_BYTES = 64
@@ -43,7 +44,7 @@ def same_prefix(fd_a: int, fd_b: int, nbytes: int) -> bool:
 
 class FileReader:
     def __init__(self, fd: int, path: str, entry: Entry, ledger: Ledger, offset: int,
-                 max_line_bytes: int) -> None:
+                 max_line_bytes: int, multiline: Multiline | None = None) -> None:
         self.fd = fd
         self.path = path
         self.entry = entry
@@ -57,7 +58,14 @@ class FileReader:
         self.deleted = False
         self.deleted_at: float | None = None
         self.lines_truncated = 0
+        # Multiline: lines of an event still open stay in the joiner; held_start is where they begin.
+        self.multiline = multiline
+        self.held_start = offset
         entry.read_offset = offset
+
+    @property
+    def holds_event(self) -> bool:
+        return self.multiline is not None and self.multiline.pending_lines > 0
 
     @property
     def dev_ino(self) -> tuple[int, int]:
@@ -76,10 +84,10 @@ class FileReader:
         if self.skipping:
             nl = data.find(b"\n")
             if nl < 0:
-                batches.append(self._batch(start, self.offset, []))  # acknowledge the skipped bytes
+                batches.extend(self._emit(start, self.offset, []))  # acknowledge the skipped bytes
                 return batches
             self.skipping = False
-            batches.append(self._batch(start, start + nl + 1, []))
+            batches.extend(self._emit(start, start + nl + 1, []))
             start += nl + 1
             data = data[nl + 1:]
         buf = self.partial + data if self.partial else data
@@ -87,7 +95,7 @@ class FileReader:
         if nl < 0:
             self.partial = buf
             if len(buf) > self.max_line:
-                batches.append(self._batch(start, self.offset, [buf[: self.max_line]], truncated=True))
+                batches.extend(self._emit(start, self.offset, [buf[: self.max_line]], truncated=True))
                 self.lines_truncated += 1
                 self.partial = b""
                 self.skipping = True
@@ -95,36 +103,70 @@ class FileReader:
         self.partial = buf[nl + 1:]
         lines = buf[:nl].split(b"\n")
         if nl > self.max_line and any(len(line) > self.max_line for line in lines):
-            batches.extend(self._cut_long(start, lines))
+            for start_, end_, lines_, cut in self._cut_long(start, lines):
+                batches.extend(self._emit(start_, end_, lines_, cut))
         else:
-            batches.append(self._batch(start, start + nl + 1, lines))
+            batches.extend(self._emit(start, start + nl + 1, lines))
         return batches
 
-    def flush_partial(self) -> Batch | None:
+    def flush_partial(self) -> list[Batch]:
         """Ship a partial last line that stayed without its newline (idle, or the file is done)."""
         if not self.partial:
-            return None
+            return []
         start = self.offset - len(self.partial)
         line, self.partial = self.partial, b""
-        return self._batch(start, self.offset, [line])
+        return self._emit(start, self.offset, [line], partial=True)
 
-    def _cut_long(self, start: int, lines: list[bytes]) -> Iterator[Batch]:
+    def flush_multiline(self, now: float | None = None) -> list[Batch]:
+        """The open multiline event, when it timed out (or, with now=None, unconditionally)."""
+        ml = self.multiline
+        if ml is None or not ml.pending_lines or (now is not None and not ml.expired(now)):
+            return []
+        nbytes = ml.pending_bytes
+        event, _ = ml.flush()
+        start = self.held_start
+        self.held_start = start + nbytes
+        return [self._batch(start, start + nbytes, [event] if event is not None else [])]
+
+    def _emit(self, start: int, end: int, lines: list[bytes], truncated: bool = False,
+              partial: bool = False) -> list[Batch]:
+        """Batches for lines [start, end): through the multiline joiner when there is one.
+
+        Offsets stay exact: a batch ends at the end of its last complete event, so lines of an
+        event still open are committed only once the event is."""
+        ml = self.multiline
+        if ml is None:
+            return [self._batch(start, end, lines, truncated)]
+        if truncated or partial or not lines:
+            # Not joinable: the open event (which precedes these bytes) goes first, as it is.
+            return [*self.flush_multiline(), self._batch(start, end, lines, truncated)]
+        if not ml.pending_lines:
+            self.held_start = start
+        events, _ = ml.push(lines, time.monotonic())
+        if not events:
+            return []
+        first = self.held_start
+        covered = sum(len(e) + 1 for e in events)
+        self.held_start = first + covered
+        return [self._batch(first, first + covered, events)]
+
+    def _cut_long(self, start: int, lines: list[bytes]) -> Iterator[tuple[int, int, list[bytes], bool]]:
         run: list[bytes] = []
         run_start = pos = start
         for line in lines:
             if len(line) > self.max_line:
                 if run:
-                    yield self._batch(run_start, pos, run)
+                    yield run_start, pos, run, False
                     run = []
                 self.lines_truncated += 1
-                yield self._batch(pos, pos + len(line) + 1, [line[: self.max_line]], truncated=True)
+                yield pos, pos + len(line) + 1, [line[: self.max_line]], True
                 pos += len(line) + 1
                 run_start = pos
                 continue
             run.append(line)
             pos += len(line) + 1
         if run:
-            yield self._batch(run_start, pos, run)
+            yield run_start, pos, run, False
 
     def _batch(self, start: int, end: int, lines: list[bytes], truncated: bool = False) -> Batch:
         tail = (lines[-1] + b"\n")[-TAIL_BYTES:] if lines and not truncated and lines[-1] else None

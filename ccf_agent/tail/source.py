@@ -27,6 +27,7 @@ from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
 from ccf_agent.registry import Entry, Registry, content_hash, stream_id_for
+from ccf_agent.tail.multiline import Multiline
 from ccf_agent.tail.reader import CHUNK, TAIL_BYTES, FileReader, fingerprint, same_prefix, tail_matches
 from ccf_agent.tail.watch import DirWatcher
 
@@ -85,7 +86,7 @@ class TailInput:
                 if notified:
                     # Only rotated files wait on a timer; everything else waits for an event.
                     timeout = next_scan - time.monotonic()
-                    if any(r.moved_at is not None or r.partial for r in self.readers.values()):
+                    if any(r.moved_at is not None or r.partial or r.holds_event for r in self.readers.values()):
                         timeout = min(timeout, self.cfg.poll_interval)
                 else:
                     timeout = idle
@@ -123,7 +124,7 @@ class TailInput:
                     break  # a rename storm: find the new files before reading on
             else:
                 self._at_eof(reader)
-                if notified and reader.moved_at is None and not reader.partial:
+                if notified and reader.moved_at is None and not reader.partial and not reader.holds_event:
                     self.dirty.discard(key)
         return progressed
 
@@ -199,9 +200,10 @@ class TailInput:
             self._rescan.set()
             return
         now = time.monotonic()
+        for batch in reader.flush_multiline(now):  # an event whose next line never came
+            self.dispatch(batch)
         if reader.partial and reader.moved_at is None and now - reader.last_data >= self.cfg.partial_flush:
-            batch = reader.flush_partial()  # a writer that never finished its line: ship what is there
-            if batch is not None:
+            for batch in reader.flush_partial():  # a writer that never finished its line: ship what is there
                 self.dispatch(batch)
         if reader.moved_at is None:
             try:
@@ -220,8 +222,7 @@ class TailInput:
             return
         # The old file is finished once it stayed idle for rotate_wait after it moved.
         if now - max(reader.last_data, reader.moved_at) >= self.cfg.rotate_wait:
-            batch = reader.flush_partial()
-            if batch is not None:
+            for batch in (*reader.flush_partial(), *reader.flush_multiline()):
                 self.dispatch(batch)
             self.stop_file(reader, "gone" if reader.deleted or st.st_nlink == 0 else "closed")
 
@@ -365,7 +366,9 @@ class TailInput:
         ledger = self.ledgers.get(entry.stream_id)
         if ledger is None or ledger.entry is not entry:
             ledger = self.ledgers[entry.stream_id] = Ledger(entry, self.registry, self.flow)
-        reader = FileReader(fd, path, entry, ledger, offset, self.cfg.max_line_bytes)
+        opts = self.cfg.options
+        multiline = Multiline(opts.multiline) if opts is not None and opts.multiline is not None else None
+        reader = FileReader(fd, path, entry, ledger, offset, self.cfg.max_line_bytes, multiline)
         self.readers[(st.st_dev, st.st_ino)] = reader
         self.by_path[path] = (st.st_dev, st.st_ino)
         self.dirty.add((st.st_dev, st.st_ino))

@@ -322,3 +322,56 @@ def test_a_file_rewritten_with_the_same_first_line_is_not_resumed_blindly(tmp_pa
             await t2.has_lines(61)
         assert seqs(t2.lines) == [0, *range(200, 260)]
     run(go())
+
+
+# ---------------------------------------------------------------- multiline
+
+
+def stack_trace_options() -> object:
+    from ccf_agent.pipeline.options import parse_input_options
+
+    def where(path: tuple[object, ...], message: str) -> Exception:
+        return ValueError(f"{path}: {message}")
+
+    return parse_input_options({"multiline": {"preset": "stack_trace", "timeout": "300ms"}}, where)
+
+
+TRACE = ("Error: boom\n    at handler (/app/routes/balance.js:42:11)\n"
+         "    at next (/app/node_modules/express/lib/router/route.js:144:13)\n")
+
+
+def test_a_stack_trace_is_one_event(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, format="text", options=stack_trace_options()) as t:
+            (t.logs / "app.log").write_text("started\n" + TRACE + "next line\n")
+            await t.has_lines(3)
+        assert t.lines == [b"started", TRACE.rstrip("\n").encode(), b"next line"]
+    run(go())
+
+
+def test_an_open_event_is_not_committed_until_it_ends(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, format="text", options=stack_trace_options()) as t:
+            (t.logs / "app.log").write_text("started\n" + TRACE)
+            await t.has_lines(1)
+            await asyncio.sleep(0.1)
+            entry = next(iter(t.registry.entries.values()))
+            assert entry.offset == len(b"started\n")  # the trace may still grow
+            await t.has_lines(2)  # then the timeout ships it whole
+            assert entry.offset == len(b"started\n") + len(TRACE)
+        assert t.lines[1] == TRACE.rstrip("\n").encode()
+    run(go())
+
+
+def test_a_restart_mid_trace_neither_splits_nor_repeats_it(tmp_path: Path) -> None:
+    async def go() -> None:
+        log = tmp_path / "logs" / "app.log"
+        async with Tail(tmp_path, format="text", options=stack_trace_options(), partial_flush=60) as t:
+            log.write_text("started\n" + TRACE[:30])
+            await t.has_lines(1)
+        with open(log, "a") as f:
+            f.write(TRACE[30:] + "after\n")
+        async with Tail(tmp_path, first_run=False, format="text", options=stack_trace_options()) as t2:
+            await t2.has_lines(2)
+        assert t2.lines == [TRACE.rstrip("\n").encode(), b"after"]
+    run(go())
