@@ -124,6 +124,7 @@ class Pipeline:
         transcode = self._transcode if self.encoding is not None else None
         redactor = self.redactor
         redact = redactor.json_line if redactor is not None else None
+        mask_top = redactor.top_level_names if redactor is not None else None
         hits: set[int] = set()
         names = redactor is not None and bool(redactor.names)
         if redactor is not None and transcode is None:
@@ -158,12 +159,17 @@ class Pipeline:
                     keys = tuple(rec)
                     plain, sensitive = shapes.get(keys) or new_shape(keys)
                 hit = bool(hits) and i in hits
-                # A nested object may hold a sensitive key: one memchr says whether there is one.
-                if redact is not None and (hit or sensitive or (names and line.find(b"{", 1) >= 0)):
-                    redacted = redact(line, rec, hit, sensitive)
+                if redact is not None:
+                    # A '{' past the first byte may open a nested object holding a sensitive key.
+                    nested = names and line.rfind(b"{") > 0
+                    redacted = None
+                    if hit or nested:
+                        redacted = redact(line, rec, hit, sensitive)
+                    elif sensitive:  # the common case: a flat record with, say, paymentMethodId
+                        redacted = mask_top(line, rec, sensitive)
                     if redacted is not None:
                         line = redacted
-                        plain = plain and bool(rec) and self.reserved.isdisjoint(rec)
+                        plain = plain and bool(rec) and reserved.isdisjoint(rec)
                 if fast and plain and line[-1] == _CLOSE:
                     ts = rec.get(ts_field)
                     stamp = default_stamp if ts is None else (

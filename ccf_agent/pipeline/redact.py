@@ -10,17 +10,17 @@ What is redacted (`processors.redact`):
   (`Bearer <token>`, any case), e-mail addresses (off by default), and custom regexes.
   JSON numbers are not free text: a 19-digit epoch-nanosecond field is not a card.
 
-Cost. Per batch, one `bytes.translate` folds the joined raw lines so that a few `find`s and one
-literal-prefixed regex tell which lines a pattern *could* be in: digits and
-dashes become '0' and whitespace vanishes (a card is then 13 zeros in a row), the first letters of
-the markers become a sentinel byte (sk_live_ -> s\\x01_live_, Bearer -> \\x01earer). Raw JSON
-holds string contents verbatim except for escapes, and only a \\uXXXX escape can hide a
-marker, so it is a marker too (the backslash is a sentinel as well). Only lines that hit are decoded and checked exactly; only
-records that change are re-serialised. Field names at the top level are decided once per record
-shape (its tuple of keys, cached by the pipeline); a masked top-level value is spliced in the
-raw bytes when that is provably exact (the key appears once, followed by the value as orjson
-encodes it), else the record is re-serialised. Nested objects (a '{' after the first byte of a
-line) are walked.
+Cost. Per batch, one `bytes.translate` folds the joined raw lines so that a `find` and one
+regex with a literal first byte tell which lines a pattern *could* be in: digits and dashes
+become '0' and whitespace vanishes (a card is then 13 zeros in a row), and the first letters
+of the markers become a sentinel byte (sk_live_ -> s\\x01_live_, Bearer -> \\x01earer). Raw
+JSON holds string contents verbatim except for escapes, and only a \\uXXXX escape can hide a
+marker, so the backslash is a sentinel too. Only lines that hit are decoded and checked
+exactly; only records that change are re-serialised. Top-level field names are decided once
+per record shape (its tuple of keys, cached by the pipeline); a masked top-level value is
+spliced into the raw bytes when that is provably exact (the key appears once, followed by the
+value as orjson encodes it), else the record is re-serialised. A line with a '{' after its
+first byte may hold a nested object: its record is walked for names.
 """
 
 from __future__ import annotations
@@ -187,13 +187,7 @@ class Redactor:
         if not lines or not self._text_patterns:
             return set()
         joined = b"\n".join(lines)
-        drop = _DROP
-        if joined.count(b"\n") != len(lines) - 1:
-            if len(lines) > 1:
-                # Multiline events hold newlines of their own: line numbers would not map back.
-                return {i for i, line in enumerate(lines) if self.scan([line])}
-            drop = _DROP + b"\n"  # one event over several lines: its newlines are whitespace too
-        folded = joined.translate(self._fold, drop)
+        folded = joined.translate(self._fold, _DROP)
         positions: list[int] = []
         for needle in self._needles:
             p = folded.find(needle)
@@ -209,10 +203,19 @@ class Redactor:
             positions.append(m.start())
             p = folded.find(b"\n", m.start())
             m = search(folded, p) if p >= 0 else None
-        hits = self._lines_of(folded, positions, b"\n")
+        found: list[int] = []
         if self._custom:
             text = joined.decode("utf-8", "replace")
             found = [m.start() for _, rx in self._custom for m in rx.finditer(text)]
+        if not positions and not found:
+            return set()  # the common case: no line needs a closer look
+        if len(lines) == 1:
+            return {0}  # (its own newlines, if it is a multiline event, do not matter)
+        if joined.count(b"\n") != len(lines) - 1:
+            # Multiline events hold newlines of their own: positions would not map back to lines.
+            return {i for i, line in enumerate(lines) if self.scan([line])}
+        hits = self._lines_of(folded, positions, b"\n")
+        if found:
             hits |= self._lines_of(text, found, "\n")
         return hits
 
@@ -352,7 +355,7 @@ class Redactor:
         """Redact a Winston JSON line and its parsed record (mutated in place), given what `scan`
         said of it and the record's top-level `sensitive` keys (computed when None). Returns the
         line to ship instead (a compact JSON object), or None when nothing changed."""
-        nested = line.find(b"{", 1) >= 0  # a nested object (or a brace in a string)
+        nested = line.rfind(b"{") > 0  # a nested object (or a brace in a string)
         changed = False
         if hit:
             text = None
@@ -399,10 +402,11 @@ class Redactor:
             sensitive = self.sensitive(tuple(rec))
         if not sensitive:
             return None
-        return self._top_level_names(line, rec, sensitive)
+        return self.top_level_names(line, rec, sensitive)
 
-    def _top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:
-        """Flat record with sensitive keys: splice the raw bytes when exact, else re-serialise."""
+    def top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:
+        """A flat record (no '{' past the first byte) whose top-level `keys` are sensitive: mask or
+        drop them, splicing the raw bytes when exact, else re-serialising. None if unchanged."""
         out: bytes | None = line
         changed = 0
         for key in keys:

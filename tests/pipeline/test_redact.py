@@ -205,3 +205,12 @@ def test_redact_record_gives_alerts_a_redacted_copy() -> None:
 
 def test_luhn() -> None:
     assert luhn(CARD) and luhn("378282246310005") and not luhn("4242424242424241")
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_secrets_in_multiline_events_are_found_wherever_they_sit_in_the_batch(position: int) -> None:
+    event = b'{\n  "level": "warn",\n  "note": "key ' + KEY.encode() + b'"\n}'
+    batch = [winston(message="a"), winston(message="b")]
+    batch.insert(position, event)
+    ev = run(make(), batch)
+    assert all(KEY.encode() not in d for d in ev.docs) and ev.records[position]["note"] == f"key {M}"
