@@ -279,10 +279,10 @@ class OutputConfig:
     bearer_token: str | None = field(default=None, repr=False)
     tls: TlsConfig = field(default_factory=TlsConfig)
     batch_max_docs: int = 5000
-    batch_max_bytes: int = 5 << 20
+    batch_max_bytes: int = 4 << 20
     flush_interval: float = 0.05
     max_in_flight: int = 2
-    max_queued_bytes: int = 16 << 20
+    max_queued_bytes: int = 8 << 20
     compression: str = "none"
     timeout: float = 30.0
     backoff_initial: float = 0.1
@@ -308,7 +308,7 @@ class Config:
     status_listen: str = "127.0.0.1:5066"
     registry_flush_interval: float = 1.0
     shutdown_timeout: float = 10.0
-    max_inflight_bytes: int = 16 << 20
+    max_inflight_bytes: int = 8 << 20
     hostname: str | None = None
     processors: Any = None  # pipeline.options.Processors: enrich, redact, drop, sample
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
@@ -351,7 +351,7 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     hostname = agent.get("hostname", str)
     flush = _duration(agent, "registry_flush_interval", 1.0)
     shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
-    max_inflight = _size(agent, "max_inflight_bytes", 16 << 20)
+    max_inflight = _size(agent, "max_inflight_bytes", 8 << 20)
     agent.done()
     processors = _section(doc, root, "processors", "ccf_agent.pipeline.options", "parse_processors")
     alerts = _section(doc, root, "alerts", "ccf_agent.alerts.config", "parse_alerts")
@@ -482,10 +482,10 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             username=r.get("username", str), password=r.get("password", str),
             api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
             batch_max_docs=r.positive("batch_max_docs", int, 5000),
-            batch_max_bytes=_size(r, "batch_max_bytes", 5 << 20),
+            batch_max_bytes=_size(r, "batch_max_bytes", 4 << 20),
             flush_interval=_duration(r, "flush_interval", 0.05),
             max_in_flight=r.positive("max_in_flight", int, 2),
-            max_queued_bytes=_size(r, "max_queued_bytes", 16 << 20),
+            max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
             compression=r.choice("compression", ("none", "gzip"), "none"),
             timeout=_duration(r, "timeout", 30.0),
             backoff_initial=_duration(r, "backoff_initial", 0.1),

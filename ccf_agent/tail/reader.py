@@ -16,7 +16,7 @@ from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
 from ccf_agent.tail.multiline import Multiline
 
-CHUNK = 1 << 20
+CHUNK = 1 << 19  # large enough to amortise per-chunk work, small enough to keep RSS low
 TAIL_BYTES = 64
 
 
