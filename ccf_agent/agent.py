@@ -28,6 +28,7 @@ from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.pipeline.process import Pipeline
+from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.registry import Registry
 from ccf_agent.router import Router
 from ccf_agent.tail.source import TailInput
@@ -66,7 +67,10 @@ class Agent:
         self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
-        self.alerts = AlertEngine(config.alerts or AlertsConfig(), self.state_dir,
+        # Records reach the rules already redacted; the engine redacts notifications once more.
+        redact = getattr(config.processors, "redact", None)
+        guard = Redactor(redact).redact_record if redact is not None and redact.enabled else None
+        self.alerts = AlertEngine(config.alerts or AlertsConfig(), self.state_dir, redact=guard,
                                   log=logging.getLogger("ccf_agent.alerts"))
         self.inputs: list[TailInput] = []
         self.pipelines: dict[str, Pipeline] = {}

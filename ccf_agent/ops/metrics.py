@@ -104,6 +104,16 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
     m("ccf_agent_lag_bytes", "gauge", "Bytes written to files but not yet acknowledged by every output.",
       [({"input": k}, v) for k, v in lag.items()])
     m("ccf_agent_inflight_bytes", "gauge", "Bytes read and not yet acknowledged.", [({}, agent.flow.inflight)])
+    counters = [(i, k, v) for i, p in agent.pipelines.items() for k, v in p.counters.items()]
+    m("ccf_agent_redactions_total", "counter", "Values masked or removed before leaving the host.",
+      [({"input": i, "kind": k.split(":", 1)[1]}, v) for i, k, v in counters if k.startswith("redacted:")])
+    m("ccf_agent_records_redacted_total", "counter", "Records changed by redaction.",
+      [({"input": i}, p.counters.get("records_redacted", 0)) for i, p in agent.pipelines.items()])
+    m("ccf_agent_records_dropped_total", "counter", "Records dropped or sampled out by processors.",
+      [({"input": i, "reason": k.split(":", 1)[0], "rule": k.split(":", 1)[1]}, v)
+       for i, k, v in counters if k.startswith(("dropped:", "sampled_out:"))])
+    m("ccf_agent_lost_bytes_total", "counter", "Unread bytes of deleted files given up (deleted_max_wait/bytes).",
+      [({"input": i.cfg.id}, i.lost_bytes) for i in agent.inputs])
     outs = list(agent.outputs.values())
     for name, attr, help_ in (
             ("shipped", "docs_acked", "Records acknowledged by the output."),
