@@ -280,7 +280,7 @@ class OutputConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     batch_max_docs: int = 5000
     batch_max_bytes: int = 4 << 20
-    flush_interval: float = 0.05
+    flush_interval: float = 0.005
     max_in_flight: int = 2
     max_queued_bytes: int = 8 << 20
     compression: str = "none"
@@ -483,7 +483,7 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
             batch_max_docs=r.positive("batch_max_docs", int, 5000),
             batch_max_bytes=_size(r, "batch_max_bytes", 4 << 20),
-            flush_interval=_duration(r, "flush_interval", 0.05),
+            flush_interval=_duration(r, "flush_interval", 0.005),
             max_in_flight=r.positive("max_in_flight", int, 2),
             max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
             compression=r.choice("compression", ("none", "gzip"), "none"),

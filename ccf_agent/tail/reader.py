@@ -57,6 +57,7 @@ class FileReader:
         self.moved_at: float | None = None  # when the path stopped pointing at this file
         self.deleted = False
         self.deleted_at: float | None = None
+        self.checked_size = -1  # file size at the last truncation check (see TailInput._check_files)
         self.lines_truncated = 0
         # Multiline: lines of an event still open stay in the joiner; held_start is where they begin.
         self.multiline = multiline

@@ -72,8 +72,7 @@ class TailInput:
                 now = time.monotonic()
                 if now >= next_scan or self._rescan.is_set():
                     self._rescan.clear()
-                    self.scan()
-                    self.dirty.update(self.readers)  # after a scan, look at every file once
+                    self.scan()  # marks dirty the files with news: grown, shrunk, moved
                     next_scan = now + self.cfg.scan_interval
                 elif not notified:
                     self.dirty.update(self.readers)  # no inotify: poll them all
@@ -236,8 +235,7 @@ class TailInput:
         for pattern in self.cfg.paths:
             for p in glob.glob(pattern):
                 candidates[p] = True
-        self._check_rewritten()
-        self._maintain()
+        self._check_files()
         self._watch_dirs()
         added = False
         held_fps = {r.entry.fingerprint for r in self.readers.values()}
@@ -248,7 +246,11 @@ class TailInput:
                 st = os.stat(path)
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self.readers:
+            key = (st.st_dev, st.st_ino)
+            held = self.by_path.get(path)
+            if held is not None and held != key and held in self.readers:
+                self.dirty.add(held)  # its path now names another file: let _at_eof see the move
+            if not stat.S_ISREG(st.st_mode) or key in self.readers:
                 continue
             if self._unchanged_closed(st):
                 continue
@@ -264,25 +266,34 @@ class TailInput:
             # New streams are persisted before any of their records leave, so their ids are stable.
             self.registry.save()
 
-    def _check_rewritten(self) -> None:
-        """Before looking for new files, notice files truncated (or truncated and regrown past our
-        offset) since the last look: a copytruncate copy can only be recognised once its original
-        is known to be truncated."""
+    def _check_files(self) -> None:
+        """One fstat per open file per scan: files with news become dirty, and files truncated (or
+        truncated and regrown past our offset) are noticed before new files are resolved, since a
+        copytruncate copy can only be recognised once its original is known to be truncated.
+        Idle files cost one system call here and nothing else."""
         for reader in list(self.readers.values()):
-            if reader.moved_at is not None:
-                continue
             try:
                 size = os.fstat(reader.fd).st_size
-                fp = fingerprint(reader.fd, self.cfg.fingerprint_bytes) if size >= reader.offset else None
             except OSError:
                 continue
+            if size != reader.offset or reader.moved_at is not None:
+                self.dirty.add(reader.dev_ino)
+            if reader.moved_at is not None or size == reader.checked_size:
+                continue
+            reader.checked_size = size
             if size < reader.offset:
                 log.info("%s was truncated (size %d < offset %d): reading it again from the start",
                          reader.path, size, reader.offset)
                 self.stop_file(reader, "truncated")
-            elif fp is not None and fp != reader.entry.fingerprint:
+                continue
+            try:
+                fp = fingerprint(reader.fd, self.cfg.fingerprint_bytes)
+            except OSError:
+                continue
+            if fp is not None and fp != reader.entry.fingerprint:
                 log.warning("%s was truncated and rewritten: reading it again from the start", reader.path)
                 self.stop_file(reader, "truncated")
+        self._maintain()
 
     def _maintain(self) -> None:
         """Bounds that hold even while reading is paused: deleted files, idle files, old entries."""
