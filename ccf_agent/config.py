@@ -253,7 +253,7 @@ class InputConfig:
     start_at: str = "beginning"
     max_line_bytes: int = 1 << 20
     fingerprint_bytes: int = 1024
-    scan_interval: float = 5.0  # full rescan and re-stat; inotify triggers one at once on changes
+    scan_interval: float = 10.0  # full rescan and re-stat; inotify triggers one at once on changes
     poll_interval: float = 0.25  # without inotify, and for rotated files finishing
     rotate_wait: float = 5.0  # a moved file is closed after this long without new data
     partial_flush: float = 10.0  # a last line without its newline is shipped after this idle time
@@ -409,7 +409,7 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
             start_at=r.choice("start_at", ("beginning", "end"), "beginning"),
             max_line_bytes=_size(r, "max_line_bytes", 1 << 20),
             fingerprint_bytes=_size(r, "fingerprint_bytes", 1024),
-            scan_interval=_duration(r, "scan_interval", 5.0),
+            scan_interval=_duration(r, "scan_interval", 10.0),
             poll_interval=_duration(r, "poll_interval", 0.25),
             rotate_wait=_duration(r, "rotate_wait", 5.0),
             partial_flush=_duration(r, "partial_flush", 10.0),

@@ -19,6 +19,7 @@ import fnmatch
 import glob
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,8 @@ class TailInput:
         self._warned: set[str] = set()
         self._rescan = asyncio.Event()
         self._wake = asyncio.Event()
+        # One regex for every exclusion glob: a scan tests each path once, not once per glob.
+        self._exclude = re.compile("|".join(fnmatch.translate(p) for p in (*COMPRESSED, *cfg.exclude)))
         self.dirty: set[tuple[int, int]] = set()
         self.by_path: dict[str, tuple[int, int]] = {}
         self.watcher: DirWatcher = DirWatcher(self._changed, self._structure_changed)
@@ -339,11 +342,7 @@ class TailInput:
                 self.registry.dirty = True
 
     def _excluded(self, path: str) -> bool:
-        name = os.path.basename(path)
-        for pattern in (*COMPRESSED, *self.cfg.exclude):
-            if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(path, pattern):
-                return True
-        return False
+        return self._exclude.match(os.path.basename(path)) is not None or self._exclude.match(path) is not None
 
     def _unchanged_closed(self, st: os.stat_result) -> bool:
         for e in self.registry.by_inode(st.st_dev, st.st_ino):
