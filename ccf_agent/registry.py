@@ -21,6 +21,8 @@ from pathlib import Path
 
 import orjson
 
+from ccf_agent.fsutil import fsync_dir, write_all
+
 log = logging.getLogger("ccf_agent.registry")
 
 FORMAT_VERSION = 1
@@ -137,21 +139,13 @@ class Registry:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
-                view = memoryview(doc)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                os.fsync(fd)
+                write_all(fd, doc)
             finally:
                 os.close(fd)
             if self.path.exists():
-                os.replace(self.path, self.path.with_suffix(".json.prev"))
+                os.replace(self.path, self.path.with_suffix(".json.prev"))  # kept: the fallback
             os.replace(tmp, self.path)
-            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.dir)
         except OSError as e:
             msg = f"cannot write registry {self.path}: {e.strerror} (offsets kept in memory; will retry)"
             if msg != self.last_error:

@@ -10,11 +10,11 @@ long outage cannot pile them up; firing and resolved notices are never supersede
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
+
+from ccf_agent.fsutil import atomic_write  # noqa: F401 - re-exported for the engine
 
 Notice = dict[str, Any]  # JSON-ready: id, notifier, rule, status, repeat, created, ... (see engine)
 
@@ -71,20 +71,3 @@ class Outbox:
         return orphans
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """tmp file, fsync, rename over, fsync the directory: the file is old or new, never torn."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

@@ -8,7 +8,9 @@ It knows nothing of files or offsets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -18,7 +20,9 @@ from typing import Any
 
 from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig
+from ccf_agent.config import OutputConfig, TlsConfig
+
+log = logging.getLogger("ccf_agent.outputs")
 
 
 @dataclass(slots=True)
@@ -132,6 +136,13 @@ class Output(ABC):
         self.stats.last_error = message
         self.stats.last_error_at = time.time()
 
+    async def wait_for_work(self) -> None:
+        """Until something is queued; meanwhile the output counts as idle (what `drain` waits for)."""
+        while not self.queue:
+            self._update_idle()
+            self._wake.clear()
+            await self._wake.wait()
+
     def _update_idle(self) -> None:
         if not self.queue and self.in_flight == 0:
             self._idle.set()
@@ -169,3 +180,19 @@ def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
     """Exponential with jitter in [50%, 100%]: spreads retries without collapsing to zero."""
     base = min(ceiling, initial * (2 ** min(attempt, 30)))
     return base * random.uniform(0.5, 1.0)
+
+
+def client_ssl_context(tls: TlsConfig, name: str) -> ssl.SSLContext:
+    """Verified by default: the CA file if given, else the system store; client certs when set."""
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"output {name}: cannot load the TLS files of its tls section: {e}") from e
+    if not tls.verify:
+        log.warning("output %s: TLS CERTIFICATE VERIFICATION IS OFF (tls.verify: false): anyone on the "
+                    "network path can read the credentials and records, and alter what is stored", name)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

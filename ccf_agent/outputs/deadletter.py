@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ccf_agent.fsutil import write_all
+
 log = logging.getLogger("ccf_agent.outputs.deadletter")
 
 
@@ -61,10 +63,7 @@ class DeadLetters:
                 self._rotate(path)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as e:

@@ -41,8 +41,8 @@ import orjson
 
 from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig, TlsConfig, parse_duration
-from ccf_agent.outputs.base import Fragment, Output, backoff_delay
+from ccf_agent.config import OutputConfig, parse_duration
+from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
 
 log = logging.getLogger("ccf_agent.outputs.elasticsearch")
@@ -141,17 +141,7 @@ def config_problem(cfg: OutputConfig) -> str | None:
 # ---------------------------------------------------------------------------------- TLS, auth, hosts
 
 
-def make_ssl_context(tls: TlsConfig, name: str) -> ssl.SSLContext:
-    """Verified by default: the CA file if given, else the system store; client certs when set."""
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if not tls.verify:
-        log.warning("output %s: TLS CERTIFICATE VERIFICATION IS OFF (tls.verify: false): anyone on the "
-                    "network path can read the credentials and records, and alter what is stored", name)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+make_ssl_context = client_ssl_context  # the name setup.py knows
 
 
 def _basic(username: str, password: str) -> str:
@@ -483,11 +473,7 @@ class ElasticsearchOutput(Output):
                 if self.opts.discovery:
                     tg.create_task(self._discover(), name=f"{self.name}:discovery")
                 while True:
-                    if not self.queue:
-                        self._update_idle()
-                        self._wake.clear()
-                        await self._wake.wait()
-                        continue
+                    await self.wait_for_work()
                     await slots.acquire()
                     await self._linger()
                     fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)

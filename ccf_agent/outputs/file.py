@@ -14,6 +14,7 @@ from typing import Any
 
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
+from ccf_agent.fsutil import write_all
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
 
@@ -32,16 +33,12 @@ class FileOutput(Output):
         fd = await asyncio.to_thread(_open_append, self.cfg.path)
         try:
             while True:
-                if not self.queue:
-                    self._update_idle()
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
+                await self.wait_for_work()
                 fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
                 self.in_flight += 1
                 try:
                     body = b"".join(f.body for f in fragments)
-                    await asyncio.to_thread(_write_all, fd, body)
+                    await asyncio.to_thread(write_all, fd, body)
                     self.stats.requests += 1
                     self.acked(fragments)
                 except OSError as e:
@@ -67,14 +64,6 @@ class FileOutput(Output):
 def _open_append(path: str) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-
-
-def _write_all(fd: int, body: bytes) -> None:
-    view = memoryview(body)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-    os.fsync(fd)
 
 
 def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:

@@ -28,9 +28,8 @@ import aiohttp
 
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
-from ccf_agent.outputs.base import Fragment, Output, backoff_delay
+from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.logstash import client_ssl_context
 
 log = logging.getLogger("ccf_agent.outputs.http")
 
@@ -138,11 +137,7 @@ class HttpOutput(Output):
         try:
             async with asyncio.TaskGroup() as tg:
                 while True:
-                    if not self.queue:
-                        self._update_idle()
-                        self._wake.clear()
-                        await self._wake.wait()
-                        continue
+                    await self.wait_for_work()
                     await slots.acquire()
                     fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
                     if not fragments:

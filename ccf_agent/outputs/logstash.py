@@ -31,8 +31,8 @@ from typing import Any
 
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig, TlsConfig, parse_duration
-from ccf_agent.outputs.base import Fragment, Output, backoff_delay
+from ccf_agent.config import OutputConfig, parse_duration
+from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.lumberjack import (
     ACK_SIZE,
@@ -92,22 +92,6 @@ def parse_options(raw: Mapping[str, Any], where: Where) -> LogstashOptions:
         window_max=integer("window_max", 2048, 1, 1 << 20),
         tls_enabled=boolean("tls_enabled", None),
     )
-
-
-def client_ssl_context(tls: TlsConfig, name: str) -> ssl.SSLContext:
-    """Verified against tls.ca_file (else the system store), with a client certificate when set."""
-    try:
-        ctx = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as e:
-        raise RuntimeError(f"output {name}: cannot load the TLS files of its tls section: {e}") from e
-    if not tls.verify:
-        log.warning("output %s: TLS CERTIFICATE VERIFICATION IS OFF (tls.verify: false): anyone on the "
-                    "network path can read and alter the records shipped", name)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 # ---------------------------------------------------------------------------- connection
