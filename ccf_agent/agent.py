@@ -131,17 +131,21 @@ class Agent:
         server = StatusServer(self)
         await server.start()
         self._up = asyncio.Event()  # set once the first generation's inputs and outputs run
-        notifier = asyncio.create_task(notify.notify_loop(self, up=self._up), name="notify")
         try:
-            while True:
-                await self._generation(first_run)
-                first_run = False
-                if self._stop.is_set() or self.exit_code:
-                    break
-                self._reload.clear()
-                self._apply_reload()
+            # Process-wide tasks live in this group; each generation's tasks in a group of their own.
+            async with asyncio.TaskGroup() as tg:
+                notifier = tg.create_task(notify.notify_loop(self, up=self._up), name="notify")
+                try:
+                    while True:
+                        await self._generation(first_run)
+                        first_run = False
+                        if self._stop.is_set() or self.exit_code:
+                            break
+                        self._reload.clear()
+                        self._apply_reload()
+                finally:
+                    notifier.cancel()  # last: the watchdog pings through every drain
         finally:
-            notifier.cancel()  # last: the watchdog pings through every drain
             await server.stop()
             self.registry.save()
             business.METRICS.save_if_dirty(self.state_dir)
