@@ -10,6 +10,7 @@ Dispatch is a plain function call per batch: no queue hop and no coroutine per l
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib
 import logging
 import os
@@ -40,6 +41,20 @@ def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
     module = importlib.import_module(OUTPUT_MODULES[cfg.type])
     output: Output = module.create(cfg, dead)
     return output
+
+
+def _lock_state_dir(state_dir: Path) -> int | None:
+    """An exclusive lock on `state_dir/lock`, held while the agent runs (released by the kernel
+    even on kill -9); None when another process holds it."""
+    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 class Agent:
@@ -119,6 +134,18 @@ class Agent:
 
     async def run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_state_dir(self.state_dir)
+        if lock is None:
+            log.critical("another ccf-agent is running with state_dir %s: two agents would ship every record "
+                         "twice and overwrite each other's offsets; stop it or use another state_dir",
+                         self.state_dir)
+            return 2
+        try:
+            return await self._run()
+        finally:
+            os.close(lock)
+
+    async def _run(self) -> int:
         first_run = not self.registry.path.exists()
         self.registry.load()
         business.METRICS.load(self.state_dir)

@@ -48,3 +48,18 @@ def test_status_without_a_daemon_reads_the_registry_and_exits_3(tmp_path: Path) 
     assert "not running" in r.stdout and "combined.log" in r.stdout
     j = json.loads(status(agent, "--json").stdout)
     assert j["running"] is False and j["registry"][0]["offset"] == (tmp_path / "logs" / "combined.log").stat().st_size
+
+
+def test_a_second_agent_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    config = {"inputs": [{"id": "app", "paths": [str(tmp_path / "logs" / "*.log")]}],
+              "outputs": {"archive": {"type": "file", "path": str(tmp_path / "o.ndjson")}}}
+    first = AgentProcess(tmp_path, config).start()
+    try:
+        second = subprocess.run([sys.executable, "-m", "ccf_agent", "run", "-c", str(first.config_path)],
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 2
+        assert "another ccf-agent is running with state_dir" in second.stderr
+        assert first.alive
+    finally:
+        first.kill()
