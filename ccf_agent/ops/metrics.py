@@ -112,6 +112,10 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
     m("ccf_agent_records_dropped_total", "counter", "Records dropped or sampled out by processors.",
       [({"input": i, "reason": k.split(":", 1)[0], "rule": k.split(":", 1)[1]}, v)
        for i, k, v in counters if k.startswith(("dropped:", "sampled_out:"))])
+    m("ccf_agent_route_records_total", "counter", "Records assigned by each route (default last).",
+      [({"route": name}, n) for name, n in zip(agent.router.names, agent.router.matched, strict=True)])
+    m("ccf_agent_backpressure_pauses_total", "counter", "Times reading paused for bytes in flight.",
+      [({}, agent.flow.paused_waits)])
     m("ccf_agent_lost_bytes_total", "counter", "Unread bytes of deleted files given up (deleted_max_wait/bytes).",
       [({"input": i.cfg.id}, i.lost_bytes) for i in agent.inputs])
     outs = list(agent.outputs.values())
