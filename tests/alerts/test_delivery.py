@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 
+import pytest
+
 from tests.alerts.helpers import (
     FAILED,
     PAYOUT,
@@ -116,5 +118,30 @@ def test_a_dead_notifier_does_not_hold_back_another(tmp_path):
             [(_, body)] = rx.got
             assert body["attachments"][0]["title"] == "ERROR: HighValuePayoutFailed"
             assert engine.status()["notifiers"]["hook"]["outbox"] == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_receiver_down_for_a_minute_gets_every_notice_once_with_default_backoff(tmp_path):
+    async def scenario():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/hook"
+        clock = Clock(time.time())
+        raw = config(url)
+        del raw["notifiers"]["hook"]["backoff_initial"], raw["notifiers"]["hook"]["backoff_max"]  # defaults
+        engine = make_engine(tmp_path, raw, clock)
+        async with running(engine):
+            fire_resolve_fire(engine, clock)
+            await asyncio.sleep(60)  # the outage itself is the point of this test
+            assert engine.status()["outbox_depth"] == 3
+            back = time.monotonic()
+            async with Receiver(port) as rx:
+                await rx.wait_for(3, within=45)  # the backoff ceiling is 30 s
+                took = time.monotonic() - back
+                await until(lambda: engine.status()["outbox_depth"] == 0, what="an empty outbox")
+                assert len({k for k, _ in rx.got}) == 3 and len(rx.got) == 3
+                assert [b["details"]["status"] for _, b in rx.got] == ["firing", "resolved", "firing"]
+        print(f"delivered {len(rx.got)} notices {took:.1f}s after a 60 s outage")
 
     asyncio.run(scenario())
