@@ -375,3 +375,49 @@ def test_a_restart_mid_trace_neither_splits_nor_repeats_it(tmp_path: Path) -> No
             await t2.has_lines(2)
         assert t2.lines == [TRACE.rstrip("\n").encode(), b"after"]
     run(go())
+
+
+# ---------------------------------------------------------------- odd paths
+
+
+def test_a_directory_that_appears_later_is_watched_and_read(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path, pattern="app/*.log") as t:
+            await asyncio.sleep(0.1)
+            (t.logs / "app").mkdir()
+            (t.logs / "app" / "combined.log").write_text(numbered(0, 5))
+            await t.has_lines(5)
+        assert seqs(t.lines) == list(range(5))
+    run(go())
+
+
+def test_a_symlinked_path_is_read_through_the_link(tmp_path: Path) -> None:
+    async def go() -> None:
+        elsewhere = tmp_path / "real"
+        elsewhere.mkdir()
+        target = elsewhere / "app-2024.log"
+        target.write_text(numbered(0, 5))
+        t = Tail(tmp_path)
+        (t.logs / "combined.log").symlink_to(target)
+        async with t:
+            await t.has_lines(5)
+            with open(target, "a") as f:
+                f.write(numbered(5, 5))
+            await t.has_lines(10)
+        assert seqs(t.lines) == list(range(10))
+    run(go())
+
+
+def test_a_file_replaced_by_a_directory_stops_nothing_else(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            (t.logs / "combined.log").write_text(numbered(0, 5))
+            (t.logs / "error.log").write_text(numbered(100, 5))
+            await t.has_lines(10)
+            os.unlink(t.logs / "combined.log")
+            (t.logs / "combined.log").mkdir()
+            with open(t.logs / "error.log", "a") as f:
+                f.write(numbered(105, 5))
+            await t.has_lines(15)
+        assert sorted(seqs(t.lines)) == [*range(5), *range(100, 110)]
+    run(go())
