@@ -14,7 +14,7 @@ import ssl
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +142,21 @@ class Output(ABC):
             self._update_idle()
             self._wake.clear()
             await self._wake.wait()
+
+    async def next_request(self, slots: asyncio.Semaphore,
+                           linger: Callable[[], Awaitable[None]] | None = None) -> list[Fragment]:
+        """Wait for work and a free request slot, then take a batch. The caller owns the slot (and has
+        counted the request in `in_flight`) until it releases it; `linger` may let the batch grow."""
+        while True:
+            await self.wait_for_work()
+            await slots.acquire()
+            if linger is not None:
+                await linger()
+            fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
+            if fragments:
+                self.in_flight += 1
+                return fragments
+            slots.release()
 
     def _update_idle(self) -> None:
         if not self.queue and self.in_flight == 0:

@@ -473,15 +473,8 @@ class ElasticsearchOutput(Output):
                 if self.opts.discovery:
                     tg.create_task(self._discover(), name=f"{self.name}:discovery")
                 while True:
-                    await self.wait_for_work()
-                    await slots.acquire()
-                    await self._linger()
-                    fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
+                    fragments = await self.next_request(slots, self._linger)
                     self._oldest_at = time.monotonic() if self.queue else None
-                    if not fragments:
-                        slots.release()
-                        continue
-                    self.in_flight += 1
                     tg.create_task(self._deliver(fragments, slots))
         finally:
             await self.session.close()

@@ -137,13 +137,7 @@ class HttpOutput(Output):
         try:
             async with asyncio.TaskGroup() as tg:
                 while True:
-                    await self.wait_for_work()
-                    await slots.acquire()
-                    fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
-                    if not fragments:
-                        slots.release()
-                        continue
-                    self.in_flight += 1
+                    fragments = await self.next_request(slots)
                     tg.create_task(self._deliver(fragments, slots))
         finally:
             await self.session.close()

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,15 @@ def samples(text: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
 
 def labels(**kv: str) -> frozenset[tuple[str, str]]:
     return frozenset(kv.items())
+
+
+def shipped_app_logs(tmp: Path) -> Iterator[tuple[AgentProcess, AppLogs]]:
+    """One daemon that shipped the app's logs (combined, error, payouts) to files, caught up;
+    for module-scoped fixtures: `yield from shipped_app_logs(tmp_path_factory.mktemp(...))`."""
+    expected = write_app_logs(tmp / "logs", time.time())
+    agent = AgentProcess(tmp, file_outputs_config(tmp)).start()
+    try:
+        agent.wait_caught_up(60)
+        yield agent, expected
+    finally:
+        agent.kill()

@@ -20,21 +20,14 @@ from tests.ops.helpers import (
     needs_business_wiring,
     samples,
     scrape,
+    shipped_app_logs,
     write_app_logs,
 )
 
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProcess, AppLogs]]:
-    """One daemon that shipped the app's logs (combined, error, payouts) to files, caught up."""
-    tmp = tmp_path_factory.mktemp("metrics")
-    expected = write_app_logs(tmp / "logs", time.time())
-    agent = AgentProcess(tmp, file_outputs_config(tmp)).start()
-    try:
-        agent.wait_caught_up(60)
-        yield agent, expected
-    finally:
-        agent.kill()
+    yield from shipped_app_logs(tmp_path_factory.mktemp("metrics"))
 
 
 def test_promtool_check_metrics_is_clean(shipped: tuple[AgentProcess, AppLogs]) -> None:

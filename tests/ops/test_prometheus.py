@@ -18,12 +18,11 @@ import yaml
 from tests.harness import ROOT, AgentProcess, free_port, wait_until
 from tests.ops.helpers import (
     AppLogs,
-    file_outputs_config,
     get,
     needs_business_wiring,
     samples,
     scrape,
-    write_app_logs,
+    shipped_app_logs,
 )
 
 RULES = ROOT / "packaging" / "prometheus" / "alerts.yml"
@@ -38,14 +37,7 @@ pytestmark = needs_prometheus
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProcess, AppLogs]]:
-    tmp = tmp_path_factory.mktemp("prom-agent")
-    expected = write_app_logs(tmp / "logs", time.time())
-    agent = AgentProcess(tmp, file_outputs_config(tmp)).start()
-    try:
-        agent.wait_caught_up(60)
-        yield agent, expected
-    finally:
-        agent.kill()
+    yield from shipped_app_logs(tmp_path_factory.mktemp("prom-agent"))
 
 
 class Prometheus:
