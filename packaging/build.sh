@@ -4,10 +4,11 @@
 #   packaging/build.sh            # from the committed tree (HEAD): what a release ships
 #   packaging/build.sh --worktree # from the working tree as it is, uncommitted changes included
 #
-# dist/ccf_agent-<version>-py3-none-any.whl   (pip wheel, PEP 517)
+# dist/ccf_agent-<version>-cp311-cp311-linux_x86_64.whl   (pip wheel, PEP 517; with the C loop)
 # dist/ccf-agent_<version>-1_amd64.deb        (dpkg-buildpackage + debhelper; the venv is built
 #                                              from that same wheel, dependencies from PyPI)
-# Needs: git, debhelper, python3.11-venv (installed with apt when run as root and missing).
+# Needs: git, debhelper, python3.11-venv, python3.11-dev and gcc (installed with apt when run as
+# root and missing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,6 +21,8 @@ missing=()
 command -v dh >/dev/null || missing+=(debhelper)
 command -v dpkg-buildpackage >/dev/null || missing+=(dpkg-dev)
 [ -x "$PYTHON" ] && "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3.11 python3.11-venv)
+[ -f /usr/include/python3.11/Python.h ] || missing+=(python3.11-dev)
+command -v gcc >/dev/null || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "build.sh: installing ${missing[*]}" >&2
@@ -48,6 +51,11 @@ echo "build.sh: ccf-agent $VERSION from $FROM" >&2
 # 1. The wheel.
 "$PYTHON" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$SRC/dist" "$SRC"
 WHEEL="$(ls "$SRC"/dist/ccf_agent-"$VERSION"-*.whl)"
+"$PYTHON" -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist()
+sys.exit(not any(n.startswith("ccf_agent/pipeline/_fast") and n.endswith(".so") for n in names))' "$WHEEL" || {
+    echo "build.sh: the wheel has no compiled pipeline loop (ccf_agent/pipeline/_fast.c failed to build)" >&2
+    exit 1
+}
 
 # 2. The .deb, with the wheel in dist/ for debian/rules to install into the venv.
 cp -r "$SRC/packaging/debian" "$SRC/debian"

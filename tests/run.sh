@@ -13,6 +13,7 @@ command -v logrotate >/dev/null || missing+=(logrotate)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v gcc >/dev/null || missing+=(gcc)
 command -v mvn >/dev/null || missing+=(maven)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || missing+=(golang-go)
@@ -27,6 +28,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+# The pipeline's C loop is optional for an install, not for the tests: they hold it equal to Python's.
+.venv/bin/python -c 'import ccf_agent.pipeline._fast' || {
+  echo "tests/run.sh: ccf_agent/pipeline/_fast.c did not build (is gcc installed?)" >&2
+  exit 1
+}
 
 # Build the search engine's classpath up front so its download time shows here, not in a test.
 .venv/bin/python -m tests.opensearch.launcher build

@@ -15,6 +15,7 @@ Dropped records leave no event; the batch's offsets still cover them.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Mapping
@@ -31,6 +32,13 @@ from ccf_agent.pipeline.enrich import Lookup, host_metadata
 from ccf_agent.pipeline.options import InputOptions, Processors
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
+
+try:  # the same loop in C (_fast.c); absent when the package was built without a compiler
+    from ccf_agent.pipeline import _fast
+except ImportError:  # pragma: no cover - exercised by CCF_AGENT_PURE_PYTHON in tests
+    _fast = None
+if os.environ.get("CCF_AGENT_PURE_PYTHON"):
+    _fast = None
 
 ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
 # Winston's exception and rejection handlers' records go the slow path (see ecs.index_safe).
@@ -85,23 +93,29 @@ class Pipeline:
         self.reserved = frozenset((*ENRICHED_KEYS, *self.fields, *SLOW_KEYS))
         # Per record shape (its keys in order): may it take the fast path, and which of its keys
         # are sensitive. Logs repeat a handful of shapes, so a record pays one tuple and one get.
-        self._shapes: dict[tuple[str, ...], tuple[bool, tuple[str, ...]]] = {}
+        self._shapes: dict[tuple[str, ...], tuple[bool, tuple[str, ...], bool]] = {}
         fields_json = orjson.dumps(self.fields)[1:-1]
         # Everything after the timestamp up to the file path is the same for every record.
         self._mid = (b'","host":' + orjson.dumps(self.host) + b',"agent":' + orjson.dumps(self.agent)
                      + b',"log":{"file":{"path":')
         self._end = (b"}," + fields_json + b"}") if fields_json else b"}}"
         self.malformed = 0
+        # The C loop covers JSON lines with no per-record Python stage besides redaction.
+        self.native = (_fast is not None and self.json and self.ecs is None and self.encoding is None
+                       and not self.lookups and not self._drops and not self._samples)
 
-    def _shape(self, keys: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
+    def _shape(self, keys: tuple[str, ...]) -> tuple[bool, tuple[str, ...], bool]:
+        """(may take the fast path, its sensitive keys, none of those is dropped)."""
         if len(self._shapes) >= _SHAPES_MAX:
             self._shapes.clear()
-        shape = self._shapes[keys] = (self.reserved.isdisjoint(keys),
-                                      self.redactor.sensitive(keys) if self.redactor is not None else ())
+        redactor = self.redactor
+        sensitive = redactor.sensitive(keys) if redactor is not None else ()
+        masked_only = redactor is None or not any(k.lower() in redactor.drop_names for k in sensitive)
+        shape = self._shapes[keys] = (self.reserved.isdisjoint(keys), sensitive, masked_only)
         return shape
 
-    def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
 
     def process(self, batch: Batch) -> Events:
         out = Events(batch)
@@ -129,6 +143,9 @@ class Pipeline:
         names = redactor is not None and bool(redactor.names)
         if redactor is not None and transcode is None:
             hits = redactor.scan(batch.lines)
+        if self.native:
+            self._native(batch, out, sid, path_part, default_stamp, hits)
+            return out
         lookup = self._lookup_bytes if self.lookups else None
         offset = batch.start
         i = -1
@@ -157,7 +174,7 @@ class Pipeline:
                     plain, sensitive = reserved.isdisjoint(rec), ()
                 else:
                     keys = tuple(rec)
-                    plain, sensitive = shapes.get(keys) or new_shape(keys)
+                    plain, sensitive, _ = shapes.get(keys) or new_shape(keys)
                 hit = bool(hits) and i in hits
                 if redact is not None:
                     # A '{' past the first byte may open a nested object holding a sensitive key.
@@ -196,6 +213,37 @@ class Pipeline:
             for i in range(len(docs)):
                 self._tag(out, i, "truncated")
         return out
+
+    def _native(self, batch: Batch, out: Events, sid: bytes, path_part: bytes, default_stamp: Stamp,
+                hits: set[int]) -> None:
+        """The loop above, in C: the same steps, calling back here for whatever is not common."""
+        assert _fast is not None
+
+        def dict_doc(rec: dict[str, Any], lo: int) -> tuple[bytes, Stamp]:
+            return self._dict_doc(rec, lo, batch, default_stamp, [])
+
+        def bad_ts(rec: dict[str, Any], lo: int) -> tuple[bytes, Stamp]:
+            return self._slow(rec, lo, batch, default_stamp, ["invalid_timestamp"])
+
+        def odd(rec: Any, line: bytes, lo: int, hit: bool) -> tuple[bytes, Stamp, dict[str, Any]] | None:
+            return self._odd(rec, line, lo, batch, default_stamp, True, None, hit)
+
+        redactor = self.redactor
+        records, fields = _fast.json_lines(
+            batch.lines, batch.start, sid, path_part, self._end, hits, self._shapes, self._shape, self.reserved,
+            self.ts_field, self.timestamps.cache, self.timestamps.parse, self.timestamps.parse_any, default_stamp,
+            redactor.json_line if redactor is not None else None,
+            redactor.top_level_names if redactor is not None else None,
+            redactor is not None and bool(redactor.names),
+            redactor.mask if redactor is not None else None, redactor._mask_json if redactor is not None else None,
+            dict_doc, bad_ts, odd, orjson.loads, orjson.JSONDecodeError,
+            out.records, out.docs, out.ids, out.stamps, out.times)
+        if records:  # top-level fields masked in C: counted as Redactor.top_level_names counts them
+            self._count("records_redacted", records)
+            self._count("redacted:field", fields)
+        if batch.truncated:
+            for i in range(len(out.docs)):
+                self._tag(out, i, "truncated")
 
     # ------------------------------------------------------------------ per-record stages
 

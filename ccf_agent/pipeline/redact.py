@@ -26,12 +26,20 @@ first byte may hold a nested object: its record is walked for names.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+try:  # the prefilter's fold-and-scan in C (pipeline/_fast.c); the same in Python otherwise
+    from ccf_agent.pipeline import _fast
+except ImportError:  # pragma: no cover
+    _fast = None
+if os.environ.get("CCF_AGENT_PURE_PYTHON"):
+    _fast = None
 
 DEFAULT_FIELDS: tuple[str, ...] = (
     # The seed app's own (its Sentry hook strips these two), then credentials by their usual names.
@@ -168,6 +176,10 @@ class Redactor:
         self._needles = ((_ZEROS,) if cfg.card_numbers else ()) + ((b"\x03",) if cfg.emails else ())
         self._text_patterns = bool(cfg.card_numbers or cfg.stripe_keys or cfg.bearer_tokens or cfg.emails
                                    or cfg.custom)
+        # The same markers for the C prefilter: the bytes after the sentinel (0xFF: a folded hex digit).
+        self._suffixes = ((b"_live_", b"_test_", b"hsec_") if cfg.stripe_keys else ()) + (
+            (b"earer",) if cfg.bearer_tokens else ()) + (b"u\xff\xff\xff\xff",)
+        self._native = _fast is not None and not cfg.custom
         # No built-in pattern fits in fewer characters ("a@b.io", "Bearer x", "sk_live_x").
         self._min_len = 1 if cfg.custom else 6
 
@@ -186,6 +198,9 @@ class Redactor:
         are rare, so mapping them back to lines is cheap."""
         if not lines or not self._text_patterns:
             return set()
+        if self._native:
+            return set(_fast.prefilter(lines, self._fold, _DROP, len(_ZEROS) if self._cards else 0,
+                                       _AT if self.cfg.emails else -1, self._suffixes))
         joined = b"\n".join(lines)
         folded = joined.translate(self._fold, _DROP)
         positions: list[int] = []

