@@ -427,6 +427,7 @@ class ElasticsearchOutput(Output):
         self._probe_free = asyncio.Event()
         self._hosts_changed = asyncio.Event()
         self._oldest_at: float | None = None  # monotonic time the oldest queued fragment arrived (about)
+        self._half_full = asyncio.Event()  # what a lingering batch waits for (not every submit)
 
     # ------------------------------------------------------------------ encode (hot path)
 
@@ -461,6 +462,8 @@ class ElasticsearchOutput(Output):
         if not self.queue:
             self._oldest_at = time.monotonic()
         super().submit(events, indices, token)
+        if self.queued_docs * 2 >= self.cfg.batch_max_docs or self.queued_bytes * 2 >= self.cfg.batch_max_bytes:
+            self._half_full.set()
 
     # ------------------------------------------------------------------ delivery loop
 
@@ -495,20 +498,21 @@ class ElasticsearchOutput(Output):
             now = time.monotonic()
             oldest = self._oldest_at if self._oldest_at is not None else now
             remaining = oldest + cfg.flush_interval - now
+            wake = self._wake
             if remaining <= 0:
                 # Past flush_interval: wait on only if, at the rate seen so far, half a batch is
-                # full before the longest linger.
+                # full before the longest linger; then only that (not each submit) wakes us.
                 elapsed = max(now - oldest, 1e-3)
-                longest = cfg.flush_interval * LINGER_FACTOR
                 full_at = elapsed * min(cfg.batch_max_docs / 2 / max(self.queued_docs, 1),
                                         cfg.batch_max_bytes / 2 / max(self.queued_bytes, 1))
-                if full_at <= elapsed or full_at > longest:
+                if full_at <= elapsed or full_at > cfg.flush_interval * LINGER_FACTOR:
                     return
                 remaining = full_at - elapsed
-            self._wake.clear()
+                wake = self._half_full
+            wake.clear()
             with contextlib.suppress(TimeoutError):  # either way, look again
                 async with asyncio.timeout(remaining):
-                    await self._wake.wait()
+                    await wake.wait()
 
     async def _deliver(self, fragments: list[Fragment], slots: asyncio.Semaphore) -> None:
         try:

@@ -13,6 +13,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ------------------------------------------------------------------ crc32 (zlib's, slice-by-8) */
 
@@ -562,19 +565,32 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 /* ------------------------------------------------------------------ redaction prefilter */
 
-/* Does the folded text after raw[k] (a sentinel) start with one of the suffixes? Folding as
- * Redactor.scan does: `table` maps each byte, bytes in `drop` vanish; a suffix byte 0xFF
- * matches any folded hex digit of a \uXXXX escape ("0", a-f, A-F or the sentinel). */
-static int marker_at(const unsigned char *raw, Py_ssize_t n, Py_ssize_t k, const unsigned char *table,
-                     const unsigned char *dropped, PyObject *suffixes)
+/* Redactor.scan's fold, per line: `table` maps each byte and bytes in `drop` vanish. A line is
+ * a hit when its folded text holds a run of `zeros` '0's (a card; 0 = cards off), the `needle`
+ * byte (-1: none), or the sentinel (folded 1) followed by one of `suffixes` (at most 8 bytes;
+ * a suffix byte 0xFF matches a folded hex digit of a \uXXXX escape: "0", a-f, A-F or 1). */
+typedef struct {
+    const unsigned char *table;
+    PyObject *suffixes;
+    Py_ssize_t zeros;
+    unsigned char dropped[256], is_zero[256], keep[256], is_sentinel[256], is_needle[256], first[256];
+#if defined(__SSE2__)
+#define SIMD_VALUES 12
+    int simd, n_zero_extra, n_dropped, n_sentinel, n_needle, n_next;
+    __m128i zero_extra[SIMD_VALUES], dropped_v[SIMD_VALUES], sentinel_v[SIMD_VALUES], needle_v[SIMD_VALUES],
+        next_v[SIMD_VALUES];
+#endif
+} Fold;
+
+static int marker_at(const unsigned char *raw, Py_ssize_t n, Py_ssize_t k, const Fold *f)
 {
     unsigned char folded[8];
     int m = 0;
     for (Py_ssize_t j = k + 1; j < n && m < 8; j++)
-        if (!dropped[raw[j]])
-            folded[m++] = table[raw[j]];
-    for (Py_ssize_t s = 0; s < PyTuple_GET_SIZE(suffixes); s++) {
-        PyObject *suffix = PyTuple_GET_ITEM(suffixes, s);
+        if (!f->dropped[raw[j]])
+            folded[m++] = f->table[raw[j]];
+    for (Py_ssize_t s = 0; s < PyTuple_GET_SIZE(f->suffixes); s++) {
+        PyObject *suffix = PyTuple_GET_ITEM(f->suffixes, s);
         Py_ssize_t ns = PyBytes_GET_SIZE(suffix);
         const unsigned char *sp = (const unsigned char *)PyBytes_AS_STRING(suffix);
         if (ns > m)
@@ -595,56 +611,205 @@ static int marker_at(const unsigned char *raw, Py_ssize_t n, Py_ssize_t k, const
     return 0;
 }
 
-/* Which lines could hold a pattern, by the same fold as Redactor.scan: a run of `zeros` folded
- * '0's (a card; 0 = cards off), the folded `needle` byte (-1: none), or the sentinel (folded 1)
- * followed by one of `suffixes` (at most 8 bytes). Returns the list of hit line indices.
- * The first pass is branch-free per byte: most lines hold nothing, and digits are everywhere. */
+/* The count of zeros in the run of zeros-or-dropped bytes around position a reaches `zeros`?
+ * Sets *end to the run's end. */
+static int zeros_around(const unsigned char *p, Py_ssize_t n, Py_ssize_t a, const Fold *f, Py_ssize_t *end)
+{
+    Py_ssize_t j = a, count = 0;
+    while (j > 0 && f->keep[p[j - 1]])
+        j--;
+    for (; j < n && f->keep[p[j]]; j++)
+        count += f->is_zero[p[j]];
+    *end = j;
+    return count >= f->zeros;
+}
+
+static int hit_scalar(const unsigned char *p, Py_ssize_t n, const Fold *f)
+{
+    uint32_t run = 0;
+    int found = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char c = p[k];
+        run = (run + f->is_zero[c]) * f->keep[c];
+        found |= f->zeros > 0 && run >= (uint32_t)f->zeros;
+        found |= f->is_needle[c];
+    }
+    for (Py_ssize_t k = 0; !found && k < n; k++) {
+        if (!f->is_sentinel[p[k]])
+            continue;
+        Py_ssize_t j = k + 1;
+        while (j < n && f->dropped[p[j]])
+            j++;
+        if (j < n && f->first[f->table[p[j]]])
+            found = marker_at(p, n, k, f);
+    }
+    return found;
+}
+
+#if defined(__SSE2__)
+static int vector_of(__m128i *v, int *n, int c)
+{
+    if (*n == SIMD_VALUES)
+        return 0;
+    v[(*n)++] = _mm_set1_epi8((char)c);
+    return 1;
+}
+
+static inline unsigned any_of(__m128i block, const __m128i *values, int n)
+{
+    __m128i hit = _mm_setzero_si128();
+    for (int k = 0; k < n; k++)
+        hit = _mm_or_si128(hit, _mm_cmpeq_epi8(block, values[k]));
+    return (unsigned)_mm_movemask_epi8(hit);
+}
+
+/* Bit i set when bits i .. i+len-1 of w are all set (len <= 31). */
+static inline uint32_t runs_of(uint32_t w, Py_ssize_t len)
+{
+    uint32_t acc = 0xFFFFFFFFu, power = w;
+    int acc_len = 0, power_len = 1;
+    while (len) {
+        if (len & 1) {
+            acc &= power >> acc_len;
+            acc_len += power_len;
+        }
+        len >>= 1;
+        if (len) {
+            power &= power >> power_len;
+            power_len <<= 1;
+        }
+    }
+    return acc;
+}
+
+/* 16 bytes at a time, with masks: a card can only start where `zeros` bytes in a row are zeros
+ * or dropped (checked exactly there), and a marker only at a sentinel whose next byte can
+ * begin a suffix (or is dropped). Same answer as hit_scalar. */
+static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
+{
+    const __m128i below = _mm_set1_epi8('0' - 1), above = _mm_set1_epi8('9' + 1);
+    unsigned char pad[32];
+    uint32_t prev_keep = 0;
+    Py_ssize_t checked = 0;
+    for (Py_ssize_t at = 0; at < n; at += 16) {
+        const unsigned char *q = p + at;
+        Py_ssize_t len = n - at < 16 ? n - at : 16;
+        if (n - at < 17) { /* the block and the byte after it, zero-padded: 0 is a breaker */
+            memset(pad, 0, sizeof pad);
+            memcpy(pad, q, n - at);
+            q = pad;
+        }
+        __m128i block = _mm_loadu_si128((const __m128i *)q);
+        unsigned lenmask = 0xFFFFu >> (16 - len);
+        if (any_of(block, f->needle_v, f->n_needle) & lenmask)
+            return 1;
+        if (f->zeros > 0) {
+            unsigned digits = (unsigned)_mm_movemask_epi8(
+                _mm_and_si128(_mm_cmpgt_epi8(block, below), _mm_cmplt_epi8(block, above)));
+            unsigned zmask = (digits | any_of(block, f->zero_extra, f->n_zero_extra)) & lenmask;
+            unsigned kmask = zmask ? zmask | (any_of(block, f->dropped_v, f->n_dropped) & lenmask) : 0;
+            if (zmask == 0 && prev_keep) /* a run may still continue through dropped bytes */
+                kmask = any_of(block, f->dropped_v, f->n_dropped) & lenmask;
+            uint32_t starts = kmask ? runs_of(prev_keep | kmask << 16, f->zeros) : 0;
+            while (starts) {
+                Py_ssize_t a = at - 16 + __builtin_ctz(starts);
+                starts &= starts - 1;
+                if (a < checked)
+                    continue;
+                if (zeros_around(p, n, a, f, &checked))
+                    return 1;
+            }
+            prev_keep = kmask;
+        }
+        unsigned sentinels = any_of(block, f->sentinel_v, f->n_sentinel) & lenmask;
+        if (sentinels) {
+            __m128i next = _mm_loadu_si128((const __m128i *)(q + 1));
+            unsigned nextmask = at + 17 <= n ? 0xFFFFu : 0xFFFFu >> (17 - (n - at));
+            sentinels &= any_of(next, f->next_v, f->n_next) & nextmask;
+            while (sentinels) {
+                Py_ssize_t k = at + __builtin_ctz(sentinels);
+                sentinels &= sentinels - 1;
+                if (marker_at(p, n, k, f))
+                    return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int vectors_of(Fold *f)
+{
+    f->n_zero_extra = f->n_dropped = f->n_sentinel = f->n_needle = f->n_next = 0;
+    if (f->zeros > 31)
+        return 0;
+    for (int c = 0; c < 256; c++) {
+        if (c >= '0' && c <= '9' && !f->is_zero[c] && f->zeros > 0)
+            return 0;
+        if (f->is_zero[c] && !(c >= '0' && c <= '9') && !vector_of(f->zero_extra, &f->n_zero_extra, c))
+            return 0;
+        if (f->dropped[c] && !vector_of(f->dropped_v, &f->n_dropped, c))
+            return 0;
+        if (f->is_sentinel[c] && !vector_of(f->sentinel_v, &f->n_sentinel, c))
+            return 0;
+        if (f->is_needle[c] && !vector_of(f->needle_v, &f->n_needle, c))
+            return 0;
+        if ((f->dropped[c] || f->first[f->table[c]]) && !vector_of(f->next_v, &f->n_next, c))
+            return 0;
+    }
+    return 1;
+}
+#endif
+
+/* prefilter(lines, table, drop, zeros, needle, suffixes[, vector]): the indices of the lines
+ * that hit. vector=False takes the scalar path (for tests; it is also the path without SSE2). */
 static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes)");
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes[, vector])");
         return NULL;
     }
+    int vector = nargs == 7 ? PyObject_IsTrue(args[6]) : 1;
+    if (vector < 0)
+        return NULL;
     PyObject *lines = args[0], *table_obj = args[1], *drop_obj = args[2], *suffixes = args[5];
     if (!PyList_CheckExact(lines) || !PyBytes_CheckExact(table_obj) || PyBytes_GET_SIZE(table_obj) != 256
         || !PyBytes_CheckExact(drop_obj) || !PyTuple_CheckExact(suffixes)) {
         PyErr_SetString(PyExc_TypeError, "prefilter: argument of the wrong type");
         return NULL;
     }
-    Py_ssize_t zeros = PyLong_AsSsize_t(args[3]);
+    Fold f;
+    memset(&f, 0, sizeof f);
+    f.table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
+    f.suffixes = suffixes;
+    f.zeros = PyLong_AsSsize_t(args[3]);
     long needle = PyLong_AsLong(args[4]);
     if (PyErr_Occurred())
         return NULL;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
         PyObject *suffix = PyTuple_GET_ITEM(suffixes, k);
-        if (!PyBytes_CheckExact(suffix) || PyBytes_GET_SIZE(suffix) > 8) {
-            PyErr_SetString(PyExc_TypeError, "prefilter: suffixes are bytes of at most 8");
+        if (!PyBytes_CheckExact(suffix) || PyBytes_GET_SIZE(suffix) == 0 || PyBytes_GET_SIZE(suffix) > 8) {
+            PyErr_SetString(PyExc_TypeError, "prefilter: suffixes are bytes of 1 to 8");
             return NULL;
-        }
-    }
-    const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
-    unsigned char dropped[256] = {0}, is_zero[256], keep[256], is_sentinel[256], is_needle[256];
-    for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(drop_obj); k++)
-        dropped[(unsigned char)PyBytes_AS_STRING(drop_obj)[k]] = 1;
-    for (int c = 0; c < 256; c++) {
-        is_zero[c] = !dropped[c] && table[c] == '0';
-        keep[c] = dropped[c] || is_zero[c]; /* what does not end a run of zeros */
-        is_sentinel[c] = !dropped[c] && table[c] == 1;
-        is_needle[c] = !dropped[c] && (long)table[c] == needle;
-    }
-    unsigned char first[256] = {0}; /* folded bytes a suffix can start with */
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
-        PyObject *suffix = PyTuple_GET_ITEM(suffixes, k);
-        if (PyBytes_GET_SIZE(suffix) == 0) {
-            memset(first, 1, sizeof first);
-            break;
         }
         unsigned char c = (unsigned char)PyBytes_AS_STRING(suffix)[0];
         if (c == 0xFF)
-            memset(first, 1, sizeof first);
+            memset(f.first, 1, sizeof f.first);
         else
-            first[c] = 1;
+            f.first[c] = 1;
     }
+    for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(drop_obj); k++)
+        f.dropped[(unsigned char)PyBytes_AS_STRING(drop_obj)[k]] = 1;
+    for (int c = 0; c < 256; c++) {
+        f.is_zero[c] = f.zeros > 0 && !f.dropped[c] && f.table[c] == '0';
+        f.keep[c] = f.dropped[c] || f.is_zero[c]; /* what does not end a run of zeros */
+        f.is_sentinel[c] = !f.dropped[c] && f.table[c] == 1;
+        f.is_needle[c] = !f.dropped[c] && (long)f.table[c] == needle;
+    }
+#if defined(__SSE2__)
+    f.simd = vector && vectors_of(&f);
+#else
+    (void)vector;
+#endif
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
@@ -655,40 +820,13 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
             Py_DECREF(out);
             return NULL;
         }
-        Py_ssize_t n = PyBytes_GET_SIZE(line);
         const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(line);
-        int found = 0;
-        /* A run of `limit` zeros lies in a span free of breakers (bytes neither zero nor
-         * dropped) at least `limit` bytes long, so probing every limit-th byte finds each such
-         * span; JSON is mostly letters and quotes, so most probes are breakers. */
-        for (Py_ssize_t k = 0; zeros > 0 && !found && k + zeros <= n;) {
-            Py_ssize_t probe = k + zeros - 1;
-            if (!keep[p[probe]]) {
-                k = probe + 1;
-                continue;
-            }
-            Py_ssize_t j = probe;
-            while (j > k && keep[p[j - 1]])
-                j--;
-            Py_ssize_t count = 0;
-            for (; j < n && keep[p[j]]; j++)
-                count += is_zero[p[j]];
-            found = count >= zeros;
-            k = j + 1;
-        }
-        if (!found && needle >= 0 && needle < 256)
-            for (Py_ssize_t k = 0; k < n && !found; k++)
-                found = is_needle[p[k]];
-        /* A marker: the sentinel, then the first byte of a suffix, decides most cases at once. */
-        for (Py_ssize_t k = 0; !found && k < n; k++) {
-            if (!is_sentinel[p[k]])
-                continue;
-            Py_ssize_t j = k + 1;
-            while (j < n && dropped[p[j]])
-                j++;
-            if (j < n && first[table[p[j]]])
-                found = marker_at(p, n, k, table, dropped, suffixes);
-        }
+        Py_ssize_t n = PyBytes_GET_SIZE(line);
+#if defined(__SSE2__)
+        int found = f.simd ? hit_vector(p, n, &f) : hit_scalar(p, n, &f);
+#else
+        int found = hit_scalar(p, n, &f);
+#endif
         if (found) {
             PyObject *index = PyLong_FromSsize_t(i);
             if (index == NULL || PyList_Append(out, index) < 0) {

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from ccf_agent.pipeline import _fast
 from ccf_agent.pipeline.process import Pipeline
+from ccf_agent.pipeline.redact import _DROP
 from ccf_agent.samples import lines as sample_lines
 from tests.pipeline.helpers import make, run
 
@@ -124,6 +125,19 @@ def test_the_prefilter_finds_the_same_lines(lines: list[bytes], config: str) -> 
     if native.redactor is None:
         return
     assert native.redactor.scan(lines) == python.redactor.scan(lines)
+
+
+@SETTINGS
+@given(st.lists(st.binary(max_size=80) | st.text(" \t\r-0123456789kwbB_\\hsecu@", max_size=80).map(str.encode)
+                | secrets.map(str.encode), max_size=12), st.sampled_from(sorted(CONFIGS)))
+def test_the_vector_prefilter_finds_the_lines_the_scalar_one_does(lines: list[bytes], config: str) -> None:
+    native, python = pair(CONFIGS[config])
+    if native.redactor is None:
+        return
+    r = native.redactor
+    args = (lines, r._fold, _DROP, 13 if r._cards else 0, 3 if r.cfg.emails else -1, r._suffixes)
+    assert _fast.prefilter(*args) == _fast.prefilter(*args, False)
+    assert set(_fast.prefilter(*args)) == python.redactor.scan(lines)
 
 
 @given(st.binary(max_size=300))
