@@ -24,6 +24,7 @@ from ccf_agent import __version__
 from ccf_agent.acks import Flow
 from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
+from ccf_agent.conditions import condition_fields
 from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
 from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
@@ -91,6 +92,16 @@ class Agent:
         self.pipelines: dict[str, Pipeline] = {}
 
     # ------------------------------------------------------------------ the hot path
+
+    def _projection(self) -> tuple[str, ...] | None:
+        """The record fields anything after the pipeline reads: routes and business metrics. Alert
+        rules keep a sample record for their notices, so with alerts every field is kept (None)."""
+        if self.config.alerts is not None:
+            return None
+        fields = set(business.FIELDS)
+        for route in self.config.routes:
+            fields |= condition_fields(route.when.spec)
+        return tuple(sorted(fields))
 
     def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:
         process, assign, targets = pipeline.process, self.router.assign, self._targets
@@ -203,6 +214,7 @@ class Agent:
         """One config's tasks, from start to a drained stop (shutdown or reload)."""
         for inp in self.config.inputs:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
+            pipeline.project(self._projection())
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
                                          self.wait_for_room, first_run=first_run))
         try:

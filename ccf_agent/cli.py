@@ -38,6 +38,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:  # e.g. a TLS file that is not a certificate
         print(f"ccf-agent: cannot start with {args.config}: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    try:  # a long-running daemon: keep freed arenas for the next batches (see _fast.c)
+        from ccf_agent.pipeline import _fast
+
+        _fast.keep_arenas()
+    except ImportError:  # pragma: no cover - built without a compiler
+        pass
     try:
         import uvloop
 

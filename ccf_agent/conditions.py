@@ -198,4 +198,17 @@ def compile_condition(spec: Mapping[str, Any]) -> Condition:
     return Condition(spec=spec, test=fn, source=source)
 
 
+def condition_fields(spec: Any) -> set[str]:
+    """The top-level record fields a (valid) condition spec reads: `a.b` reads `a`."""
+    if not isinstance(spec, dict):
+        return set()
+    for key in ("any", "all"):
+        if key in spec:
+            return set().union(*(condition_fields(c) for c in spec[key]))
+    if "not" in spec:
+        return condition_fields(spec["not"])
+    field = spec.get("field")
+    return {field.split(".")[0]} if isinstance(field, str) else set()
+
+
 ALWAYS = Condition(spec={}, test=lambda r: True, source="lambda r: True")

@@ -42,6 +42,8 @@ log = logging.getLogger("ccf_agent.ops.business")
 
 PAYOUT_KEY = "payoutId"
 JOB_SERVICE = "payout-job"
+# Every record field `observe` reads: a pipeline's projection keeps at least these.
+FIELDS = ("payoutId", "service", "message", "status", "method", "processingTime")
 OUTCOMES = {"payout processed": "completed", "payout failed": "failed"}
 _EXACT = {"Payout processed": "completed", "Payout failed": "failed"}  # as the app writes them: no lower()
 STATUSES = frozenset({"completed", "failed", "pending", "paid", "in_transit", "canceled"})

@@ -517,6 +517,8 @@ class ElasticsearchOutput(Output):
     async def _deliver(self, fragments: list[Fragment], slots: asyncio.Semaphore) -> None:
         try:
             body = b"".join(f.body for f in fragments) if len(fragments) > 1 else fragments[0].body
+            for f in fragments:  # the joined body is the one copy needed from here on (memory in an outage)
+                f.body = b""
             attempt = 0
             while True:
                 try:

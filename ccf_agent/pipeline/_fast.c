@@ -290,16 +290,610 @@ python:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ projection
+
+ * When the consumers of a record (routes, business metrics) read only a few top-level fields,
+ * building the whole dict with orjson is most of a line's cost. Instead, `scan_object`
+ * validates the line strictly and notes where each top-level member is; the record is then a
+ * dict of just the projected fields, and @timestamp, masking and the document come from the
+ * raw bytes. Whatever the scanner is not sure of (an escape \uXXXX, an exponent, deep nesting,
+ * a duplicate key, ...) takes the orjson path, so the documents and ids are those of the
+ * orjson path exactly; tests/pipeline/test_native.py holds them equal. */
+
+#define MAX_MEMBERS 64
+#define MAX_DEPTH 64
+#define SHAPE_SLOTS 64
+#define SHAPE_KEYS_MAX 2048
+#define MAX_PICKS 32
+
+enum { V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_OTHER };
+enum { SCAN_OK, SCAN_UNSURE };
+
+typedef struct {
+    Py_ssize_t key, key_end;     /* the key's bytes, between its quotes */
+    Py_ssize_t value, value_end; /* the value's bytes (a string's with its quotes) */
+    int kind;
+} Member;
+
+static inline Py_ssize_t skip_ws(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* A string from its opening quote at i: the index past its closing quote, or -1. *escaped is
+ * set when it holds a (simple) escape; a \u escape, a control character or invalid UTF-8 is -1. */
+static Py_ssize_t scan_string(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, int *escaped)
+{
+    i++;
+    while (i < n) {
+#if defined(__SSE2__)
+        /* Skip 16 plain bytes at a time: none a quote, a backslash, a control byte or non-ASCII
+         * (a signed compare below 0x20 catches both of the last two). */
+        while (i + 16 <= n) {
+            __m128i block = _mm_loadu_si128((const __m128i *)(p + i));
+            unsigned special = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(block, _mm_set1_epi8('"')), _mm_cmpeq_epi8(block, _mm_set1_epi8('\\'))),
+                _mm_cmplt_epi8(block, _mm_set1_epi8(0x20))));
+            if (special) {
+                i += __builtin_ctz(special);
+                break;
+            }
+            i += 16;
+        }
+        if (i >= n)
+            break;
+#endif
+        unsigned char c = p[i];
+        if (c == '"')
+            return i + 1;
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            if (i + 1 >= n)
+                return -1;
+            unsigned char e = p[i + 1];
+            if (!(e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't'))
+                return -1; /* \u (surrogates are orjson's to judge) or an invalid escape */
+            *escaped = 1;
+            i += 2;
+            continue;
+        }
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        /* UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF */
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (p[i + 1] & 0xC0) != 0x80)
+                return -1;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || (p[i + 1] & 0xC0) != 0x80 || (p[i + 2] & 0xC0) != 0x80)
+                return -1;
+            if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] > 0x9F))
+                return -1;
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || (p[i + 1] & 0xC0) != 0x80 || (p[i + 2] & 0xC0) != 0x80 || (p[i + 3] & 0xC0) != 0x80)
+                return -1;
+            if ((c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] > 0x8F))
+                return -1;
+            i += 4;
+        } else {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+/* A number at i (JSON grammar, no exponent): the index past it, or -1. */
+static Py_ssize_t scan_number(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
+{
+    if (i < n && p[i] == '-')
+        i++;
+    if (i >= n)
+        return -1;
+    if (p[i] == '0') {
+        i++;
+    } else if (p[i] >= '1' && p[i] <= '9') {
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+    } else {
+        return -1;
+    }
+    if (i < n && p[i] == '.') {
+        i++;
+        Py_ssize_t digits = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == digits)
+            return -1;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E'))
+        return -1; /* an exponent may overflow to infinity, which orjson refuses: let it judge */
+    return i;
+}
+
+/* Any value at i: the index past it, or -1. */
+static Py_ssize_t scan_value(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, int depth, int *kind)
+{
+    int escaped = 0;
+    if (i >= n)
+        return -1;
+    switch (p[i]) {
+    case '"': {
+        Py_ssize_t j = scan_string(p, i, n, &escaped);
+        *kind = escaped ? V_ESCAPED : V_STRING;
+        return j;
+    }
+    case 't':
+        *kind = V_TRUE;
+        return i + 4 <= n && memcmp(p + i, "true", 4) == 0 ? i + 4 : -1;
+    case 'f':
+        *kind = V_FALSE;
+        return i + 5 <= n && memcmp(p + i, "false", 5) == 0 ? i + 5 : -1;
+    case 'n':
+        *kind = V_NULL;
+        return i + 4 <= n && memcmp(p + i, "null", 4) == 0 ? i + 4 : -1;
+    case '{':
+    case '[': {
+        if (depth >= MAX_DEPTH)
+            return -1;
+        unsigned char close = p[i] == '{' ? '}' : ']';
+        int object = close == '}', inner;
+        *kind = V_OTHER;
+        i = skip_ws(p, i + 1, n);
+        if (i < n && p[i] == close)
+            return i + 1;
+        for (;;) {
+            if (object) {
+                if (i >= n || p[i] != '"' || (i = scan_string(p, i, n, &escaped)) < 0)
+                    return -1;
+                i = skip_ws(p, i, n);
+                if (i >= n || p[i] != ':')
+                    return -1;
+                i = skip_ws(p, i + 1, n);
+            }
+            if ((i = scan_value(p, i, n, depth + 1, &inner)) < 0)
+                return -1;
+            i = skip_ws(p, i, n);
+            if (i < n && p[i] == ',') {
+                i = skip_ws(p, i + 1, n);
+                continue;
+            }
+            return i < n && p[i] == close ? i + 1 : -1;
+        }
+    }
+    default:
+        *kind = V_NUMBER;
+        return scan_number(p, i, n);
+    }
+}
+
+/* A top-level object with 1 to MAX_MEMBERS members, unescaped keys and nothing after it but
+ * whitespace: SCAN_OK with its members, else SCAN_UNSURE (invalid or not for us to decide). */
+static int scan_object(const unsigned char *p, Py_ssize_t n, Member *m, int *count)
+{
+    Py_ssize_t i = skip_ws(p, 0, n);
+    int k = 0;
+    if (i >= n || p[i] != '{')
+        return SCAN_UNSURE;
+    i = skip_ws(p, i + 1, n);
+    for (;;) {
+        int escaped = 0;
+        if (k == MAX_MEMBERS || i >= n || p[i] != '"')
+            return SCAN_UNSURE;
+        m[k].key = i + 1;
+        if ((i = scan_string(p, i, n, &escaped)) < 0 || escaped)
+            return SCAN_UNSURE;
+        m[k].key_end = i - 1;
+        i = skip_ws(p, i, n);
+        if (i >= n || p[i] != ':')
+            return SCAN_UNSURE;
+        i = skip_ws(p, i + 1, n);
+        m[k].value = i;
+        if ((i = scan_value(p, i, n, 1, &m[k].kind)) < 0)
+            return SCAN_UNSURE;
+        m[k].value_end = i;
+        k++;
+        i = skip_ws(p, i, n);
+        if (i < n && p[i] == ',') {
+            i = skip_ws(p, i + 1, n);
+            continue;
+        }
+        if (i >= n || p[i] != '}')
+            return SCAN_UNSURE;
+        if (skip_ws(p, i + 1, n) != n)
+            return SCAN_UNSURE;
+        *count = k;
+        return SCAN_OK;
+    }
+}
+
+/* What a record shape (its keys, in order) means, decided once by the pipeline's own shape
+ * function (the one the orjson path uses) and kept by the hash of the keys. */
+typedef struct {
+    uint64_t hash;
+    Py_ssize_t nbytes;
+    char *keys;        /* the keys, each followed by 0xFF (never in UTF-8) */
+    int usable;        /* 0: the orjson path decides every record of this shape */
+    int plain;         /* no key collides with what the pipeline adds */
+    int masked_only;   /* every sensitive key is masked, none dropped */
+    int ts;            /* member index of the timestamp field, -1 if absent */
+    int nsens, sens[MAX_PICKS];                      /* members to mask */
+    int npicks, pick[MAX_PICKS]; PyObject *name[MAX_PICKS]; /* projected members, their names */
+} Shape;
+
+typedef struct {
+    Shape slot[SHAPE_SLOTS];
+    PyObject *project; /* the projected field names (a tuple of str) */
+    PyObject *ts_text; /* the last timestamp seen, as str, and its stamp */
+    PyObject *ts_stamp;
+    char ts_raw[64];
+    Py_ssize_t ts_len;
+} ShapeCache;
+
+static void shape_cache_free(PyObject *capsule)
+{
+    ShapeCache *c = PyCapsule_GetPointer(capsule, "ccf_agent.shape_cache");
+    if (c == NULL)
+        return;
+    for (int k = 0; k < SHAPE_SLOTS; k++)
+        PyMem_Free(c->slot[k].keys);
+    Py_XDECREF(c->project);
+    Py_XDECREF(c->ts_text);
+    Py_XDECREF(c->ts_stamp);
+    PyMem_Free(c);
+}
+
+static PyObject *shape_cache(PyObject *self, PyObject *project)
+{
+    (void)self;
+    if (!PyTuple_CheckExact(project) || PyTuple_GET_SIZE(project) > MAX_PICKS) {
+        PyErr_Format(PyExc_ValueError, "shape_cache: a tuple of at most %d field names", MAX_PICKS);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(project); k++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(project, k))) {
+            PyErr_SetString(PyExc_TypeError, "shape_cache: field names are str");
+            return NULL;
+        }
+    ShapeCache *c = PyMem_Calloc(1, sizeof *c);
+    if (c == NULL)
+        return PyErr_NoMemory();
+    c->project = Py_NewRef(project);
+    PyObject *capsule = PyCapsule_New(c, "ccf_agent.shape_cache", shape_cache_free);
+    if (capsule == NULL) {
+        Py_DECREF(project);
+        PyMem_Free(c);
+    }
+    return capsule;
+}
+
+/* A hash of the keys (each key's length and its first and last 8 bytes); same_keys confirms. */
+static uint64_t keys_hash(const unsigned char *p, const Member *m, int count, Py_ssize_t *nbytes)
+{
+    const uint64_t mul = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = (uint64_t)count;
+    Py_ssize_t total = 0;
+    for (int k = 0; k < count; k++) {
+        Py_ssize_t len = m[k].key_end - m[k].key;
+        uint64_t head = 0, tail = 0;
+        memcpy(&head, p + m[k].key, len < 8 ? len : 8);
+        if (len > 8)
+            memcpy(&tail, p + m[k].key_end - 8, 8);
+        h = (h ^ (uint64_t)len) * mul;
+        h = (h ^ head) * mul;
+        h = (h ^ tail) * mul;
+        total += len + 1;
+    }
+    *nbytes = total;
+    return h ^ (h >> 29);
+}
+
+static int same_keys(const Shape *s, const unsigned char *p, const Member *m, int count)
+{
+    const char *w = s->keys;
+    for (int k = 0; k < count; k++) {
+        Py_ssize_t len = m[k].key_end - m[k].key;
+        if (memcmp(w, p + m[k].key, len) != 0 || (unsigned char)w[len] != 0xFF)
+            return 0;
+        w += len + 1;
+    }
+    return 1;
+}
+
+/* Fill a shape for these keys: asks new_shape(keys) -> (plain, sensitive, masked_only). */
+static int shape_learn(ShapeCache *c, Shape *s, uint64_t hash, Py_ssize_t nbytes, const unsigned char *p,
+                       const Member *m, int count, PyObject *new_shape, PyObject *ts_field)
+{
+    PyMem_Free(s->keys);
+    memset(s, 0, sizeof *s);
+    s->keys = PyMem_Malloc(nbytes);
+    if (s->keys == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->hash = hash;
+    s->nbytes = nbytes;
+    char *w = s->keys;
+    for (int k = 0; k < count; k++) {
+        Py_ssize_t len = m[k].key_end - m[k].key;
+        memcpy(w, p + m[k].key, len);
+        w[len] = (char)0xFF;
+        w += len + 1;
+    }
+    PyObject *keys = PyTuple_New(count);
+    if (keys == NULL)
+        return -1;
+    for (int k = 0; k < count; k++) {
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)p + m[k].key, m[k].key_end - m[k].key, "strict");
+        if (key == NULL) {
+            Py_DECREF(keys);
+            return -1;
+        }
+        PyTuple_SET_ITEM(keys, k, key);
+    }
+    s->usable = 1;
+    s->ts = -1;
+    /* a key written twice: orjson keeps the last value, masking would need every one */
+    for (int a = 0; a < count && s->usable; a++)
+        for (int b = a + 1; b < count && s->usable; b++) {
+            int eq = PyUnicode_Compare(PyTuple_GET_ITEM(keys, a), PyTuple_GET_ITEM(keys, b));
+            s->usable = eq != 0;
+        }
+    PyObject *shape = s->usable ? PyObject_CallOneArg(new_shape, keys) : NULL;
+    if (s->usable && shape == NULL) {
+        Py_DECREF(keys);
+        return -1;
+    }
+    if (shape != NULL) {
+        if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(shape, 1))) {
+            Py_DECREF(shape);
+            Py_DECREF(keys);
+            PyErr_SetString(PyExc_TypeError, "a shape is (plain, sensitive keys, all masked)");
+            return -1;
+        }
+        s->plain = PyObject_IsTrue(PyTuple_GET_ITEM(shape, 0)) == 1;
+        s->masked_only = PyTuple_GET_ITEM(shape, 2) == Py_True;
+        PyObject *sensitive = PyTuple_GET_ITEM(shape, 1);
+        for (int k = 0; k < count; k++) {
+            PyObject *key = PyTuple_GET_ITEM(keys, k);
+            if (PyUnicode_Compare(key, ts_field) == 0)
+                s->ts = k;
+            int is_sensitive = PySequence_Contains(sensitive, key);
+            if (is_sensitive < 0) {
+                Py_DECREF(shape);
+                Py_DECREF(keys);
+                return -1;
+            }
+            if (is_sensitive) {
+                if (s->nsens == MAX_PICKS)
+                    s->usable = 0;
+                else
+                    s->sens[s->nsens++] = k;
+            }
+            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(c->project); j++)
+                if (PyUnicode_Compare(key, PyTuple_GET_ITEM(c->project, j)) == 0) {
+                    s->pick[s->npicks] = k;
+                    s->name[s->npicks++] = PyTuple_GET_ITEM(c->project, j);
+                }
+        }
+        Py_DECREF(shape);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(keys);
+        return -1;
+    }
+    Py_DECREF(keys);
+    return 0;
+}
+
+/* A value of the projected record, from its bytes. */
+static PyObject *member_value(const unsigned char *p, const Member *m, PyObject *loads)
+{
+    switch (m->kind) {
+    case V_STRING:
+        return PyUnicode_DecodeUTF8((const char *)p + m->value + 1, m->value_end - m->value - 2, "strict");
+    case V_TRUE:
+        Py_RETURN_TRUE;
+    case V_FALSE:
+        Py_RETURN_FALSE;
+    case V_NULL:
+        Py_RETURN_NONE;
+    default: {
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)p + m->value, m->value_end - m->value);
+        if (raw == NULL)
+            return NULL;
+        PyObject *value = PyObject_CallOneArg(loads, raw);
+        Py_DECREF(raw);
+        return value;
+    }
+    }
+}
+
+/* A plain-ASCII string value, as orjson.dumps writes it (see `verbatim`). */
+static int verbatim_span(const unsigned char *p, Py_ssize_t a, Py_ssize_t b)
+{
+    for (Py_ssize_t k = a; k < b; k++)
+        if (p[k] < 0x20 || p[k] >= 0x7f || p[k] == '"' || p[k] == '\\')
+            return 0;
+    return 1;
+}
+
+/* The projected path for one line: 1 when it produced the event (rec, line and stamp set,
+ * new references), 0 when the orjson path must take the line, -1 on error. */
+static int projected(ShapeCache *c, PyObject *raw, int hit, int names, int redacting, PyObject *new_shape,
+                     PyObject *ts_field, PyObject *ts_cache, PyObject *parse_ts, PyObject *default_stamp,
+                     PyObject *mask, PyObject *mask_json, PyObject *loads, PyObject **rec_out, PyObject **line_out,
+                     PyObject **stamp_out, long long *masked_records, long long *masked_fields)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw);
+    Member m[MAX_MEMBERS];
+    int count = 0;
+    if (hit || p[n - 1] != '}')
+        return 0;
+    if (redacting && names && n > 1 && memchr(p + 1, '{', n - 1) != NULL)
+        return 0; /* a nested object may hide a sensitive key: the redactor walks it */
+    if (scan_object(p, n, m, &count) != SCAN_OK)
+        return 0;
+    Py_ssize_t nbytes;
+    uint64_t hash = keys_hash(p, m, count, &nbytes);
+    if (nbytes > SHAPE_KEYS_MAX)
+        return 0;
+    Shape *s = &c->slot[hash % SHAPE_SLOTS];
+    if (s->keys == NULL || s->hash != hash || s->nbytes != nbytes || !same_keys(s, p, m, count)) {
+        if (shape_learn(c, s, hash, nbytes, p, m, count, new_shape, ts_field) < 0)
+            return -1;
+    }
+    if (!s->usable || !s->plain || (s->nsens && !(redacting && s->masked_only)))
+        return 0;
+    /* masking: each sensitive value a plain string written as orjson would, right after its key */
+    int changed[MAX_PICKS];
+    int nchanged = 0;
+    Py_ssize_t nmask = redacting ? PyBytes_GET_SIZE(mask_json) : 0;
+    for (int k = 0; k < s->nsens; k++) {
+        const Member *v = &m[s->sens[k]];
+        changed[k] = 0;
+        if (v->kind != V_STRING || v->value != v->key_end + 2 || p[v->key_end + 1] != ':'
+            || !(p[v->value_end] == ',' || p[v->value_end] == '}')
+            || !verbatim_span(p, v->key, v->key_end) || !verbatim_span(p, v->value + 1, v->value_end - 1))
+            return 0;
+        if (v->value_end - v->value == nmask && memcmp(p + v->value, PyBytes_AS_STRING(mask_json), nmask) == 0)
+            continue; /* already the mask */
+        changed[k] = 1;
+        nchanged++;
+    }
+    /* the timestamp */
+    PyObject *stamp = NULL;
+    if (s->ts < 0 || m[s->ts].kind == V_NULL) {
+        stamp = Py_NewRef(default_stamp);
+    } else if (m[s->ts].kind != V_STRING) {
+        return 0;
+    } else {
+        const char *text = (const char *)p + m[s->ts].value + 1;
+        Py_ssize_t len = m[s->ts].value_end - m[s->ts].value - 2;
+        if (c->ts_stamp != NULL && len == c->ts_len && memcmp(text, c->ts_raw, len) == 0) {
+            stamp = Py_NewRef(c->ts_stamp);
+        } else {
+            PyObject *ts = PyUnicode_DecodeUTF8(text, len, "strict");
+            if (ts == NULL)
+                return -1;
+            stamp = PyDict_GetItemWithError(ts_cache, ts);
+            if (stamp != NULL)
+                Py_INCREF(stamp);
+            else if (!PyErr_Occurred())
+                stamp = PyObject_CallOneArg(parse_ts, ts);
+            if (stamp == NULL) {
+                Py_DECREF(ts);
+                return -1;
+            }
+            if (stamp == Py_None) { /* an invalid timestamp: the orjson path tags it */
+                Py_DECREF(ts);
+                Py_DECREF(stamp);
+                return 0;
+            }
+            if (len <= (Py_ssize_t)sizeof c->ts_raw) {
+                memcpy(c->ts_raw, text, len);
+                c->ts_len = len;
+                Py_XSETREF(c->ts_text, ts);
+                Py_XSETREF(c->ts_stamp, Py_NewRef(stamp));
+            } else {
+                Py_DECREF(ts);
+            }
+        }
+    }
+    /* the record: the projected fields only */
+    PyObject *rec = PyDict_New();
+    if (rec == NULL) {
+        Py_DECREF(stamp);
+        return -1;
+    }
+    for (int k = 0; k < s->npicks; k++) {
+        int masked = 0;
+        for (int j = 0; j < s->nsens; j++)
+            masked |= s->sens[j] == s->pick[k];
+        PyObject *value = masked ? Py_NewRef(mask) : member_value(p, &m[s->pick[k]], loads);
+        if (value == NULL || PyDict_SetItem(rec, s->name[k], value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(rec);
+            Py_DECREF(stamp);
+            return -1;
+        }
+        Py_DECREF(value);
+    }
+    /* the line, masked */
+    PyObject *line;
+    if (nchanged == 0) {
+        line = Py_NewRef(raw);
+    } else {
+        Py_ssize_t size = n;
+        for (int k = 0; k < s->nsens; k++)
+            if (changed[k])
+                size += nmask - (m[s->sens[k]].value_end - m[s->sens[k]].value);
+        line = PyBytes_FromStringAndSize(NULL, size);
+        if (line == NULL) {
+            Py_DECREF(rec);
+            Py_DECREF(stamp);
+            return -1;
+        }
+        char *w = PyBytes_AS_STRING(line);
+        Py_ssize_t from = 0;
+        for (int k = 0; k < count; k++) { /* members in order: sensitive ones are in s->sens */
+            int at = -1;
+            for (int j = 0; j < s->nsens; j++)
+                if (s->sens[j] == k && changed[j])
+                    at = j;
+            if (at < 0)
+                continue;
+            w = put(w, (const char *)p + from, m[k].value - from);
+            w = put(w, PyBytes_AS_STRING(mask_json), nmask);
+            from = m[k].value_end;
+        }
+        put(w, (const char *)p + from, n - from);
+        *masked_records += 1;
+        *masked_fields += nchanged;
+    }
+    *rec_out = rec;
+    *line_out = line;
+    *stamp_out = stamp;
+    return 1;
+}
+
 /* ------------------------------------------------------------------ the loop */
 
 enum {
     A_LINES, A_START, A_SID, A_PATH_PART, A_END, A_HITS, A_SHAPES, A_NEW_SHAPE, A_RESERVED,
     A_TS_FIELD, A_TS_CACHE, A_PARSE_TS, A_PARSE_ANY, A_DEFAULT_STAMP, A_REDACT, A_MASK_TOP, A_NAMES,
     A_MASK, A_MASK_JSON, A_DICT_DOC, A_BAD_TS, A_ODD, A_LOADS, A_DECODE_ERROR,
-    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, N_ARGS
+    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, A_CACHE, N_ARGS
 };
 
 static const char TS_HEAD[] = ",\"@timestamp\":\"";
+
+/* line[:-1] + ',"@timestamp":"' + iso + path_part + b"%d" % lo + end: the enrichment spliced in. */
+static PyObject *make_doc(PyObject *line, PyObject *iso, PyObject *path_part, PyObject *end, long long lo)
+{
+    char num[24];
+    int nnum = decimal(num, lo);
+    Py_ssize_t ln = PyBytes_GET_SIZE(line), nhead = sizeof(TS_HEAD) - 1;
+    Py_ssize_t size = (ln - 1) + nhead + PyBytes_GET_SIZE(iso) + PyBytes_GET_SIZE(path_part) + nnum
+                      + PyBytes_GET_SIZE(end);
+    PyObject *doc = PyBytes_FromStringAndSize(NULL, size);
+    if (doc == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(doc);
+    w = put(w, PyBytes_AS_STRING(line), ln - 1);
+    w = put(w, TS_HEAD, nhead);
+    w = put(w, PyBytes_AS_STRING(iso), PyBytes_GET_SIZE(iso));
+    w = put(w, PyBytes_AS_STRING(path_part), PyBytes_GET_SIZE(path_part));
+    w = put(w, num, nnum);
+    put(w, PyBytes_AS_STRING(end), PyBytes_GET_SIZE(end));
+    return doc;
+}
 
 static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -334,9 +928,11 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     int redacting = redact != Py_None;
     int any_hits = PySet_GET_SIZE(hits) > 0;
-    Py_ssize_t n_ts_head = sizeof(TS_HEAD) - 1;
     Py_ssize_t n_lines = PyList_GET_SIZE(lines);
     long long masked_records = 0, masked_fields = 0;
+    ShapeCache *cache = NULL; /* None: full records from orjson; else the projection's cache */
+    if (args[A_CACHE] != Py_None && (cache = PyCapsule_GetPointer(args[A_CACHE], "ccf_agent.shape_cache")) == NULL)
+        return NULL;
 
     for (Py_ssize_t i = 0; i < n_lines; i++) {
         PyObject *raw = PyList_GET_ITEM(lines, i);
@@ -365,6 +961,20 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         hit_obj = hit ? Py_True : Py_False;
         Py_INCREF(raw);
         line = raw;
+
+        if (cache != NULL) {
+            int done = projected(cache, raw, hit, names, redacting, new_shape, ts_field, ts_cache, parse_ts,
+                                 default_stamp, mask, mask_json, loads, &rec, &redacted, &stamp, &masked_records,
+                                 &masked_fields);
+            if (done < 0)
+                goto error;
+            if (done) {
+                doc = make_doc(redacted, PyTuple_GET_ITEM(stamp, 0), path_part, end, lo);
+                if (doc == NULL)
+                    goto error;
+                goto append;
+            }
+        }
 
         rec = PyObject_Vectorcall(loads, &raw, 1, NULL);
         if (rec == NULL) {
@@ -487,21 +1097,9 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                         PyErr_SetString(PyExc_TypeError, "a stamp is (iso bytes, epoch seconds)");
                         goto error;
                     }
-                    PyObject *iso = PyTuple_GET_ITEM(stamp, 0);
-                    char num[24];
-                    int nnum = decimal(num, lo);
-                    Py_ssize_t size = (ln - 1) + n_ts_head + PyBytes_GET_SIZE(iso) + PyBytes_GET_SIZE(path_part)
-                                      + nnum + PyBytes_GET_SIZE(end);
-                    doc = PyBytes_FromStringAndSize(NULL, size);
+                    doc = make_doc(line, PyTuple_GET_ITEM(stamp, 0), path_part, end, lo);
                     if (doc == NULL)
                         goto error;
-                    char *w = PyBytes_AS_STRING(doc);
-                    w = put(w, PyBytes_AS_STRING(line), ln - 1);
-                    w = put(w, TS_HEAD, n_ts_head);
-                    w = put(w, PyBytes_AS_STRING(iso), PyBytes_GET_SIZE(iso));
-                    w = put(w, PyBytes_AS_STRING(path_part), PyBytes_GET_SIZE(path_part));
-                    w = put(w, num, nnum);
-                    put(w, PyBytes_AS_STRING(end), PyBytes_GET_SIZE(end));
                 }
             } else {
                 PyObject *lo_obj = PyLong_FromLongLong(lo);
@@ -537,6 +1135,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_INCREF(stamp);
             Py_SETREF(rec, Py_NewRef(new_rec));
         }
+    append:
         id = make_id(sid, lo, crc32_of((const unsigned char *)PyBytes_AS_STRING(raw), n));
         if (id == NULL || append_event(records, docs, ids, stamps, times, rec, doc, id, stamp) < 0)
             goto error;
@@ -840,6 +1439,52 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return out;
 }
 
+/* ------------------------------------------------------------------ arenas */
+
+/* pymalloc's arenas, kept when freed instead of unmapped at once: a batch's objects fill an
+ * arena or two that empty again when the batch is acknowledged, and the default allocator
+ * then unmaps them only to map (and fault in, zeroed) fresh ones for the next batch. Up to
+ * ARENA_CACHE arenas wait here; beyond that they go back to the OS as before. */
+#include <sys/mman.h>
+#define ARENA_CACHE 8
+
+static void *arena_cache[ARENA_CACHE];
+static size_t arena_cached_size;
+static int arena_cached;
+
+static void *arena_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    if (arena_cached > 0 && size == arena_cached_size)
+        return arena_cache[--arena_cached];
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void arena_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    if (arena_cached < ARENA_CACHE && (arena_cached == 0 || size == arena_cached_size)) {
+        arena_cached_size = size;
+        arena_cache[arena_cached++] = ptr;
+        return;
+    }
+    munmap(ptr, size);
+}
+
+static PyObject *keep_arenas(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObjectArenaAllocator current;
+    PyObject_GetArenaAllocator(&current);
+    if (current.alloc != arena_alloc) {
+        PyObjectArenaAllocator mine = {NULL, arena_alloc, arena_free};
+        PyObject_SetArenaAllocator(&mine);
+    }
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -848,6 +1493,8 @@ static PyMethodDef methods[] = {
     {"prefilter", (PyCFunction)(void (*)(void))prefilter, METH_FASTCALL,
      "Indices of the lines where a redaction pattern could match (see redact.py)."},
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object."},
+    {"shape_cache", shape_cache, METH_O, "The projection's per-pipeline cache, for these field names."},
+    {"keep_arenas", keep_arenas, METH_NOARGS, "Keep a few freed pymalloc arenas mapped for reuse."},
     {NULL, NULL, 0, NULL},
 };
 

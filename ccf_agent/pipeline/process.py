@@ -45,6 +45,7 @@ ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
 SLOW_KEYS = ("exception",)
 _CLOSE = 0x7D  # '}'
 _SHAPES_MAX = 4096
+_PROJECT_MAX = 32  # fields a projection may name (_fast.c: MAX_PICKS)
 
 Stamp = tuple[bytes, float]
 
@@ -103,6 +104,16 @@ class Pipeline:
         # The C loop covers JSON lines with no per-record Python stage besides redaction.
         self.native = (_fast is not None and self.json and self.ecs is None and self.encoding is None
                        and not self.lookups and not self._drops and not self._samples)
+        self.projection: tuple[str, ...] | None = None
+        self._projection: Any = None
+
+    def project(self, fields: tuple[str, ...] | None) -> None:
+        """Records need only these top-level fields (what routes and business metrics read), or all
+        (None). With the C loop, a line then skips the dict orjson would build: its record holds
+        just these fields; its document, id and timestamp are the same."""
+        self.projection = fields
+        self._projection = (_fast.shape_cache(fields) if _fast is not None and self.native and fields is not None
+                            and len(fields) <= _PROJECT_MAX else None)
 
     def _shape(self, keys: tuple[str, ...]) -> tuple[bool, tuple[str, ...], bool]:
         """(may take the fast path, its sensitive keys, none of those is dropped)."""
@@ -237,7 +248,7 @@ class Pipeline:
             redactor is not None and bool(redactor.names),
             redactor.mask if redactor is not None else None, redactor._mask_json if redactor is not None else None,
             dict_doc, bad_ts, odd, orjson.loads, orjson.JSONDecodeError,
-            out.records, out.docs, out.ids, out.stamps, out.times)
+            out.records, out.docs, out.ids, out.stamps, out.times, self._projection)
         if records:  # top-level fields masked in C: counted as Redactor.top_level_names counts them
             self._count("records_redacted", records)
             self._count("redacted:field", fields)

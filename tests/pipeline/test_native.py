@@ -33,6 +33,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# The fields a projection keeps: what the example routes and business metrics read, plus some the
+# generated records use (a sensitive one among them).
+PROJECT = ("message", "service", "payoutId", "status", "amount", "paymentMethodId", "meta", "level")
+
+
 def pair(processors: dict[str, Any], **kw: Any) -> tuple[Pipeline, Pipeline]:
     native, python = make(processors, **kw), make(processors, **kw)
     assert native.native, "the C loop should cover this configuration"
@@ -42,16 +47,26 @@ def pair(processors: dict[str, Any], **kw: Any) -> tuple[Pipeline, Pipeline]:
     return native, python
 
 
-def same(lines: list[bytes], processors: dict[str, Any], start: int = 0, **kw: Any) -> None:
+def same(lines: list[bytes], processors: dict[str, Any], start: int = 0, **kw: Any) -> list[dict[str, Any]]:
+    """Holds the C loop, the C loop with a projection and the Python loop equal; returns the
+    projected records."""
     native, python = pair(processors, **kw)
+    projected = make(processors, **kw)
+    projected.project(PROJECT)
     with patch("time.time", return_value=1_700_000_000.25):  # records without a timestamp get "now"
-        a, b = run(native, lines, start), run(python, lines, start)
-    assert a.docs == b.docs
-    assert a.ids == b.ids
+        a, b, c = run(native, lines, start), run(python, lines, start), run(projected, lines, start)
+    assert a.docs == b.docs == c.docs
+    assert a.ids == b.ids == c.ids
     assert a.records == b.records
-    assert a.stamps == b.stamps and a.times == b.times
-    assert native.counters == python.counters
-    assert native.malformed == python.malformed
+    assert [project(r) for r in c.records] == [project(r) for r in b.records]
+    assert a.stamps == b.stamps == c.stamps and a.times == b.times == c.times
+    assert native.counters == python.counters == projected.counters
+    assert native.malformed == python.malformed == projected.malformed
+    return c.records
+
+
+def project(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec[k] for k in PROJECT if k in rec}
 
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) | st.text(max_size=24)
@@ -88,6 +103,64 @@ def test_flat_records_with_sensitive_fields_give_the_same_events(recs: list[dict
     same(lines, CONFIGS[config])
 
 
+JSON_BYTES = [b'"', b"\\", b"{", b"}", b"[", b"]", b":", b",", b" ", b"\t", b"\n", b"0", b"-", b".", b"e", b"E",
+              b"+", b"u", b"\x00", b"\x1f", b"\x7f", b"\xc3", b"\xa9", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+              b"\xef\xbb\xbf", b"true", b"nul", b"1e400", b"01", b"1.", b"\\u00e9", b"\\ud800"]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A valid record's bytes with a few JSON-significant bytes inserted, replaced or removed."""
+    line = bytearray(encode(draw(records), draw(st.integers(0, 2))))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(line)))
+        what = draw(st.sampled_from(["insert", "replace", "delete"]))
+        piece = draw(st.sampled_from(JSON_BYTES))
+        if what == "insert":
+            line[at:at] = piece
+        elif what == "replace":
+            line[at:at + 1] = piece
+        else:
+            del line[at:at + 1]
+    return bytes(line)
+
+
+TS = b'"timestamp":"2024-01-15 10:30:00"'
+TRICKY = [
+    b'{"message":"a\x00b",' + TS + b'}', b'{"message":"a\x1fb",' + TS + b'}', b'{"message":"a\x7fb",' + TS + b'}',
+    b'{"amount":1e400,' + TS + b'}', b'{"amount":1.5e3,' + TS + b'}', b'{"amount":18446744073709551616,' + TS + b'}',
+    b'{"amount":-0,' + TS + b'}', b'{"amount":01,' + TS + b'}', b'{"amount":1.,' + TS + b'}', b'{"amount":-,' + TS + b'}',
+    b'{"message":"\\u00e9",' + TS + b'}', b'{"message":"\\ud800",' + TS + b'}', b'{"message":"\\n\\"x",' + TS + b'}',
+    b'{"message":"\xc3\xa9",' + TS + b'}', b'{"message":"\xc3",' + TS + b'}', b'{"message":"\xed\xa0\x80",' + TS + b'}',
+    b'{"message":"\xf4\x90\x80\x80",' + TS + b'}', b'{"message":"\xe0\x80\x80",' + TS + b'}',
+    b'\xef\xbb\xbf{"message":"x",' + TS + b'}', b'{"message":"x",' + TS + b'}x', b'{"message":"x",' + TS + b'} ',
+    b' {"message":"x",' + TS + b'}', b'{"message":"x","message":"y",' + TS + b'}', b'{}', b'{"a":{}}', b'{"a":[]}',
+    b'{"m\\u0065ssage":"x",' + TS + b'}', b'{"\xc3\xa9":"x",' + TS + b'}', b'{"tok\xe2\x84\xaaen":"x",' + TS + b'}',
+    b'{"paymentMethodId": "pm_1",' + TS + b'}', b'{"paymentMethodId":"pm_1" ,' + TS + b'}',
+    b'{"paymentMethodId":"p\xc3\xa9",' + TS + b'}', b'{"paymentMethodId":"[REDACTED]",' + TS + b'}',
+    b'{"paymentMethodId":7,' + TS + b'}', b'{"paymentMethodId":"pm_1","password":"x",' + TS + b'}',
+    b'{"paymentMethodId":"pm_1","paymentMethodId":"pm_2",' + TS + b'}',
+    b'{"a":' + b"[" * 70 + b"]" * 70 + b',' + TS + b'}', b'{"a":' + b"[" * 30 + b"]" * 30 + b',' + TS + b'}',
+    b'{"a":[1,2,],' + TS + b'}', b'{"a":{"b":1,},' + TS + b'}', b'{"a":tru,' + TS + b'}', b'{"a":nulls,' + TS + b'}',
+    b'{"timestamp":null,"message":"x"}', b'{"timestamp":1700000000,"message":"x"}', b'{"timestamp":"nope"}',
+    b'{"timestamp":"2024-01-15 10:30:00\\u0000"}', b'{"@timestamp":"2024-01-15T10:30:00Z","message":"x"}',
+    b'{"message":"x","timestamp":"2024-01-15 10:30:00"}\r', b'{"message" : "x" , ' + TS + b' }',
+    b'{"meta":{"paymentMethodId":"pm_1"},' + TS + b'}', b'{"message":"card 4242 4242 4242 4242",' + TS + b'}',
+]
+
+
+def test_tricky_lines_give_the_same_events() -> None:
+    for config in CONFIGS.values():
+        for line in TRICKY:
+            same([line], config)
+
+
+@SETTINGS
+@given(st.lists(mutated(), max_size=8), st.sampled_from(sorted(CONFIGS)))
+def test_mutated_records_give_the_same_events(lines: list[bytes], config: str) -> None:
+    same(lines, CONFIGS[config])
+
+
 @SETTINGS
 @given(st.lists(st.binary(max_size=200) | st.sampled_from([b"", b"  ", b"{}", b"[]", b"null", b'{"a":1} ',
                                                             b'{"timestamp":"nope"}', b'{"timestamp":17e8}']),
@@ -107,7 +180,8 @@ def test_the_sample_records_give_the_same_events() -> None:
     spaced = [line.encode() for line in sample_lines(3000, seed=5)]
     lines = spaced + [orjson.dumps(orjson.loads(line)) for line in spaced]  # as Winston writes them: compact
     for config in CONFIGS.values():
-        same(lines, config, start=123_456_789_012)
+        records = same(lines, config, start=123_456_789_012)
+        assert sum(set(r) <= set(PROJECT) for r in records) > len(lines) // 2  # most took the projection
 
 
 def test_the_loop_stays_in_python_when_a_stage_needs_it() -> None:
@@ -143,3 +217,46 @@ def test_the_vector_prefilter_finds_the_lines_the_scalar_one_does(lines: list[by
 @given(st.binary(max_size=300))
 def test_crc32_is_zlibs(data: bytes) -> None:
     assert _fast.crc32(data) == zlib.crc32(data)
+
+
+# ------------------------------------------------------------------ what a projection must keep
+
+
+def test_business_metrics_from_projected_records_are_those_from_full_records() -> None:
+    from ccf_agent.ops.business import FIELDS, BusinessMetrics
+    from ccf_agent.ops.metrics import fmt
+
+    lines = [line.encode() for line in sample_lines(5000, seed=9)]
+    full, projected = make({}), make({})
+    projected.project(FIELDS)
+    rendered = []
+    for pipeline in (full, projected):
+        metrics = BusinessMetrics()
+        events = run(pipeline, lines, path="/var/log/ccf/combined.log")
+        metrics.observe(events.records, events.times, "/var/log/ccf/combined.log")
+        out: list[str] = []
+        metrics.render(out, fmt)
+        rendered.append(out)
+    assert rendered[0] == rendered[1]
+    assert any("ccf_payouts_total" in line and not line.endswith(" 0") for line in rendered[0] if line[0] != "#")
+
+
+def test_the_agent_projects_what_routes_and_business_metrics_read_and_nothing_with_alerts(tmp_path: Path) -> None:
+    from ccf_agent.agent import Agent
+    from ccf_agent.config import parse_config
+
+    text = f"""
+state_dir: {tmp_path}/state
+inputs: [{{id: app, paths: ["{tmp_path}/*.log"]}}]
+outputs:
+  logs: {{type: file, path: {tmp_path}/logs.ndjson}}
+  payouts: {{type: file, path: {tmp_path}/payouts.ndjson}}
+routes:
+  - name: payouts
+    output: payouts
+    when: {{any: [{{field: message, icontains: payout}}, {{not: {{field: meta.kind, equals: x}}}}]}}
+"""
+    agent = Agent(parse_config(text))
+    assert agent._projection() == ("message", "meta", "method", "payoutId", "processingTime", "service", "status")
+    with_alerts = text + "alerts:\n  rules: [{name: r, kind: match, when: {field: level, equals: error}}]\n"
+    assert Agent(parse_config(with_alerts))._projection() is None
