@@ -1246,18 +1246,31 @@ static int hit_scalar(const unsigned char *p, Py_ssize_t n, const Fold *f)
 }
 
 #if defined(__SSE2__)
-static int vector_of(__m128i *v, int *n, int c)
+/* The widths (most values) of each class on the vector path; more and the scalar path runs. */
+#define W_NEEDLE 2
+#define W_ZERO 2
+#define W_DROPPED 4
+#define W_SENTINEL 8
+#define W_NEXT 12
+
+static int vector_of(__m128i *v, int *n, int c, int width)
 {
-    if (*n == SIMD_VALUES)
+    if (*n == width)
         return 0;
     v[(*n)++] = _mm_set1_epi8((char)c);
+    for (int k = *n; k < width; k++)
+        v[k] = v[0];
     return 1;
 }
 
-static inline unsigned any_of(__m128i block, const __m128i *values, int n)
+/* Bytes of the block equal to any of the values: a class has 0 values (never) or is padded to
+ * `width` with copies of its first, so the loop has a constant count and unrolls. */
+static inline unsigned any_of(__m128i block, const __m128i *values, int n, const int width)
 {
-    __m128i hit = _mm_setzero_si128();
-    for (int k = 0; k < n; k++)
+    if (n == 0)
+        return 0;
+    __m128i hit = _mm_cmpeq_epi8(block, values[0]);
+    for (int k = 1; k < width; k++)
         hit = _mm_or_si128(hit, _mm_cmpeq_epi8(block, values[k]));
     return (unsigned)_mm_movemask_epi8(hit);
 }
@@ -1300,15 +1313,15 @@ static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
         }
         __m128i block = _mm_loadu_si128((const __m128i *)q);
         unsigned lenmask = 0xFFFFu >> (16 - len);
-        if (any_of(block, f->needle_v, f->n_needle) & lenmask)
+        if (any_of(block, f->needle_v, f->n_needle, W_NEEDLE) & lenmask)
             return 1;
         if (f->zeros > 0) {
             unsigned digits = (unsigned)_mm_movemask_epi8(
                 _mm_and_si128(_mm_cmpgt_epi8(block, below), _mm_cmplt_epi8(block, above)));
-            unsigned zmask = (digits | any_of(block, f->zero_extra, f->n_zero_extra)) & lenmask;
-            unsigned kmask = zmask ? zmask | (any_of(block, f->dropped_v, f->n_dropped) & lenmask) : 0;
+            unsigned zmask = (digits | any_of(block, f->zero_extra, f->n_zero_extra, W_ZERO)) & lenmask;
+            unsigned kmask = zmask ? zmask | (any_of(block, f->dropped_v, f->n_dropped, W_DROPPED) & lenmask) : 0;
             if (zmask == 0 && prev_keep) /* a run may still continue through dropped bytes */
-                kmask = any_of(block, f->dropped_v, f->n_dropped) & lenmask;
+                kmask = any_of(block, f->dropped_v, f->n_dropped, W_DROPPED) & lenmask;
             uint32_t starts = kmask ? runs_of(prev_keep | kmask << 16, f->zeros) : 0;
             while (starts) {
                 Py_ssize_t a = at - 16 + __builtin_ctz(starts);
@@ -1320,11 +1333,11 @@ static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
             }
             prev_keep = kmask;
         }
-        unsigned sentinels = any_of(block, f->sentinel_v, f->n_sentinel) & lenmask;
+        unsigned sentinels = any_of(block, f->sentinel_v, f->n_sentinel, W_SENTINEL) & lenmask;
         if (sentinels) {
             __m128i next = _mm_loadu_si128((const __m128i *)(q + 1));
             unsigned nextmask = at + 17 <= n ? 0xFFFFu : 0xFFFFu >> (17 - (n - at));
-            sentinels &= any_of(next, f->next_v, f->n_next) & nextmask;
+            sentinels &= any_of(next, f->next_v, f->n_next, W_NEXT) & nextmask;
             while (sentinels) {
                 Py_ssize_t k = at + __builtin_ctz(sentinels);
                 sentinels &= sentinels - 1;
@@ -1344,15 +1357,15 @@ static int vectors_of(Fold *f)
     for (int c = 0; c < 256; c++) {
         if (c >= '0' && c <= '9' && !f->is_zero[c] && f->zeros > 0)
             return 0;
-        if (f->is_zero[c] && !(c >= '0' && c <= '9') && !vector_of(f->zero_extra, &f->n_zero_extra, c))
+        if (f->is_zero[c] && !(c >= '0' && c <= '9') && !vector_of(f->zero_extra, &f->n_zero_extra, c, W_ZERO))
             return 0;
-        if (f->dropped[c] && !vector_of(f->dropped_v, &f->n_dropped, c))
+        if (f->dropped[c] && !vector_of(f->dropped_v, &f->n_dropped, c, W_DROPPED))
             return 0;
-        if (f->is_sentinel[c] && !vector_of(f->sentinel_v, &f->n_sentinel, c))
+        if (f->is_sentinel[c] && !vector_of(f->sentinel_v, &f->n_sentinel, c, W_SENTINEL))
             return 0;
-        if (f->is_needle[c] && !vector_of(f->needle_v, &f->n_needle, c))
+        if (f->is_needle[c] && !vector_of(f->needle_v, &f->n_needle, c, W_NEEDLE))
             return 0;
-        if ((f->dropped[c] || f->first[f->table[c]]) && !vector_of(f->next_v, &f->n_next, c))
+        if ((f->dropped[c] || f->first[f->table[c]]) && !vector_of(f->next_v, &f->n_next, c, W_NEXT))
             return 0;
     }
     return 1;
@@ -1446,6 +1459,9 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * then unmaps them only to map (and fault in, zeroed) fresh ones for the next batch. Up to
  * ARENA_CACHE arenas wait here; beyond that they go back to the OS as before. */
 #include <sys/mman.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #define ARENA_CACHE 8
 
 static void *arena_cache[ARENA_CACHE];
@@ -1476,6 +1492,12 @@ static PyObject *keep_arenas(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
+#if defined(__GLIBC__)
+    /* The same for malloc's heap: request bodies of a few MiB would otherwise be mapped and
+     * unmapped (and faulted in again) each time, and a freed heap top trimmed at 128 KiB. */
+    mallopt(M_MMAP_THRESHOLD, 16 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
     PyObjectArenaAllocator current;
     PyObject_GetArenaAllocator(&current);
     if (current.alloc != arena_alloc) {

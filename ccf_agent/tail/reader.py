@@ -102,8 +102,8 @@ class FileReader:
                 self.partial = b""
                 self.skipping = True
             return batches
-        self.partial = buf[nl + 1:]
-        lines = buf[:nl].split(b"\n")
+        lines = buf.split(b"\n")
+        self.partial = lines.pop()  # (no copy of the chunk up to its last newline)
         if nl > self.max_line and any(len(line) > self.max_line for line in lines):
             for start_, end_, lines_, cut in self._cut_long(start, lines):
                 batches.extend(self._emit(start_, end_, lines_, cut))
