@@ -165,8 +165,9 @@ class _Compiler:
         if op in ("contains", "icontains"):
             if not isinstance(value, str):
                 raise ConditionError(vpath, "must be a string")
-            if op == "icontains":
-                return f"_icontains({get}, {self.const(value.lower())})"
+            if op == "icontains":  # inline: this runs per record on every route (no call per leaf)
+                v = f"_v{len(self.consts)}"
+                return f"(isinstance({v} := {get}, str) and {self.const(value.lower())} in {v}.lower())"
             return f"_contains({get}, {self.const(value)})"
         if op == "regex":
             if not isinstance(value, str):

@@ -533,6 +533,8 @@ typedef struct {
     PyObject *ts_stamp;
     char ts_raw[64];
     Py_ssize_t ts_len;
+    int ts_local_utc; /* the input's timezone is UTC and no strptime formats are configured */
+    int ts_iso_z;     /* no strptime formats are configured */
 } ShapeCache;
 
 static void shape_cache_free(PyObject *capsule)
@@ -548,9 +550,14 @@ static void shape_cache_free(PyObject *capsule)
     PyMem_Free(c);
 }
 
-static PyObject *shape_cache(PyObject *self, PyObject *project)
+static PyObject *shape_cache(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "shape_cache(fields, local_utc, iso_z)");
+        return NULL;
+    }
+    PyObject *project = args[0];
     if (!PyTuple_CheckExact(project) || PyTuple_GET_SIZE(project) > MAX_PICKS) {
         PyErr_Format(PyExc_ValueError, "shape_cache: a tuple of at most %d field names", MAX_PICKS);
         return NULL;
@@ -560,10 +567,15 @@ static PyObject *shape_cache(PyObject *self, PyObject *project)
             PyErr_SetString(PyExc_TypeError, "shape_cache: field names are str");
             return NULL;
         }
+    int local_utc = PyObject_IsTrue(args[1]), iso_z = PyObject_IsTrue(args[2]);
+    if (local_utc < 0 || iso_z < 0)
+        return NULL;
     ShapeCache *c = PyMem_Calloc(1, sizeof *c);
     if (c == NULL)
         return PyErr_NoMemory();
     c->project = Py_NewRef(project);
+    c->ts_local_utc = local_utc;
+    c->ts_iso_z = iso_z;
     PyObject *capsule = PyCapsule_New(c, "ccf_agent.shape_cache", shape_cache_free);
     if (capsule == NULL) {
         Py_DECREF(project);
@@ -572,7 +584,65 @@ static PyObject *shape_cache(PyObject *self, PyObject *project)
     return capsule;
 }
 
-/* A hash of the keys (each key's length and its first and last 8 bytes); same_keys confirms. */
+/* The two timestamp forms Winston writes, as TimestampParser reads them (datetime.fromisoformat):
+ * "YYYY-MM-DD HH:MM:SS" (or with T) in the input's zone when that is UTC, and
+ * "YYYY-MM-DDTHH:MM:SS.mmmZ". A new (iso bytes, epoch seconds) stamp, or NULL (no exception)
+ * for anything else: TimestampParser decides those. */
+static int digits_at(const char *t, int at, int n, int *out)
+{
+    int v = 0;
+    for (int k = at; k < at + n; k++) {
+        if (t[k] < '0' || t[k] > '9')
+            return 0;
+        v = v * 10 + (t[k] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+static long long days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    int yoe = (int)(y - era * 400);
+    int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static PyObject *fast_stamp(const ShapeCache *c, const char *t, Py_ssize_t len)
+{
+    int y, mo, d, h, mi, sec, ms = 0;
+    if (len == 19) {
+        if (!c->ts_local_utc)
+            return NULL;
+    } else if (len == 24) {
+        if (!c->ts_iso_z || t[19] != '.' || !(t[23] == 'Z' || t[23] == 'z') || !digits_at(t, 20, 3, &ms))
+            return NULL;
+    } else {
+        return NULL;
+    }
+    if (t[4] != '-' || t[7] != '-' || !(t[10] == ' ' || t[10] == 'T') || t[13] != ':' || t[16] != ':'
+        || !digits_at(t, 0, 4, &y) || !digits_at(t, 5, 2, &mo) || !digits_at(t, 8, 2, &d)
+        || !digits_at(t, 11, 2, &h) || !digits_at(t, 14, 2, &mi) || !digits_at(t, 17, 2, &sec))
+        return NULL;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59
+        || sec > 59)
+        return NULL;
+    long long us = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000 + ms) * 1000;
+    char iso[24];
+    memcpy(iso, t, 19);
+    iso[10] = 'T';
+    iso[19] = '.';
+    iso[20] = (char)('0' + ms / 100);
+    iso[21] = (char)('0' + ms / 10 % 10);
+    iso[22] = (char)('0' + ms % 10);
+    iso[23] = 'Z';
+    return Py_BuildValue("(y#d)", iso, (Py_ssize_t)24, (double)us / 1e6);
+}
+
 static uint64_t keys_hash(const unsigned char *p, const Member *m, int count, Py_ssize_t *nbytes)
 {
     const uint64_t mul = 0x9E3779B97F4A7C15ULL;
@@ -778,7 +848,15 @@ static int projected(ShapeCache *c, PyObject *raw, int hit, int names, int redac
         Py_ssize_t len = m[s->ts].value_end - m[s->ts].value - 2;
         if (c->ts_stamp != NULL && len == c->ts_len && memcmp(text, c->ts_raw, len) == 0) {
             stamp = Py_NewRef(c->ts_stamp);
+        } else if ((stamp = fast_stamp(c, text, len)) != NULL) {
+            if (len <= (Py_ssize_t)sizeof c->ts_raw) {
+                memcpy(c->ts_raw, text, len);
+                c->ts_len = len;
+                Py_XSETREF(c->ts_stamp, Py_NewRef(stamp));
+            }
         } else {
+            if (PyErr_Occurred())
+                return -1;
             PyObject *ts = PyUnicode_DecodeUTF8(text, len, "strict");
             if (ts == NULL)
                 return -1;
@@ -1515,7 +1593,7 @@ static PyMethodDef methods[] = {
     {"prefilter", (PyCFunction)(void (*)(void))prefilter, METH_FASTCALL,
      "Indices of the lines where a redaction pattern could match (see redact.py)."},
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object."},
-    {"shape_cache", shape_cache, METH_O, "The projection's per-pipeline cache, for these field names."},
+    {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
     {"keep_arenas", keep_arenas, METH_NOARGS, "Keep a few freed pymalloc arenas mapped for reuse."},
     {NULL, NULL, 0, NULL},
 };

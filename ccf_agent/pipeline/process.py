@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 from zlib import crc32
 
@@ -112,7 +113,9 @@ class Pipeline:
         (None). With the C loop, a line then skips the dict orjson would build: its record holds
         just these fields; its document, id and timestamp are the same."""
         self.projection = fields
-        self._projection = (_fast.shape_cache(fields) if _fast is not None and self.native and fields is not None
+        ts = self.timestamps
+        self._projection = (_fast.shape_cache(fields, ts.tz is UTC and not ts.formats, not ts.formats)
+                            if _fast is not None and self.native and fields is not None
                             and len(fields) <= _PROJECT_MAX else None)
 
     def _shape(self, keys: tuple[str, ...]) -> tuple[bool, tuple[str, ...], bool]:

@@ -149,10 +149,24 @@ TRICKY = [
 ]
 
 
+STAMPS = ["2024-02-29 10:00:00", "2023-02-29 10:00:00", "2024-01-15T10:30:00.123Z", "2024-01-15 10:30:00.123z",
+          "2024-01-15T10:30:00.12Z", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "0000-01-01 00:00:00",
+          "2024-13-01 00:00:00", "2024-01-15 24:00:00", "2024-01-15 10:60:00", "2024-01-15 10:30:60",
+          "2024-01-15X10:30:00", "2024-01-15 10:30:0a", "2024-04-31 10:00:00", "1900-02-29 10:00:00",
+          "2000-02-29 10:00:00", "2024-01-15T10:30:00.999Z", " 2024-01-15 10:30:00", "2024-01-15 10:30:00+01:00"]
+
+
 def test_tricky_lines_give_the_same_events() -> None:
     for config in CONFIGS.values():
         for line in TRICKY:
             same([line], config)
+
+
+def test_timestamps_read_in_c_are_those_python_reads() -> None:
+    lines = [orjson.dumps({"message": "x", "timestamp": ts}) for ts in STAMPS]
+    lines += lines[::-1]  # each after another one: the last-value cache
+    for timezone in ("UTC", "Europe/Paris"):
+        same(lines, {}, timezone=timezone)
 
 
 @SETTINGS
