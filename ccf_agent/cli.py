@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -38,6 +39,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:  # e.g. a TLS file that is not a certificate
         print(f"ccf-agent: cannot start with {args.config}: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    # What is alive now (modules, config, the agent) lives as long as the process: keep it out
+    # of every collection, and collect the young generation per 20,000 allocations rather than
+    # 700 (records and batches rarely form cycles; bench: +5-10% events per CPU-second).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     try:  # a long-running daemon: keep freed arenas for the next batches (see _fast.c)
         from ccf_agent.pipeline import _fast
 
