@@ -308,7 +308,7 @@ class Config:
     status_listen: str = "127.0.0.1:5066"
     registry_flush_interval: float = 1.0
     shutdown_timeout: float = 10.0
-    max_inflight_bytes: int = 8 << 20
+    max_inflight_bytes: int = 4 << 20
     hostname: str | None = None
     processors: Any = None  # pipeline.options.Processors: enrich, redact, drop, sample
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
@@ -351,7 +351,7 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     hostname = agent.get("hostname", str)
     flush = _duration(agent, "registry_flush_interval", 1.0)
     shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
-    max_inflight = _size(agent, "max_inflight_bytes", 8 << 20)
+    max_inflight = _size(agent, "max_inflight_bytes", 4 << 20)
     agent.done()
     processors = _section(doc, root, "processors", "ccf_agent.pipeline.options", "parse_processors")
     alerts = _section(doc, root, "alerts", "ccf_agent.alerts.config", "parse_alerts")
