@@ -1250,6 +1250,7 @@ typedef struct {
     const unsigned char *table;
     PyObject *suffixes;
     Py_ssize_t zeros;
+    int json; /* lines are JSON: a digit run outside every string is a number, never a card */
     unsigned char dropped[256], is_zero[256], keep[256], is_sentinel[256], is_needle[256], first[256];
 #if defined(__SSE2__)
 #define SIMD_VALUES 12
@@ -1301,6 +1302,21 @@ static int zeros_around(const unsigned char *p, Py_ssize_t n, Py_ssize_t a, cons
     return count >= f->zeros;
 }
 
+/* Is position k inside a string of a JSON line: an odd number of unescaped quotes before it?
+ * (A line that turns out not to be a JSON object is prefiltered again without this rule.) */
+static int in_string(const unsigned char *p, Py_ssize_t k)
+{
+    int inside = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (p[j] == '\\' && inside) {
+            j++; /* the escaped byte, a quote or not */
+            continue;
+        }
+        inside ^= p[j] == '"';
+    }
+    return inside;
+}
+
 static int hit_scalar(const unsigned char *p, Py_ssize_t n, const Fold *f)
 {
     uint32_t run = 0;
@@ -1308,7 +1324,8 @@ static int hit_scalar(const unsigned char *p, Py_ssize_t n, const Fold *f)
     for (Py_ssize_t k = 0; k < n; k++) {
         unsigned char c = p[k];
         run = (run + f->is_zero[c]) * f->keep[c];
-        found |= f->zeros > 0 && run >= (uint32_t)f->zeros;
+        if (f->zeros > 0 && run == (uint32_t)f->zeros && (!f->json || in_string(p, k)))
+            found = 1;
         found |= f->is_needle[c];
     }
     for (Py_ssize_t k = 0; !found && k < n; k++) {
@@ -1406,7 +1423,7 @@ static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
                 starts &= starts - 1;
                 if (a < checked)
                     continue;
-                if (zeros_around(p, n, a, f, &checked))
+                if (zeros_around(p, n, a, f, &checked) && (!f->json || in_string(p, a)))
                     return 1;
             }
             prev_keep = kmask;
@@ -1450,15 +1467,19 @@ static int vectors_of(Fold *f)
 }
 #endif
 
-/* prefilter(lines, table, drop, zeros, needle, suffixes[, vector]): the indices of the lines
- * that hit. vector=False takes the scalar path (for tests; it is also the path without SSE2). */
+/* prefilter(lines, table, drop, zeros, needle, suffixes[, vector[, json]]): the indices of the
+ * lines that hit. vector=False takes the scalar path (for tests; it is also the path without
+ * SSE2). json=True: digit runs count only inside strings (see in_string). */
 static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 && nargs != 7) {
+    if (nargs < 6 || nargs > 8) {
         PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes[, vector])");
         return NULL;
     }
-    int vector = nargs == 7 ? PyObject_IsTrue(args[6]) : 1;
+    int vector = nargs >= 7 ? PyObject_IsTrue(args[6]) : 1;
+    int json = nargs == 8 ? PyObject_IsTrue(args[7]) : 0;
+    if (json < 0)
+        return NULL;
     if (vector < 0)
         return NULL;
     PyObject *lines = args[0], *table_obj = args[1], *drop_obj = args[2], *suffixes = args[5];
@@ -1472,6 +1493,7 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
     f.table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
     f.suffixes = suffixes;
     f.zeros = PyLong_AsSsize_t(args[3]);
+    f.json = json;
     long needle = PyLong_AsLong(args[4]);
     if (PyErr_Occurred())
         return NULL;

@@ -156,7 +156,7 @@ class Pipeline:
         hits: set[int] = set()
         names = redactor is not None and bool(redactor.names)
         if redactor is not None and transcode is None:
-            hits = redactor.scan(batch.lines)
+            hits = redactor.scan(batch.lines, json=is_json)
         if self.native:
             self._native(batch, out, sid, path_part, default_stamp, hits)
             return out
@@ -320,6 +320,8 @@ class Pipeline:
         """Lines the fast path cannot splice: still shipped unless a rule drops them."""
         tags = list(tags or ())
         stamp = default_stamp
+        if is_json and self.redactor is not None and not hit:
+            hit = self.redactor.could_hold_secret(line)  # scanned as JSON, and it is not an object
         if rec is None and is_json:
             recovered = self._recover(line, tags)
             if recovered is not None:

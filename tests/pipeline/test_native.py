@@ -226,6 +226,23 @@ def test_the_vector_prefilter_finds_the_lines_the_scalar_one_does(lines: list[by
     args = (lines, r._fold, _DROP, 13 if r._cards else 0, 3 if r.cfg.emails else -1, r._suffixes)
     assert _fast.prefilter(*args) == _fast.prefilter(*args, False)
     assert set(_fast.prefilter(*args)) == python.redactor.scan(lines)
+    as_json = _fast.prefilter(*args, True, True)
+    assert as_json == _fast.prefilter(*args, False, True)
+    assert set(as_json) <= set(_fast.prefilter(*args))
+
+
+def test_a_json_number_is_no_card_but_a_card_in_a_string_or_in_a_line_that_is_not_json_is() -> None:
+    pipeline = make({})
+    epoch = b'{"wt":1795765044730948450,"n":4242424242424242,"message":"ok"}'
+    in_string = b'{"wt":1795765044730948450,"message":"card 4242 4242 4242 4242","q":"a\\"b"}'
+    in_key = b'{"4242424242424242":1}'
+    after_escaped_quote = b'{"message":"x\\" 4242424242424242 \\""}'
+    assert pipeline.redactor.scan([epoch, in_string, in_key, after_escaped_quote], json=True) == {1, 2, 3}
+    broken = b'{"message": "card", 4242424242424242'
+    events = run(pipeline, [epoch, in_string, broken])
+    assert b"4242424242424242" in events.docs[0]  # a number: not redacted, as before
+    assert b"4242 4242 4242 4242" not in events.docs[1]
+    assert b"4242424242424242" not in events.docs[2] and events.records[2]["tags"] == ["invalid_json"]
 
 
 @given(st.binary(max_size=300))
