@@ -127,6 +127,26 @@ static int unpack_doc(PyObject *got, Py_ssize_t size, PyObject **doc, PyObject *
     return 0;
 }
 
+/* fn(rec, lo) -> (doc, stamp), a Python slow path: the result tuple, doc and stamp (new refs). */
+static PyObject *doc_from(PyObject *fn, PyObject *rec, long long lo, PyObject **doc, PyObject **stamp)
+{
+    PyObject *lo_obj = PyLong_FromLongLong(lo);
+    if (lo_obj == NULL)
+        return NULL;
+    PyObject *call[2] = {rec, lo_obj};
+    PyObject *got = PyObject_Vectorcall(fn, call, 2, NULL);
+    Py_DECREF(lo_obj);
+    if (got == NULL)
+        return NULL;
+    if (unpack_doc(got, 2, doc, stamp, NULL) < 0) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    Py_INCREF(*doc);
+    Py_INCREF(*stamp);
+    return got;
+}
+
 static int append_event(PyObject *records, PyObject *docs, PyObject *ids, PyObject *stamps,
                         PyObject *times, PyObject *rec, PyObject *doc, PyObject *id, PyObject *stamp)
 {
@@ -1159,16 +1179,8 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                 }
                 if (stamp == Py_None) {
                     Py_CLEAR(stamp);
-                    PyObject *lo_obj = PyLong_FromLongLong(lo);
-                    if (lo_obj == NULL)
+                    if ((got = doc_from(bad_ts, rec, lo, &doc, &stamp)) == NULL)
                         goto error;
-                    PyObject *call[2] = {rec, lo_obj};
-                    got = PyObject_Vectorcall(bad_ts, call, 2, NULL);
-                    Py_DECREF(lo_obj);
-                    if (got == NULL || unpack_doc(got, 2, &doc, &stamp, NULL) < 0)
-                        goto error;
-                    Py_INCREF(doc);
-                    Py_INCREF(stamp);
                 } else {
                     if (!PyTuple_Check(stamp) || PyTuple_GET_SIZE(stamp) != 2
                         || !PyBytes_Check(PyTuple_GET_ITEM(stamp, 0))) {
@@ -1180,16 +1192,8 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                         goto error;
                 }
             } else {
-                PyObject *lo_obj = PyLong_FromLongLong(lo);
-                if (lo_obj == NULL)
+                if ((got = doc_from(dict_doc, rec, lo, &doc, &stamp)) == NULL)
                     goto error;
-                PyObject *call[2] = {rec, lo_obj};
-                got = PyObject_Vectorcall(dict_doc, call, 2, NULL);
-                Py_DECREF(lo_obj);
-                if (got == NULL || unpack_doc(got, 2, &doc, &stamp, NULL) < 0)
-                    goto error;
-                Py_INCREF(doc);
-                Py_INCREF(stamp);
             }
         } else {
             PyObject *lo_obj = PyLong_FromLongLong(lo);
