@@ -78,6 +78,23 @@ def test_a_partial_batch_leaves_flush_interval_after_its_first_record(tmp_path: 
     assert 0.35 <= waited < 2.0
 
 
+def test_a_batch_filling_fast_waits_past_flush_interval_for_half_a_batch(tmp_path: Path) -> None:
+    async def go() -> list[int]:
+        async with fake_node() as node:
+            out = output([node.url], tmp_path, batch_max_docs=1000, flush_interval=0.01, max_in_flight=1)
+            async with running(out):
+                await asyncio.sleep(0.05)  # the loop is idle, waiting for work
+                for k in range(12):  # 100 records every 5 ms: ~200 by flush_interval, 500 by ~25 ms
+                    out.submit(events(100, start=100 * k), list(range(100)), None)
+                    await asyncio.sleep(0.005)
+                await drained(out)
+            return [len(c.ids) for c in node.calls]
+
+    sizes = run(go())
+    assert sum(sizes) == 1200
+    assert sizes[0] >= 500, sizes  # flush_interval alone would have sent ~200
+
+
 def test_up_to_max_in_flight_requests_run_at_once(tmp_path: Path) -> None:
     async def go() -> tuple[int, int]:
         async with fake_node() as node:
