@@ -38,16 +38,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ccf_agent.batch import Batch, Events  # noqa: E402
-from ccf_agent.config import InputConfig, OutputConfig  # noqa: E402
+from ccf_agent.batch import Events  # noqa: E402
+from ccf_agent.config import OutputConfig  # noqa: E402
 from ccf_agent.outputs import elasticsearch  # noqa: E402
 from ccf_agent.outputs.base import Output  # noqa: E402
 from ccf_agent.outputs.deadletter import DeadLetters  # noqa: E402
 from ccf_agent.outputs.logstash import LogstashOptions, LogstashOutput  # noqa: E402
-from ccf_agent.pipeline.process import Pipeline  # noqa: E402
-from ccf_agent.registry import Entry  # noqa: E402
-from ccf_agent.samples import lines  # noqa: E402
 from tests.lumber import server as lumber  # noqa: E402
+from tests.outputs.helpers import sample_events  # noqa: E402
 
 SINK_DIR = ROOT / "bench" / "sink"
 SINK_BIN = SINK_DIR / "bin" / "sink"
@@ -55,17 +53,7 @@ READ_BATCH = 2500  # records per fragment: about what one 1 MiB read of these li
 
 
 def build_records(n: int) -> list[Events]:
-    path = "/var/log/click-clack-cashflow/combined.log"
-    pipeline = Pipeline(InputConfig(id="app", paths=("/var/log/click-clack-cashflow/*.log",)), "bench-host")
-    entry = Entry("bench-stream", "fingerprint", "app", path, 1, 1)
-    raw = [line.encode() for line in lines(n)]
-    out, offset = [], 0
-    for i in range(0, n, READ_BATCH):
-        chunk = raw[i : i + READ_BATCH]
-        end = offset + sum(len(x) + 1 for x in chunk)
-        out.append(pipeline.process(Batch(entry, path, offset, end, chunk)))
-        offset = end
-    return out
+    return sample_events(n, per_batch=READ_BATCH, path="/var/log/click-clack-cashflow/combined.log")
 
 
 def proc_cpu(pid: int) -> float:

@@ -209,16 +209,20 @@ static PyObject *make_id(PyObject *sid, long long lo, uint32_t crc)
 
 /* ------------------------------------------------------------------ masking top-level fields */
 
-/* A str whose JSON encoding is its own characters between quotes (as orjson writes it). */
-static int verbatim(PyObject *s)
+/* Bytes that are their own JSON string encoding, as orjson.dumps writes it (printable ASCII,
+ * no quote or backslash); `verbatim` is the same test for a str. */
+static int verbatim_span(const unsigned char *p, Py_ssize_t a, Py_ssize_t b)
 {
-    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s))
-        return 0;
-    const Py_UCS1 *p = PyUnicode_1BYTE_DATA(s);
-    for (Py_ssize_t k = 0, n = PyUnicode_GET_LENGTH(s); k < n; k++)
-        if (p[k] < 0x20 || p[k] == '"' || p[k] == '\\' || p[k] == 0x7f)
+    for (Py_ssize_t k = a; k < b; k++)
+        if (p[k] < 0x20 || p[k] >= 0x7f || p[k] == '"' || p[k] == '\\')
             return 0;
     return 1;
+}
+
+static int verbatim(PyObject *s)
+{
+    return PyUnicode_CheckExact(s) && PyUnicode_IS_ASCII(s)
+           && verbatim_span(PyUnicode_1BYTE_DATA(s), 0, PyUnicode_GET_LENGTH(s));
 }
 
 static Py_ssize_t count_of(const char *hay, Py_ssize_t n, const char *needle, Py_ssize_t m)
@@ -549,8 +553,7 @@ typedef struct {
 typedef struct {
     Shape slot[SHAPE_SLOTS];
     PyObject *project; /* the projected field names (a tuple of str) */
-    PyObject *ts_text; /* the last timestamp seen, as str, and its stamp */
-    PyObject *ts_stamp;
+    PyObject *ts_stamp; /* the last timestamp seen (its bytes in ts_raw) and its stamp */
     char ts_raw[64];
     Py_ssize_t ts_len;
     int ts_local_utc; /* the input's timezone is UTC and no strptime formats are configured */
@@ -565,7 +568,6 @@ static void shape_cache_free(PyObject *capsule)
     for (int k = 0; k < SHAPE_SLOTS; k++)
         PyMem_Free(c->slot[k].keys);
     Py_XDECREF(c->project);
-    Py_XDECREF(c->ts_text);
     Py_XDECREF(c->ts_stamp);
     PyMem_Free(c);
 }
@@ -781,6 +783,16 @@ static int shape_learn(ShapeCache *c, Shape *s, uint64_t hash, Py_ssize_t nbytes
     return 0;
 }
 
+/* The last timestamp's bytes and stamp: consecutive records mostly share their second. */
+static void remember_stamp(ShapeCache *c, const char *text, Py_ssize_t len, PyObject *stamp)
+{
+    if (len > (Py_ssize_t)sizeof c->ts_raw)
+        return;
+    memcpy(c->ts_raw, text, len);
+    c->ts_len = len;
+    Py_XSETREF(c->ts_stamp, Py_NewRef(stamp));
+}
+
 /* A value of the projected record, from its bytes. */
 static PyObject *member_value(const unsigned char *p, const Member *m, PyObject *loads)
 {
@@ -802,15 +814,6 @@ static PyObject *member_value(const unsigned char *p, const Member *m, PyObject 
         return value;
     }
     }
-}
-
-/* A plain-ASCII string value, as orjson.dumps writes it (see `verbatim`). */
-static int verbatim_span(const unsigned char *p, Py_ssize_t a, Py_ssize_t b)
-{
-    for (Py_ssize_t k = a; k < b; k++)
-        if (p[k] < 0x20 || p[k] >= 0x7f || p[k] == '"' || p[k] == '\\')
-            return 0;
-    return 1;
 }
 
 /* The projected path for one line: 1 when it produced the event (rec, line and stamp set,
@@ -869,11 +872,7 @@ static int projected(ShapeCache *c, PyObject *raw, int hit, int names, int redac
         if (c->ts_stamp != NULL && len == c->ts_len && memcmp(text, c->ts_raw, len) == 0) {
             stamp = Py_NewRef(c->ts_stamp);
         } else if ((stamp = fast_stamp(c, text, len)) != NULL) {
-            if (len <= (Py_ssize_t)sizeof c->ts_raw) {
-                memcpy(c->ts_raw, text, len);
-                c->ts_len = len;
-                Py_XSETREF(c->ts_stamp, Py_NewRef(stamp));
-            }
+            remember_stamp(c, text, len, stamp);
         } else {
             if (PyErr_Occurred())
                 return -1;
@@ -894,14 +893,8 @@ static int projected(ShapeCache *c, PyObject *raw, int hit, int names, int redac
                 Py_DECREF(stamp);
                 return 0;
             }
-            if (len <= (Py_ssize_t)sizeof c->ts_raw) {
-                memcpy(c->ts_raw, text, len);
-                c->ts_len = len;
-                Py_XSETREF(c->ts_text, ts);
-                Py_XSETREF(c->ts_stamp, Py_NewRef(stamp));
-            } else {
-                Py_DECREF(ts);
-            }
+            Py_DECREF(ts);
+            remember_stamp(c, text, len, stamp);
         }
     }
     /* the record: the projected fields only */
@@ -1592,7 +1585,7 @@ static void arena_free(void *ctx, void *ptr, size_t size)
     munmap(ptr, size);
 }
 
-static PyObject *keep_arenas(PyObject *self, PyObject *noargs)
+static PyObject *keep_memory(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
@@ -1620,7 +1613,7 @@ static PyMethodDef methods[] = {
      "Indices of the lines where a redaction pattern could match (see redact.py)."},
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object."},
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
-    {"keep_arenas", keep_arenas, METH_NOARGS, "Keep a few freed pymalloc arenas mapped for reuse."},
+    {"keep_memory", keep_memory, METH_NOARGS, "Keep freed arenas and heap for reuse (a long-running daemon)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -105,14 +105,12 @@ class Pipeline:
         # The C loop covers JSON lines with no per-record Python stage besides redaction.
         self.native = (_fast is not None and self.json and self.ecs is None and self.encoding is None
                        and not self.lookups and not self._drops and not self._samples)
-        self.projection: tuple[str, ...] | None = None
-        self._projection: Any = None
+        self._projection: Any = None  # _fast.shape_cache when records are projected
 
     def project(self, fields: tuple[str, ...] | None) -> None:
         """Records need only these top-level fields (what routes and business metrics read), or all
         (None). With the C loop, a line then skips the dict orjson would build: its record holds
         just these fields; its document, id and timestamp are the same."""
-        self.projection = fields
         ts = self.timestamps
         self._projection = (_fast.shape_cache(fields, ts.tz is UTC and not ts.formats, not ts.formats)
                             if _fast is not None and self.native and fields is not None
