@@ -212,9 +212,10 @@ class Agent:
 
     async def _generation(self, first_run: bool) -> None:
         """One config's tasks, from start to a drained stop (shutdown or reload)."""
+        projection = self._projection()
         for inp in self.config.inputs:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
-            pipeline.project(self._projection())
+            pipeline.project(projection)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
                                          self.wait_for_room, first_run=first_run))
         try:

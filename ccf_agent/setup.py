@@ -28,12 +28,12 @@ import aiohttp
 import orjson
 
 from ccf_agent.config import Config, OutputConfig
+from ccf_agent.outputs.base import client_ssl_context
 from ccf_agent.outputs.elasticsearch import (
     Host,
     auth_header,
     describe_connection_error,
     index_pattern,
-    make_ssl_context,
     options_of,
     secrets_of,
 )
@@ -179,7 +179,7 @@ class Cluster:
         elif self.hosts and self.hosts[0].auth:
             headers["Authorization"] = self.hosts[0].auth
         tls = any(h.url.startswith("https://") for h in self.hosts)
-        ssl_ctx = make_ssl_context(cfg.tls, cfg.name) if tls else False
+        ssl_ctx = client_ssl_context(cfg.tls, cfg.name) if tls else False
         self.extra: dict[str, Any] = {"server_hostname": cfg.tls.server_name} if cfg.tls.server_name else {}
         self.session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx),
                                              timeout=aiohttp.ClientTimeout(total=min(cfg.timeout, 60.0)))

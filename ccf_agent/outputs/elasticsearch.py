@@ -149,7 +149,6 @@ def config_problem(cfg: OutputConfig) -> str | None:
 # ---------------------------------------------------------------------------------- TLS, auth, hosts
 
 
-make_ssl_context = client_ssl_context  # the name setup.py knows
 
 
 def _basic(username: str, password: str) -> str:
@@ -417,7 +416,7 @@ class ElasticsearchOutput(Output):
         if self.opts.pipeline:
             self.bulk_path += "&pipeline=" + quote(self.opts.pipeline, safe="")
         needs_tls = any(h.url.startswith("https://") for h in self.hosts)
-        self.ssl: ssl.SSLContext | bool = make_ssl_context(cfg.tls, cfg.name) if needs_tls else False
+        self.ssl: ssl.SSLContext | bool = client_ssl_context(cfg.tls, cfg.name) if needs_tls else False
         self._request_extra: dict[str, Any] = {}
         if cfg.tls.server_name:
             self._request_extra["server_hostname"] = cfg.tls.server_name

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
+from ccf_agent.outputs.base import client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.elasticsearch import (
     ElasticsearchOutput,
@@ -19,7 +20,6 @@ from ccf_agent.outputs.elasticsearch import (
     IndexNamer,
     discovered_urls,
     index_pattern,
-    make_ssl_context,
     parse_retry_after,
     secrets_of,
     settle_items,
@@ -183,13 +183,13 @@ def test_discovered_addresses_become_urls_with_the_seeds_scheme() -> None:
 
 
 def test_tls_is_verified_by_default() -> None:
-    ctx = make_ssl_context(TlsConfig(), "logs")
+    ctx = client_ssl_context(TlsConfig(), "logs")
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
 
 
 def test_turning_verification_off_logs_a_loud_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        ctx = make_ssl_context(TlsConfig(verify=False), "logs")
+        ctx = client_ssl_context(TlsConfig(verify=False), "logs")
     assert ctx.verify_mode == ssl.CERT_NONE
     assert "TLS CERTIFICATE VERIFICATION IS OFF" in caplog.text
 
