@@ -13,17 +13,34 @@ from ccf_agent.acks import AckToken
 from ccf_agent.registry import Entry
 
 
-@dataclass(slots=True)
 class Batch:
-    """Complete lines read from one stream: bytes [start, end) of the file."""
+    """Complete lines read from one stream: bytes [start, end) of the file.
 
-    entry: Entry
-    path: str
-    start: int  # offset of the first line
-    end: int  # offset just past the last byte consumed (acknowledging the batch commits it)
-    lines: list[bytes]
-    token: AckToken | None = None
-    truncated: bool = False  # its lines were cut at max_line_bytes (a batch of one such line)
+    Given as a list of lines, or as `data`, the bytes as read (each line ended by a newline),
+    which the C loop walks without a bytes object per line; `lines` splits it on first use."""
+
+    __slots__ = ("entry", "path", "start", "end", "_lines", "data", "token", "truncated")
+
+    def __init__(self, entry: Entry, path: str, start: int, end: int, lines: list[bytes] | None = None,
+                 token: AckToken | None = None, truncated: bool = False, data: bytes | None = None) -> None:
+        if (lines is None) == (data is None) or (data is not None and data[-1:] != b"\n"):
+            raise ValueError("a batch is lines, or data ending with a newline")
+        self.entry = entry
+        self.path = path
+        self.start = start  # offset of the first line
+        self.end = end  # offset just past the last byte consumed (acknowledging the batch commits it)
+        self._lines = lines
+        self.data = data
+        self.token = token
+        self.truncated = truncated  # its lines were cut at max_line_bytes (a batch of one such line)
+
+    @property
+    def lines(self) -> list[bytes]:
+        if self._lines is None:
+            assert self.data is not None
+            self._lines = self.data.split(b"\n")
+            self._lines.pop()  # (after the last newline: nothing)
+        return self._lines
 
 
 @dataclass(slots=True)

@@ -199,6 +199,28 @@ def compile_condition(spec: Mapping[str, Any]) -> Condition:
     return Condition(spec=spec, test=fn, source=source)
 
 
+# Route programs: a condition as nested tuples for the C router (pipeline/_fast.c: assign), whose
+# common leaves run there without a Python call; any other leaf is (P_CALL, its own test).
+P_ANY, P_ALL, P_NOT, P_EQUALS, P_NOT_EQUALS, P_EXISTS, P_ICONTAINS, P_CALL = range(8)
+_NATIVE_LEAVES = {"equals": P_EQUALS, "not_equals": P_NOT_EQUALS, "exists": P_EXISTS, "icontains": P_ICONTAINS}
+
+Program = tuple[Any, ...]
+
+
+def program(spec: Mapping[str, Any]) -> Program:
+    """The program of a (valid) condition spec; evaluates as compile_condition(spec) does."""
+    for key, op in (("any", P_ANY), ("all", P_ALL)):
+        if key in spec:
+            return op, tuple(program(c) for c in spec[key])
+    if "not" in spec:
+        return P_NOT, program(spec["not"])
+    (name, value), = ((k, v) for k, v in spec.items() if k in LEAF_OPS)
+    op = _NATIVE_LEAVES.get(name)
+    if op is None:
+        return P_CALL, compile_condition(spec).test
+    return op, tuple(spec["field"].split(".")), value.lower() if op == P_ICONTAINS else value
+
+
 def condition_fields(spec: Any) -> set[str]:
     """The top-level record fields a (valid) condition spec reads: `a.b` reads `a`."""
     if not isinstance(spec, dict):

@@ -6,10 +6,19 @@ route may name several outputs (fan-out); each output then acknowledges its own 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
+from ccf_agent.conditions import program
 from ccf_agent.config import RouteConfig
+
+try:  # the loop below in C (pipeline/_fast.c: assign)
+    from ccf_agent.pipeline import _fast
+except ImportError:  # pragma: no cover - a build without a compiler
+    _fast = None
+if os.environ.get("CCF_AGENT_PURE_PYTHON"):
+    _fast = None
 
 
 class Router:
@@ -17,11 +26,17 @@ class Router:
         self.targets: list[tuple[str, ...]] = [r.outputs for r in routes] + [(default_output,)]
         self.names = [r.name for r in routes] + ["default"]
         self._tests = [r.when.test for r in routes]
+        self._programs = tuple(program(r.when.spec) for r in routes) if _fast is not None and routes else None
         self.matched = [0] * len(self.targets)
 
     def assign(self, records: Sequence[dict[str, Any]]) -> list[list[int]]:
         """For each target set (route order, default last), the indices of its records."""
-        buckets: list[list[int]] = [[] for _ in self.targets]
+        if self._programs is not None and type(records) is list:
+            buckets: list[list[int]] = _fast.assign(records, self._programs)
+            for k, b in enumerate(buckets):
+                self.matched[k] += len(b)
+            return buckets
+        buckets = [[] for _ in self.targets]
         tests = self._tests
         default = buckets[-1]
         if not tests:

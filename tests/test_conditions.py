@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from ccf_agent.conditions import ConditionError, compile_condition
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ccf_agent.conditions import ConditionError, compile_condition, program
+from ccf_agent.config import RouteConfig
+from ccf_agent.pipeline import _fast
+from ccf_agent.router import Router
 
 PAYOUT = {"any": [{"field": "message", "icontains": "payout"}, {"field": "service", "equals": "payout-job"}]}
 
@@ -58,3 +65,47 @@ def test_errors_name_the_key_path(spec: dict[str, object], path: tuple[str, ...]
 def test_string_values_cannot_inject_code() -> None:
     c = compile_condition({"field": "message", "equals": "') or True or ('"})
     assert not c({"message": "anything"})
+
+
+# ---------------------------------------------------------------- the C router's programs
+
+values = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.sampled_from(
+    ["Payout processed", "PAYOUT", "payout-job", "x", "", "İstanbul payout", "ǅ", "straße", "SS", "ß"])
+fields = st.sampled_from(["message", "service", "amount", "error.code", "error", "missing.deep"])
+leaves = st.one_of(
+    st.builds(lambda f, v: {"field": f, "equals": v}, fields, values),
+    st.builds(lambda f, v: {"field": f, "not_equals": v}, fields, values),
+    st.builds(lambda f, v: {"field": f, "exists": v}, fields, st.booleans()),
+    st.builds(lambda f, v: {"field": f, "icontains": v}, fields,
+              st.sampled_from(["payout", "PAY", "", "i̇", "ss", "SS", "ß", "job", "straSSe"])),
+    st.builds(lambda f, v: {"field": f, "in": v}, fields, st.lists(values, max_size=3)),
+    st.builds(lambda f, v: {"field": f, "gt": v}, fields, st.integers(-2, 2)),
+    st.builds(lambda f: {"field": f, "regex": "^P"}, fields),
+)
+conditions = st.recursive(leaves, lambda inner: st.one_of(
+    st.builds(lambda cs: {"any": cs}, st.lists(inner, min_size=1, max_size=3)),
+    st.builds(lambda cs: {"all": cs}, st.lists(inner, min_size=1, max_size=3)),
+    st.builds(lambda c: {"not": c}, inner)), max_leaves=6)
+records = st.dictionaries(fields.filter(lambda f: "." not in f), values | st.dictionaries(
+    st.sampled_from(["code", "deep"]), values, max_size=2), max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(conditions, min_size=1, max_size=3), st.lists(records, max_size=8))
+def test_a_route_program_decides_as_its_condition_does(specs: list[dict[str, Any]],
+                                                       recs: list[dict[str, Any]]) -> None:
+    tests = [compile_condition(s).test for s in specs]
+    expected: list[list[int]] = [[] for _ in range(len(specs) + 1)]
+    for i, rec in enumerate(recs):
+        k = next((k for k, test in enumerate(tests) if test(rec)), len(specs))
+        expected[k].append(i)
+    assert _fast.assign(recs, tuple(program(s) for s in specs)) == expected
+
+
+def test_the_router_takes_the_c_loop_when_there_is_one() -> None:
+    route = RouteConfig(name="payouts", outputs=("payouts",), when=compile_condition(PAYOUT))
+    router = Router([route], "logs")
+    assert router._programs is not None
+    recs = [{"message": "Payout processed"}, {"message": "HTTP request"}, {"service": "payout-job"}]
+    assert router.assign(recs) == [[0, 2], [1]]
+    assert router.matched == [2, 1]

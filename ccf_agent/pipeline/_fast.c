@@ -79,6 +79,60 @@ static int all_space(const char *p, Py_ssize_t n)
     return 1;
 }
 
+/* A batch's lines: a list of bytes, or one bytes object of lines each ended by a newline (what
+ * the reader read; walking it saves a bytes object per line). */
+typedef struct {
+    PyObject *list;
+    const char *data;
+    Py_ssize_t size, pos, i;
+} Lines;
+
+static int lines_init(Lines *it, PyObject *lines, const char *who)
+{
+    memset(it, 0, sizeof *it);
+    if (PyList_CheckExact(lines)) {
+        it->list = lines;
+        return 0;
+    }
+    if (PyBytes_CheckExact(lines) && PyBytes_GET_SIZE(lines) > 0
+        && PyBytes_AS_STRING(lines)[PyBytes_GET_SIZE(lines) - 1] == '\n') {
+        it->data = PyBytes_AS_STRING(lines);
+        it->size = PyBytes_GET_SIZE(lines);
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s: lines are a list of bytes, or bytes ending with a newline", who);
+    return -1;
+}
+
+/* The next line: 1 with its bytes (and *obj, borrowed, when the lines are a list; else NULL),
+ * 0 after the last, -1 on error. */
+static int lines_next(Lines *it, const char **p, Py_ssize_t *n, PyObject **obj)
+{
+    if (it->list != NULL) {
+        if (it->i >= PyList_GET_SIZE(it->list))
+            return 0;
+        PyObject *line = PyList_GET_ITEM(it->list, it->i++);
+        if (!PyBytes_CheckExact(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            return -1;
+        }
+        *p = PyBytes_AS_STRING(line);
+        *n = PyBytes_GET_SIZE(line);
+        *obj = line;
+        return 1;
+    }
+    if (it->pos >= it->size)
+        return 0;
+    const char *at = it->data + it->pos;
+    const char *nl = memchr(at, '\n', it->size - it->pos); /* found: the data ends with one */
+    *p = at;
+    *n = nl - at;
+    *obj = NULL;
+    it->pos += *n + 1;
+    it->i++;
+    return 1;
+}
+
 /* reserved.isdisjoint(rec): 1, 0, or -1 on error */
 static int disjoint(PyObject *reserved, PyObject *rec)
 {
@@ -816,15 +870,14 @@ static PyObject *member_value(const unsigned char *p, const Member *m, PyObject 
     }
 }
 
-/* The projected path for one line: 1 when it produced the event (rec, line and stamp set,
- * new references), 0 when the orjson path must take the line, -1 on error. */
-static int projected(ShapeCache *c, PyObject *raw, int hit, int names, int redacting, PyObject *new_shape,
+/* The projected path for one line: 1 when it produced the event (rec and stamp set, new
+ * references; line set to the masked line, or NULL when the line is unchanged), 0 when the
+ * orjson path must take the line, -1 on error. */
+static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, int hit, int names, int redacting, PyObject *new_shape,
                      PyObject *ts_field, PyObject *ts_cache, PyObject *parse_ts, PyObject *default_stamp,
                      PyObject *mask, PyObject *mask_json, PyObject *loads, PyObject **rec_out, PyObject **line_out,
                      PyObject **stamp_out, long long *masked_records, long long *masked_fields)
 {
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(raw);
-    Py_ssize_t n = PyBytes_GET_SIZE(raw);
     Member m[MAX_MEMBERS];
     int count = 0;
     if (hit || p[n - 1] != '}')
@@ -919,7 +972,7 @@ static int projected(ShapeCache *c, PyObject *raw, int hit, int names, int redac
     /* the line, masked */
     PyObject *line;
     if (nchanged == 0) {
-        line = Py_NewRef(raw);
+        line = NULL;
     } else {
         Py_ssize_t size = n;
         for (int k = 0; k < s->nsens; k++)
@@ -966,18 +1019,19 @@ enum {
 static const char TS_HEAD[] = ",\"@timestamp\":\"";
 
 /* line[:-1] + ',"@timestamp":"' + iso + path_part + b"%d" % lo + end: the enrichment spliced in. */
-static PyObject *make_doc(PyObject *line, PyObject *iso, PyObject *path_part, PyObject *end, long long lo)
+static PyObject *make_doc(const char *line, Py_ssize_t ln, PyObject *iso, PyObject *path_part, PyObject *end,
+                          long long lo)
 {
     char num[24];
     int nnum = decimal(num, lo);
-    Py_ssize_t ln = PyBytes_GET_SIZE(line), nhead = sizeof(TS_HEAD) - 1;
+    Py_ssize_t nhead = sizeof(TS_HEAD) - 1;
     Py_ssize_t size = (ln - 1) + nhead + PyBytes_GET_SIZE(iso) + PyBytes_GET_SIZE(path_part) + nnum
                       + PyBytes_GET_SIZE(end);
     PyObject *doc = PyBytes_FromStringAndSize(NULL, size);
     if (doc == NULL)
         return NULL;
     char *w = PyBytes_AS_STRING(doc);
-    w = put(w, PyBytes_AS_STRING(line), ln - 1);
+    w = put(w, line, ln - 1);
     w = put(w, TS_HEAD, nhead);
     w = put(w, PyBytes_AS_STRING(iso), PyBytes_GET_SIZE(iso));
     w = put(w, PyBytes_AS_STRING(path_part), PyBytes_GET_SIZE(path_part));
@@ -992,7 +1046,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyErr_Format(PyExc_TypeError, "json_lines takes %d arguments", N_ARGS);
         return NULL;
     }
-    PyObject *lines = args[A_LINES], *sid = args[A_SID], *path_part = args[A_PATH_PART], *end = args[A_END];
+    PyObject *sid = args[A_SID], *path_part = args[A_PATH_PART], *end = args[A_END];
     PyObject *hits = args[A_HITS], *shapes = args[A_SHAPES], *new_shape = args[A_NEW_SHAPE];
     PyObject *reserved = args[A_RESERVED], *ts_field = args[A_TS_FIELD], *ts_cache = args[A_TS_CACHE];
     PyObject *parse_ts = args[A_PARSE_TS], *parse_any = args[A_PARSE_ANY];
@@ -1002,7 +1056,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *loads = args[A_LOADS], *decode_error = args[A_DECODE_ERROR];
     PyObject *records = args[A_RECORDS], *docs = args[A_DOCS], *ids = args[A_IDS];
     PyObject *stamps = args[A_STAMPS], *times = args[A_TIMES];
-    if (!PyList_CheckExact(lines) || !PyBytes_CheckExact(sid) || !PyBytes_CheckExact(path_part)
+    if (!PyBytes_CheckExact(sid) || !PyBytes_CheckExact(path_part)
         || !PyBytes_CheckExact(end) || !PyAnySet_Check(hits) || !PyDict_CheckExact(shapes)
         || !PyAnySet_Check(reserved) || !PyUnicode_CheckExact(ts_field) || !PyDict_CheckExact(ts_cache)
         || !PyList_CheckExact(records) || !PyList_CheckExact(docs) || !PyList_CheckExact(ids)
@@ -1019,24 +1073,31 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     int redacting = redact != Py_None;
     int any_hits = PySet_GET_SIZE(hits) > 0;
-    Py_ssize_t n_lines = PyList_GET_SIZE(lines);
+    Lines it;
+    if (lines_init(&it, args[A_LINES], "json_lines") < 0)
+        return NULL;
     long long masked_records = 0, masked_fields = 0;
     ShapeCache *cache = NULL; /* None: full records from orjson; else the projection's cache */
     if (args[A_CACHE] != Py_None && (cache = PyCapsule_GetPointer(args[A_CACHE], "ccf_agent.shape_cache")) == NULL)
         return NULL;
 
-    for (Py_ssize_t i = 0; i < n_lines; i++) {
-        PyObject *raw = PyList_GET_ITEM(lines, i);
-        if (!PyBytes_CheckExact(raw)) {
-            PyErr_SetString(PyExc_TypeError, "json_lines: lines must be bytes");
-            return NULL;
+    for (Py_ssize_t i = 0;; i++) {
+        const char *lp;
+        Py_ssize_t n;
+        PyObject *item;
+        int more = lines_next(&it, &lp, &n, &item);
+        if (more <= 0) {
+            if (more < 0)
+                return NULL;
+            break;
         }
-        Py_ssize_t n = PyBytes_GET_SIZE(raw);
         long long lo = offset;
         offset += n + 1;
-        if (n == 0 || all_space(PyBytes_AS_STRING(raw), n))
+        if (n == 0 || all_space(lp, n))
             continue;
 
+        /* raw: the line as a bytes object, made only when something needs one */
+        PyObject *raw = item != NULL ? Py_NewRef(item) : NULL;
         PyObject *rec = NULL, *line = NULL, *doc = NULL, *stamp = NULL, *got = NULL, *id = NULL;
         PyObject *shape_keys = NULL, *redacted = NULL, *hit_obj = NULL;
         int hit = 0;
@@ -1050,23 +1111,27 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                 return NULL;
         }
         hit_obj = hit ? Py_True : Py_False;
-        Py_INCREF(raw);
-        line = raw;
 
         if (cache != NULL) {
-            int done = projected(cache, raw, hit, names, redacting, new_shape, ts_field, ts_cache, parse_ts,
+            int done = projected(cache, (const unsigned char *)lp, n, hit, names, redacting, new_shape, ts_field, ts_cache, parse_ts,
                                  default_stamp, mask, mask_json, loads, &rec, &redacted, &stamp, &masked_records,
                                  &masked_fields);
             if (done < 0)
                 goto error;
             if (done) {
-                doc = make_doc(redacted, PyTuple_GET_ITEM(stamp, 0), path_part, end, lo);
+                doc = redacted != NULL
+                          ? make_doc(PyBytes_AS_STRING(redacted), PyBytes_GET_SIZE(redacted),
+                                     PyTuple_GET_ITEM(stamp, 0), path_part, end, lo)
+                          : make_doc(lp, n, PyTuple_GET_ITEM(stamp, 0), path_part, end, lo);
                 if (doc == NULL)
                     goto error;
                 goto append;
             }
         }
 
+        if (raw == NULL && (raw = PyBytes_FromStringAndSize(lp, n)) == NULL)
+            goto error;
+        line = Py_NewRef(raw);
         rec = PyObject_Vectorcall(loads, &raw, 1, NULL);
         if (rec == NULL) {
             if (!PyErr_ExceptionMatches(decode_error))
@@ -1180,7 +1245,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                         PyErr_SetString(PyExc_TypeError, "a stamp is (iso bytes, epoch seconds)");
                         goto error;
                     }
-                    doc = make_doc(line, PyTuple_GET_ITEM(stamp, 0), path_part, end, lo);
+                    doc = make_doc(PyBytes_AS_STRING(line), ln, PyTuple_GET_ITEM(stamp, 0), path_part, end, lo);
                     if (doc == NULL)
                         goto error;
                 }
@@ -1201,6 +1266,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                 Py_DECREF(got);
                 Py_DECREF(rec);
                 Py_DECREF(line);
+                Py_DECREF(raw);
                 continue;
             }
             PyObject *new_rec;
@@ -1211,7 +1277,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_SETREF(rec, Py_NewRef(new_rec));
         }
     append:
-        id = make_id(sid, lo, crc32_of((const unsigned char *)PyBytes_AS_STRING(raw), n));
+        id = make_id(sid, lo, crc32_of((const unsigned char *)lp, n));
         if (id == NULL || append_event(records, docs, ids, stamps, times, rec, doc, id, stamp) < 0)
             goto error;
         Py_DECREF(id);
@@ -1221,7 +1287,8 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_XDECREF(redacted);
         Py_XDECREF(shape_keys);
         Py_DECREF(rec);
-        Py_DECREF(line);
+        Py_XDECREF(line);
+        Py_XDECREF(raw);
         continue;
     error:
         Py_XDECREF(id);
@@ -1232,6 +1299,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_XDECREF(shape_keys);
         Py_XDECREF(rec);
         Py_XDECREF(line);
+        Py_XDECREF(raw);
         return NULL;
     }
     return Py_BuildValue("(LL)", masked_records, masked_fields);
@@ -1479,8 +1547,11 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     if (vector < 0)
         return NULL;
-    PyObject *lines = args[0], *table_obj = args[1], *drop_obj = args[2], *suffixes = args[5];
-    if (!PyList_CheckExact(lines) || !PyBytes_CheckExact(table_obj) || PyBytes_GET_SIZE(table_obj) != 256
+    PyObject *table_obj = args[1], *drop_obj = args[2], *suffixes = args[5];
+    Lines it;
+    if (lines_init(&it, args[0], "prefilter") < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(table_obj) || PyBytes_GET_SIZE(table_obj) != 256
         || !PyBytes_CheckExact(drop_obj) || !PyTuple_CheckExact(suffixes)) {
         PyErr_SetString(PyExc_TypeError, "prefilter: argument of the wrong type");
         return NULL;
@@ -1522,15 +1593,17 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i);
-        if (!PyBytes_CheckExact(line)) {
-            PyErr_SetString(PyExc_TypeError, "prefilter: lines must be bytes");
-            Py_DECREF(out);
-            return NULL;
+    for (Py_ssize_t i = 0;; i++) {
+        const char *lp;
+        Py_ssize_t n;
+        PyObject *item;
+        int more = lines_next(&it, &lp, &n, &item);
+        if (more <= 0) {
+            if (more < 0)
+                Py_CLEAR(out);
+            return out;
         }
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(line);
-        Py_ssize_t n = PyBytes_GET_SIZE(line);
+        const unsigned char *p = (const unsigned char *)lp;
 #if defined(__SSE2__)
         int found = f.simd ? hit_vector(p, n, &f) : hit_scalar(p, n, &f);
 #else
@@ -1546,7 +1619,174 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
             Py_DECREF(index);
         }
     }
-    return out;
+}
+
+/* ------------------------------------------------------------------ routes
+ *
+ * Router.assign's loop: each record goes to the first route whose condition holds (a program
+ * from conditions.program: nested tuples whose common leaves run here; any other leaf is the
+ * condition's own Python function). */
+
+enum { P_ANY, P_ALL, P_NOT, P_EQUALS, P_NOT_EQUALS, P_EXISTS, P_ICONTAINS, P_CALL };
+
+/* The record's value at the dotted path (a tuple of keys), borrowed; NULL when absent (or on
+ * error, with the error set): what conditions._get_path reads as None. */
+static PyObject *field_at(PyObject *rec, PyObject *parts)
+{
+    PyObject *v = rec;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(parts); k++) {
+        if (!PyDict_Check(v))
+            return NULL;
+        v = PyDict_GetItemWithError(v, PyTuple_GET_ITEM(parts, k));
+        if (v == NULL)
+            return NULL;
+    }
+    return v;
+}
+
+static unsigned char ascii_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/* needle in value.lower(), the needle already lower-case */
+static int icontains(PyObject *value, PyObject *needle)
+{
+    if (!PyUnicode_IS_ASCII(value)) {
+        PyObject *lower = PyObject_CallMethod(value, "lower", NULL);
+        if (lower == NULL)
+            return -1;
+        int found = PyUnicode_Contains(lower, needle);
+        Py_DECREF(lower);
+        return found;
+    }
+    if (!PyUnicode_IS_ASCII(needle))
+        return 0; /* an ASCII string lower-cased is ASCII */
+    const unsigned char *h = PyUnicode_1BYTE_DATA(value), *w = PyUnicode_1BYTE_DATA(needle);
+    Py_ssize_t nh = PyUnicode_GET_LENGTH(value), nw = PyUnicode_GET_LENGTH(needle);
+    if (nw == 0)
+        return 1;
+    for (Py_ssize_t i = 0; i + nw <= nh; i++) {
+        if (ascii_lower(h[i]) != w[0])
+            continue;
+        Py_ssize_t j = 1;
+        while (j < nw && ascii_lower(h[i + j]) == w[j])
+            j++;
+        if (j == nw)
+            return 1;
+    }
+    return 0;
+}
+
+/* 1 when the program holds for the record, 0 when not, -1 on error */
+static int holds(PyObject *prog, PyObject *rec)
+{
+    if (!PyTuple_Check(prog) || PyTuple_GET_SIZE(prog) < 2) {
+        PyErr_SetString(PyExc_TypeError, "a route program is a tuple (op, ...)");
+        return -1;
+    }
+    long op = PyLong_AsLong(PyTuple_GET_ITEM(prog, 0));
+    if (op == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *arg = PyTuple_GET_ITEM(prog, 1);
+    switch (op) {
+    case P_ANY:
+    case P_ALL:
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(arg); k++) {
+            int r = holds(PyTuple_GET_ITEM(arg, k), rec);
+            if (r != (op == P_ALL))
+                return r;
+        }
+        return op == P_ALL;
+    case P_NOT: {
+        int r = holds(arg, rec);
+        return r < 0 ? r : !r;
+    }
+    case P_CALL: {
+        PyObject *got = PyObject_CallOneArg(arg, rec);
+        if (got == NULL)
+            return -1;
+        int r = PyObject_IsTrue(got);
+        Py_DECREF(got);
+        return r;
+    }
+    default:
+        break;
+    }
+    if (PyTuple_GET_SIZE(prog) != 3 || !PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "a route leaf is (op, path, value)");
+        return -1;
+    }
+    PyObject *want = PyTuple_GET_ITEM(prog, 2);
+    PyObject *v = field_at(rec, arg);
+    if (v == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        v = Py_None;
+    }
+    switch (op) {
+    case P_EQUALS:
+        return PyObject_RichCompareBool(v, want, Py_EQ);
+    case P_NOT_EQUALS:
+        return PyObject_RichCompareBool(v, want, Py_NE);
+    case P_EXISTS:
+        return (v != Py_None) == (want == Py_True);
+    case P_ICONTAINS:
+        if (!PyUnicode_Check(v))
+            return 0;
+        if (!PyUnicode_Check(want)) {
+            PyErr_SetString(PyExc_TypeError, "icontains needs a string");
+            return -1;
+        }
+        return icontains(v, want);
+    default:
+        PyErr_Format(PyExc_ValueError, "unknown route program op %ld", op);
+        return -1;
+    }
+}
+
+/* assign(records, programs): for each program in order and then the default, the indices of
+ * the records it takes (each record the first whose program holds). */
+static PyObject *assign(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "assign(records: list, programs: tuple)");
+        return NULL;
+    }
+    PyObject *records = args[0], *programs = args[1];
+    Py_ssize_t nprog = PyTuple_GET_SIZE(programs);
+    PyObject *buckets = PyList_New(nprog + 1);
+    if (buckets == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k <= nprog; k++) {
+        PyObject *bucket = PyList_New(0);
+        if (bucket == NULL) {
+            Py_DECREF(buckets);
+            return NULL;
+        }
+        PyList_SET_ITEM(buckets, k, bucket);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        Py_ssize_t k = 0;
+        for (; k < nprog; k++) {
+            int r = holds(PyTuple_GET_ITEM(programs, k), rec);
+            if (r < 0) {
+                Py_DECREF(buckets);
+                return NULL;
+            }
+            if (r)
+                break;
+        }
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(PyList_GET_ITEM(buckets, k), index) < 0) {
+            Py_XDECREF(index);
+            Py_DECREF(buckets);
+            return NULL;
+        }
+        Py_DECREF(index);
+    }
+    return buckets;
 }
 
 /* ------------------------------------------------------------------ arenas */
@@ -1612,6 +1852,8 @@ static PyMethodDef methods[] = {
     {"prefilter", (PyCFunction)(void (*)(void))prefilter, METH_FASTCALL,
      "Indices of the lines where a redaction pattern could match (see redact.py)."},
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object."},
+    {"assign", (PyCFunction)(void (*)(void))assign, METH_FASTCALL,
+     "Router.assign's loop: route programs (conditions.program) over records."},
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
     {"keep_memory", keep_memory, METH_NOARGS, "Keep freed arenas and heap for reuse (a long-running daemon)."},
     {NULL, NULL, 0, NULL},

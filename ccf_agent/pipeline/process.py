@@ -154,7 +154,7 @@ class Pipeline:
         hits: set[int] = set()
         names = redactor is not None and bool(redactor.names)
         if redactor is not None and transcode is None:
-            hits = redactor.scan(batch.lines, json=is_json)
+            hits = redactor.scan(batch.data if self.native and batch.data is not None else batch.lines, json=is_json)
         if self.native:
             self._native(batch, out, sid, path_part, default_stamp, hits)
             return out
@@ -242,7 +242,7 @@ class Pipeline:
 
         redactor = self.redactor
         records, fields = _fast.json_lines(
-            batch.lines, batch.start, sid, path_part, self._end, hits, self._shapes, self._shape, self.reserved,
+            batch.data if batch.data is not None else batch.lines, batch.start, sid, path_part, self._end, hits, self._shapes, self._shape, self.reserved,
             self.ts_field, self.timestamps.cache, self.timestamps.parse, self.timestamps.parse_any, default_stamp,
             redactor.json_line if redactor is not None else None,
             redactor.top_level_names if redactor is not None else None,

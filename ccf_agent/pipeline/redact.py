@@ -192,7 +192,7 @@ class Redactor:
         """The prefilter for one line: False means no pattern can match any decoded string of it."""
         return bool(self.scan([line]))
 
-    def scan(self, lines: list[bytes], json: bool = False) -> set[int]:
+    def scan(self, lines: list[bytes] | bytes, json: bool = False) -> set[int]:
         """The prefilter for a batch: the indices of lines where a pattern could match. One fold
         and a few scans over the joined batch cost far less than the same calls per line; hits
         are rare, so mapping them back to lines is cheap.
@@ -200,12 +200,16 @@ class Redactor:
         `json`: the lines are JSON objects, so a digit run outside every string is a number, not a
         card (the exact check skips those too), and need not make its line a hit: a 19-digit
         epoch field then costs nothing. Only the C prefilter uses this; a line that turns out not
-        to be a JSON object must be scanned again without it (see Pipeline._odd)."""
+        to be a JSON object must be scanned again without it (see Pipeline._odd).
+
+        `lines` may also be a batch's data: its lines, each ended by a newline."""
         if not lines or not self._text_patterns:
             return set()
         if self._native:
             return set(_fast.prefilter(lines, self._fold, _DROP, len(_ZEROS) if self._cards else 0,
                                        _AT if self.cfg.emails else -1, self._suffixes, True, json))
+        if isinstance(lines, bytes):
+            lines = lines[:-1].split(b"\n")
         joined = b"\n".join(lines)
         folded = joined.translate(self._fold, _DROP)
         positions: list[int] = []

@@ -102,8 +102,12 @@ class FileReader:
                 self.partial = b""
                 self.skipping = True
             return batches
+        if self.multiline is None and nl <= self.max_line:  # so no line is over max_line: the common case
+            self.partial = buf[nl + 1:]
+            batches.append(self._batch(start, start + nl + 1, data=buf if nl + 1 == len(buf) else buf[: nl + 1]))
+            return batches
         lines = buf.split(b"\n")
-        self.partial = lines.pop()  # (no copy of the chunk up to its last newline)
+        self.partial = lines.pop()
         if nl > self.max_line and any(len(line) > self.max_line for line in lines):
             for start_, end_, lines_, cut in self._cut_long(start, lines):
                 batches.extend(self._emit(start_, end_, lines_, cut))
@@ -170,10 +174,15 @@ class FileReader:
         if run:
             yield run_start, pos, run, False
 
-    def _batch(self, start: int, end: int, lines: list[bytes], truncated: bool = False) -> Batch:
-        tail = (lines[-1] + b"\n")[-TAIL_BYTES:] if lines and not truncated and lines[-1] else None
+    def _batch(self, start: int, end: int, lines: list[bytes] | None = None, truncated: bool = False,
+               data: bytes | None = None) -> Batch:
+        if data is not None:  # the end of its last line, newline included, unless that line is empty
+            last = data.rfind(b"\n", 0, len(data) - 1) + 1
+            tail = data[max(last, len(data) - TAIL_BYTES):] if len(data) - last > 1 else None
+        else:
+            tail = (lines[-1] + b"\n")[-TAIL_BYTES:] if lines and not truncated and lines[-1] else None
         token = self.ledger.issue(end, end - start, tail)
-        return Batch(self.entry, self.path, start, end, lines, token, truncated)
+        return Batch(self.entry, self.path, start, end, lines, token, truncated, data)
 
     def close(self) -> None:
         if self.fd >= 0:

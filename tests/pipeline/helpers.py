@@ -31,9 +31,13 @@ def make(processors: dict[str, Any] | None = None, *, format: str = "json", fiel
     return Pipeline(cfg, hostname="web-1", processors=parse_processors(processors, where))
 
 
-def run(pipeline: Pipeline, lines: list[bytes], start: int = 0, path: str = PATH) -> Events:
+def run(pipeline: Pipeline, lines: list[bytes], start: int = 0, path: str = PATH, as_data: bool = False) -> Events:
+    """`as_data`: the batch as the reader hands it over, one bytes object (lines must hold no newline)."""
     entry = Entry("s" * 16, "fp", "app", path, 1, 2)
     end = start + sum(len(x) + 1 for x in lines)
+    if as_data:
+        assert lines and not any(b"\n" in x for x in lines)
+        return pipeline.process(Batch(entry, path, start, end, data=b"".join(x + b"\n" for x in lines)))
     return pipeline.process(Batch(entry, path, start, end, lines))
 
 
