@@ -92,6 +92,15 @@ class FileReader:
             batches.extend(self._emit(start, start + nl + 1, []))
             start += nl + 1
             data = data[nl + 1:]
+        nl = data.rfind(b"\n")
+        if nl >= 0 and self.multiline is None and len(self.partial) + nl <= self.max_line:
+            # The common case (so no line is over max_line): one copy at most, of the held partial
+            # line and the chunk's complete lines.
+            whole = nl + 1 == len(data)
+            block = data if whole and not self.partial else b"".join((self.partial, memoryview(data)[: nl + 1]))
+            self.partial = b"" if whole else data[nl + 1:]
+            batches.append(self._batch(start, start + len(block), data=block))
+            return batches
         buf = self.partial + data if self.partial else data
         nl = buf.rfind(b"\n")
         if nl < 0:
@@ -101,10 +110,6 @@ class FileReader:
                 self.lines_truncated += 1
                 self.partial = b""
                 self.skipping = True
-            return batches
-        if self.multiline is None and nl <= self.max_line:  # so no line is over max_line: the common case
-            self.partial = buf[nl + 1:]
-            batches.append(self._batch(start, start + nl + 1, data=buf if nl + 1 == len(buf) else buf[: nl + 1]))
             return batches
         lines = buf.split(b"\n")
         self.partial = lines.pop()

@@ -8,6 +8,9 @@ import shutil
 import time
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.registry import Entry, Registry
 from ccf_agent.tail.reader import FileReader
@@ -58,6 +61,27 @@ def test_an_over_long_line_across_reads_is_cut_once(tmp_path: Path) -> None:
         f.write(b"y" * 30 + b"\nafter\n")
     lines = [line for b in r.read() + r.read() + r.read() for line in b.lines]
     assert lines == [b"after"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), min_size=1, max_size=30),
+       st.lists(st.integers(1, 90), min_size=1, max_size=8), st.integers(0, 50))
+def test_lines_read_in_any_chunks_are_the_lines_written(tmp_path: Path, lines: list[bytes], sizes: list[int],
+                                                        max_line: int) -> None:
+    p = tmp_path / "chunks.log"
+    p.write_bytes(b"".join(x + b"\n" for x in lines))
+    r = reader_for(p, max_line=max_line or 1 << 20)
+    got, at, k = [], 0, 0
+    while batches := r.read(size=sizes[k % len(sizes)]) or r.read():
+        k += 1
+        for b in batches:
+            assert b.start == at  # contiguous: every byte in exactly one batch
+            got.extend(b.lines)
+            if b.lines and b.lines[-1] and not b.truncated:  # what a resume recognises the offset by
+                assert b.token is not None and b.token.tail == (b.lines[-1] + b"\n")[-64:]
+            at = b.end
+    assert at == p.stat().st_size
+    assert got == [x[:max_line] if max_line else x for x in lines]
 
 
 # ---------------------------------------------------------------- discovery and rotation
