@@ -1372,7 +1372,9 @@ typedef struct {
     unsigned char dropped[256], is_zero[256], keep[256], is_sentinel[256], is_needle[256], first[256];
 #if defined(__SSE2__)
 #define SIMD_VALUES 12
-    int simd, n_zero_extra, n_dropped, n_sentinel, n_needle, n_next;
+    int simd, avx2, has_needle, n_zero_extra, n_dropped, n_sentinel, n_needle, n_next;
+    /* AVX2: per class, for each low nibble the bit set of the high nibbles (0-7) of its bytes */
+    unsigned char lut[5][16];
     __m128i zero_extra[SIMD_VALUES], dropped_v[SIMD_VALUES], sentinel_v[SIMD_VALUES], needle_v[SIMD_VALUES],
         next_v[SIMD_VALUES];
 #endif
@@ -1562,6 +1564,122 @@ static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
     return 0;
 }
 
+#ifdef HAVE_CLMUL_PATH /* x86-64 with GCC or Clang: AVX2 chosen at run time */
+#define HAVE_AVX2_PATH 1
+static int have_avx2;
+
+enum { C_ZERO, C_DROPPED, C_SENTINEL, C_NEEDLE, C_NEXT };
+
+/* Bit i set when bits i .. i+len-1 of w are all set (len <= 63). */
+static inline uint64_t runs_of64(uint64_t w, Py_ssize_t len)
+{
+    uint64_t acc = ~(uint64_t)0, power = w;
+    int acc_len = 0, power_len = 1;
+    while (len) {
+        if (len & 1) {
+            acc &= power >> acc_len;
+            acc_len += power_len;
+        }
+        len >>= 1;
+        if (len) {
+            power &= power >> power_len;
+            power_len <<= 1;
+        }
+    }
+    return acc;
+}
+
+/* The bytes of the 32 in `block` that are in class `c`: a set of ASCII bytes looked up by
+ * nibbles (the low nibble's entry holds one bit per high nibble). */
+__attribute__((target("avx2"))) static inline uint32_t class_of(__m256i lo, __m256i hi_bit, const Fold *f, int c)
+{
+    __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->lut[c]));
+    __m256i miss = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(lut, lo), hi_bit), _mm256_setzero_si256());
+    return ~(uint32_t)_mm256_movemask_epi8(miss);
+}
+
+__attribute__((target("avx2"))) static inline void nibbles(__m256i block, __m256i *lo, __m256i *hi_bit)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    /* 1 << high nibble for 0-7; 0 for 8-15 (no class holds a byte over 0x7F) */
+    const __m256i bit_of = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0);
+    *lo = _mm256_and_si256(block, low4);
+    *hi_bit = _mm256_shuffle_epi8(bit_of, _mm256_and_si256(_mm256_srli_epi16(block, 4), low4));
+}
+
+/* hit_vector's steps, 32 bytes at a time. Same answer as hit_scalar. */
+__attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_ssize_t n, const Fold *f)
+{
+    unsigned char pad[64];
+    uint64_t prev_keep = 0;
+    Py_ssize_t checked = 0;
+    for (Py_ssize_t at = 0; at < n; at += 32) {
+        const unsigned char *q = p + at;
+        Py_ssize_t len = n - at < 32 ? n - at : 32;
+        if (n - at < 33) { /* the block and the byte after it, zero-padded: 0 is in no class */
+            memset(pad, 0, sizeof pad);
+            memcpy(pad, q, n - at);
+            q = pad;
+        }
+        uint32_t lenmask = len == 32 ? 0xFFFFFFFFu : (1u << len) - 1;
+        __m256i lo, hi_bit;
+        nibbles(_mm256_loadu_si256((const __m256i *)q), &lo, &hi_bit);
+        if (f->has_needle && (class_of(lo, hi_bit, f, C_NEEDLE) & lenmask))
+            return 1;
+        if (f->zeros > 0) {
+            uint32_t zmask = class_of(lo, hi_bit, f, C_ZERO) & lenmask, kmask = 0;
+            if (zmask || prev_keep) /* without zeros, a run may still continue through dropped bytes */
+                kmask = zmask | (class_of(lo, hi_bit, f, C_DROPPED) & lenmask);
+            uint64_t starts = kmask ? runs_of64(prev_keep | (uint64_t)kmask << 32, f->zeros) : 0;
+            while (starts) {
+                Py_ssize_t a = at - 32 + __builtin_ctzll(starts);
+                starts &= starts - 1;
+                if (a < checked)
+                    continue;
+                if (zeros_around(p, n, a, f, &checked) && (!f->json || in_string(p, a)))
+                    return 1;
+            }
+            prev_keep = kmask;
+        }
+        uint32_t sentinels = class_of(lo, hi_bit, f, C_SENTINEL) & lenmask;
+        if (sentinels) {
+            __m256i nlo, nhi_bit;
+            nibbles(_mm256_loadu_si256((const __m256i *)(q + 1)), &nlo, &nhi_bit);
+            uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : 0xFFFFFFFFu >> (33 - (n - at));
+            sentinels &= class_of(nlo, nhi_bit, f, C_NEXT) & nextmask;
+            while (sentinels) {
+                Py_ssize_t k = at + __builtin_ctz(sentinels);
+                sentinels &= sentinels - 1;
+                if (marker_at(p, n, k, f))
+                    return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The nibble tables of each class; 0 when a class holds a byte over 0x7F (then the SSE2 path). */
+static int luts_of(Fold *f)
+{
+    memset(f->lut, 0, sizeof f->lut);
+    for (int c = 0; c < 256; c++) {
+        int in[5] = {f->is_zero[c], f->dropped[c], f->is_sentinel[c], f->is_needle[c],
+                     f->dropped[c] || f->first[f->table[c]]};
+        for (int k = 0; k < 5; k++) {
+            if (!in[k])
+                continue;
+            if (c > 0x7F)
+                return 0;
+            f->lut[k][c & 0x0F] |= (unsigned char)(1u << (c >> 4));
+        }
+    }
+    for (int c = 0; c < 128; c++)
+        f->has_needle |= f->is_needle[c];
+    return 1;
+}
+#endif
+
 static int vectors_of(Fold *f)
 {
     f->n_zero_extra = f->n_dropped = f->n_sentinel = f->n_needle = f->n_next = 0;
@@ -1586,19 +1704,20 @@ static int vectors_of(Fold *f)
 #endif
 
 /* prefilter(lines, table, drop, zeros, needle, suffixes[, vector[, json]]): the indices of the
- * lines that hit. vector=False takes the scalar path (for tests; it is also the path without
- * SSE2). json=True: digit runs count only inside strings (see in_string). */
+ * lines that hit. vector: 1 (or True, the default) the fastest path the CPU has (AVX2, else
+ * SSE2), 2 the SSE2 path, 0 (False) the scalar path (for tests; it is also the path on other
+ * CPUs). json=True: digit runs count only inside strings (see in_string). */
 static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 6 || nargs > 8) {
         PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes[, vector])");
         return NULL;
     }
-    int vector = nargs >= 7 ? PyObject_IsTrue(args[6]) : 1;
+    long vector = nargs >= 7 ? PyLong_AsLong(args[6]) : 1; /* 0 scalar, 1 the best there is, 2 SSE2 */
     int json = nargs == 8 ? PyObject_IsTrue(args[7]) : 0;
     if (json < 0)
         return NULL;
-    if (vector < 0)
+    if (vector == -1 && PyErr_Occurred())
         return NULL;
     PyObject *table_obj = args[1], *drop_obj = args[2], *suffixes = args[5];
     Lines it;
@@ -1640,6 +1759,9 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
 #if defined(__SSE2__)
     f.simd = vector && vectors_of(&f);
+#ifdef HAVE_AVX2_PATH
+    f.avx2 = vector == 1 && have_avx2 && f.zeros <= 31 && luts_of(&f);
+#endif
 #else
     (void)vector;
 #endif
@@ -1658,7 +1780,11 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
         const unsigned char *p = (const unsigned char *)lp;
 #if defined(__SSE2__)
+#ifdef HAVE_AVX2_PATH
+        int found = f.avx2 ? hit_avx2(p, n, &f) : f.simd ? hit_vector(p, n, &f) : hit_scalar(p, n, &f);
+#else
         int found = f.simd ? hit_vector(p, n, &f) : hit_scalar(p, n, &f);
+#endif
 #else
         int found = hit_scalar(p, n, &f);
 #endif
@@ -1920,6 +2046,7 @@ PyMODINIT_FUNC PyInit__fast(void)
 #ifdef HAVE_CLMUL_PATH
     __builtin_cpu_init();
     have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    have_avx2 = __builtin_cpu_supports("avx2");
 #endif
     PyObject *m = PyModule_Create(&module);
 #ifdef HAVE_CLMUL_PATH
