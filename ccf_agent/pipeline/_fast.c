@@ -912,6 +912,18 @@ static PyObject *member_value(const unsigned char *p, const Member *m, PyObject 
         Py_RETURN_FALSE;
     case V_NULL:
         Py_RETURN_NONE;
+    case V_NUMBER: { /* an integer of up to 18 digits (the scanner checked the grammar): no call */
+        const unsigned char *d = p + m->value, *e = p + m->value_end;
+        int negative = *d == '-';
+        d += negative;
+        if (e - d <= 18 && memchr(d, '.', e - d) == NULL) {
+            long long v = 0;
+            for (; d < e; d++)
+                v = v * 10 + (*d - '0');
+            return PyLong_FromLongLong(negative ? -v : v);
+        }
+    }
+    /* fall through */
     default: {
         PyObject *raw = PyBytes_FromStringAndSize((const char *)p + m->value, m->value_end - m->value);
         if (raw == NULL)

@@ -66,6 +66,7 @@ def same(lines: list[bytes], processors: dict[str, Any], start: int = 0, **kw: A
     assert a.ids == b.ids == c.ids == d.ids == e.ids
     assert a.records == b.records == d.records
     assert [project(r) for r in c.records] == [project(r) for r in b.records] == [project(r) for r in e.records]
+    assert [typed(project(r)) for r in c.records] == [typed(project(r)) for r in b.records]  # 0 == 0.0 == False
     assert a.stamps == b.stamps == c.stamps == d.stamps == e.stamps and a.times == b.times == c.times == e.times
     assert native.counters == python.counters == projected.counters
     assert not as_data or native_data.counters == projected_data.counters == python.counters
@@ -76,6 +77,10 @@ def same(lines: list[bytes], processors: dict[str, Any], start: int = 0, **kw: A
 
 def project(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: rec[k] for k in PROJECT if k in rec}
+
+
+def typed(rec: dict[str, Any]) -> dict[str, tuple[type, Any]]:
+    return {k: (type(v), v) for k, v in rec.items()}
 
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) | st.text(max_size=24)
@@ -138,7 +143,11 @@ TS = b'"timestamp":"2024-01-15 10:30:00"'
 TRICKY = [
     b'{"message":"a\x00b",' + TS + b'}', b'{"message":"a\x1fb",' + TS + b'}', b'{"message":"a\x7fb",' + TS + b'}',
     b'{"amount":1e400,' + TS + b'}', b'{"amount":1.5e3,' + TS + b'}', b'{"amount":18446744073709551616,' + TS + b'}',
-    b'{"amount":-0,' + TS + b'}', b'{"amount":01,' + TS + b'}', b'{"amount":1.,' + TS + b'}', b'{"amount":-,' + TS + b'}',
+    b'{"amount":-0,' + TS + b'}', b'{"amount":999999999999999999,' + TS + b'}',
+    b'{"amount":-999999999999999999,' + TS + b'}', b'{"amount":1000000000000000000,' + TS + b'}',
+    b'{"amount":-9223372036854775808,' + TS + b'}', b'{"amount":9999999999999999999,' + TS + b'}',
+    b'{"amount":0.0,' + TS + b'}',
+    b'{"amount":-0.0,' + TS + b'}', b'{"amount":01,' + TS + b'}', b'{"amount":1.,' + TS + b'}', b'{"amount":-,' + TS + b'}',
     b'{"message":"\\u00e9",' + TS + b'}', b'{"message":"\\ud800",' + TS + b'}', b'{"message":"\\n\\"x",' + TS + b'}',
     b'{"message":"\xc3\xa9",' + TS + b'}', b'{"message":"\xc3",' + TS + b'}', b'{"message":"\xed\xa0\x80",' + TS + b'}',
     b'{"message":"\xf4\x90\x80\x80",' + TS + b'}', b'{"message":"\xe0\x80\x80",' + TS + b'}',
