@@ -63,6 +63,7 @@ class Scenario:
     routes: bool = True
     compression: str | None = None
     extra: Path | None = None
+    file: str = "app.log"  # combined.log turns the business metrics on (ops/business.py: SOURCES)
     about: str = ""
 
 
@@ -73,6 +74,8 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
         Scenario("sink", "sink", lines=2_000_000 // q, about="sink self-test: Go load client -> sink"),
         Scenario("default", "bulk", lines=n, about="one file, payout routing"),
         Scenario("json-only", "bulk", lines=n, routes=False, about="one file, no routes"),
+        Scenario("business", "bulk", lines=n, file="combined.log",
+                 about="default, the file named combined.log: business metrics on"),
         Scenario("redact-alerts", "bulk", lines=n, extra=BENCH / "scenarios" / "redact-alerts.yaml",
                  about="default + redaction/alert config snippet"),
         Scenario("gzip", "bulk", lines=n, compression="gzip", about="default + compression: gzip"),
@@ -383,7 +386,7 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
     expected_payouts: int | None
     if sc.kind in ("bulk", "opensearch"):
         src, summ = corpus.bulk(sc.lines)
-        link(src, work / "logs" / "app.log")
+        link(src, work / "logs" / sc.file)
         expected, expected_payouts = summ.lines, summ.payouts
     elif sc.kind == "many":
         src, summ = corpus.many(sc.files, sc.lines // sc.files)
@@ -391,7 +394,7 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
             link(f, work / "logs" / f.name)
         expected, expected_payouts = summ.lines, summ.payouts
     else:  # steady: the writer reports the payout count when it is done
-        (work / "logs" / "app.log").touch()
+        (work / "logs" / sc.file).touch()
         expected, expected_payouts = int(sc.rate * sc.duration), None
     extra = [p for p in (sc.extra, args.config_extra) if p]
     cfg = make_config(sc, work, out_keys, indices, extra)
@@ -415,7 +418,7 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
             time.sleep(args.warmup)  # let the agent start tailing, so latency is not startup time
             writer = subprocess.Popen(
                 [sys.executable, str(BENCH / "workload.py"), "--seed", str(args.seed), "steady",
-                 "--out", str(work / "logs" / "app.log"), "--rate", str(sc.rate), "--duration", str(sc.duration)],
+                 "--out", str(work / "logs" / sc.file), "--rate", str(sc.rate), "--duration", str(sc.duration)],
                 stdout=subprocess.PIPE, text=True)
             if sc.down_for and sink:
                 t_down = time.time() + sc.down_at

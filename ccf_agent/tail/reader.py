@@ -16,7 +16,7 @@ from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
 from ccf_agent.tail.multiline import Multiline
 
-CHUNK = 1 << 16  # small enough that a batch's objects stay in the CPU cache (bench: 64 KiB 30% cheaper per record than 512 KiB)
+CHUNK = 1 << 17  # a batch's objects still fit the CPU cache (bench, alternating runs: 128 KiB ~7% cheaper per record than 64 KiB and 256 KiB)
 TAIL_BYTES = 64
 
 
