@@ -1818,7 +1818,7 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * from conditions.program: nested tuples whose common leaves run here; any other leaf is the
  * condition's own Python function). */
 
-enum { P_ANY, P_ALL, P_NOT, P_EQUALS, P_NOT_EQUALS, P_EXISTS, P_ICONTAINS, P_CALL };
+enum { P_ANY, P_ALL, P_NOT, P_EQUALS, P_NOT_EQUALS, P_EXISTS, P_ICONTAINS, P_CALL, P_HAS };
 
 /* The record's value at the dotted path (a tuple of keys), borrowed; NULL when absent (or on
  * error, with the error set): what conditions._get_path reads as None. */
@@ -1913,6 +1913,8 @@ static int holds(PyObject *prog, PyObject *rec)
     if (v == NULL) {
         if (PyErr_Occurred())
             return -1;
+        if (op == P_HAS)
+            return 0;
         v = Py_None;
     }
     switch (op) {
@@ -1922,6 +1924,8 @@ static int holds(PyObject *prog, PyObject *rec)
         return PyObject_RichCompareBool(v, want, Py_NE);
     case P_EXISTS:
         return (v != Py_None) == (want == Py_True);
+    case P_HAS: /* the key is there, whatever its value */
+        return 1;
     case P_ICONTAINS:
         if (!PyUnicode_Check(v))
             return 0;

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccf_agent.ops import business
 from ccf_agent.ops.business import DURATION_BUCKETS, BusinessMetrics
@@ -139,3 +142,23 @@ def test_the_module_observe_never_raises_into_shipping(monkeypatch: pytest.Monke
     monkeypatch.setattr(broken, "observe", lambda *a: 1 / 0)
     monkeypatch.setattr(business, "METRICS", broken)
     business.observe([processed()], [1.0], COMBINED)  # logged, not raised
+
+
+values = st.none() | st.booleans() | st.integers(-5, 40_000) | st.floats(allow_nan=True) | st.sampled_from(
+    ["Payout processed", "payout FAILED ", "Payout requested", "payout-job", "completed", "paid", "instant",
+     "standard", "x"])
+payout_records = st.dictionaries(
+    st.sampled_from(["payoutId", "message", "status", "method", "processingTime", "service", "level"]),
+    values | st.lists(values, max_size=2), max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(payout_records, max_size=30))
+def test_records_selected_in_c_count_as_the_python_selection_counts_them(records: list[dict[str, Any]]) -> None:
+    fast, python = BusinessMetrics(), BusinessMetrics()
+    times = [1.7e9 + i for i in range(len(records))]
+    fast.observe(records, times, COMBINED)
+    with patch.object(business, "_fast", None):
+        python.observe(records, times, COMBINED)
+    assert rendered(fast) == rendered(python)
+    assert fast.last_job == python.last_job
