@@ -6,19 +6,12 @@ route may name several outputs (fan-out); each output then acknowledges its own 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from ccf_agent.conditions import program
 from ccf_agent.config import RouteConfig
-
-try:  # the loop below in C (pipeline/_fast.c: assign)
-    from ccf_agent.pipeline import _fast
-except ImportError:  # pragma: no cover - a build without a compiler
-    _fast = None
-if os.environ.get("CCF_AGENT_PURE_PYTHON"):
-    _fast = None
+from ccf_agent.pipeline.native import fast as _fast  # assign's loop in C, or None
 
 
 class Router:

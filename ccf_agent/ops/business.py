@@ -39,13 +39,7 @@ from typing import Any
 import orjson
 
 from ccf_agent.conditions import P_ANY, P_EQUALS, P_HAS
-
-try:  # conditions' C evaluator (pipeline/_fast.c: assign)
-    from ccf_agent.pipeline import _fast
-except ImportError:  # pragma: no cover - a build without a compiler
-    _fast = None
-if os.environ.get("CCF_AGENT_PURE_PYTHON"):
-    _fast = None
+from ccf_agent.pipeline.native import fast as _fast  # conditions' evaluator in C, or None
 
 log = logging.getLogger("ccf_agent.ops.business")
 

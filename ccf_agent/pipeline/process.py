@@ -15,7 +15,6 @@ Dropped records leave no event; the batch's offsets still cover them.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Mapping
@@ -30,16 +29,10 @@ from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig
 from ccf_agent.pipeline.ecs import index_safe, to_ecs
 from ccf_agent.pipeline.enrich import Lookup, host_metadata
+from ccf_agent.pipeline.native import fast as _fast  # the C loops, or None
 from ccf_agent.pipeline.options import InputOptions, Processors
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
-
-try:  # the same loop in C (_fast.c); absent when the package was built without a compiler
-    from ccf_agent.pipeline import _fast
-except ImportError:  # pragma: no cover - exercised by CCF_AGENT_PURE_PYTHON in tests
-    _fast = None
-if os.environ.get("CCF_AGENT_PURE_PYTHON"):
-    _fast = None
 
 ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
 # Winston's exception and rejection handlers' records go the slow path (see ecs.index_safe).

@@ -26,7 +26,6 @@ first byte may hold a nested object: its record is walked for names.
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,12 +33,7 @@ from typing import Any
 
 import orjson
 
-try:  # the prefilter's fold-and-scan in C (pipeline/_fast.c); the same in Python otherwise
-    from ccf_agent.pipeline import _fast
-except ImportError:  # pragma: no cover
-    _fast = None
-if os.environ.get("CCF_AGENT_PURE_PYTHON"):
-    _fast = None
+from ccf_agent.pipeline.native import fast as _fast  # the prefilter in C, or None
 
 DEFAULT_FIELDS: tuple[str, ...] = (
     # The seed app's own (its Sentry hook strips these two), then credentials by their usual names.
