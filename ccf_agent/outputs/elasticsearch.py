@@ -515,8 +515,10 @@ class ElasticsearchOutput(Output):
 
     async def _deliver(self, fragments: list[Fragment], slots: asyncio.Semaphore) -> None:
         try:
-            body = b"".join(f.body for f in fragments) if len(fragments) > 1 else fragments[0].body
-            for f in fragments:  # the joined body is the one copy needed from here on (memory in an outage)
+            # The fragments' bodies are sent as they are (no join: one copy of each record fewer);
+            # the request holds them from here on, so a retried body is held once (an outage's memory).
+            body: Body = [f.body for f in fragments] if len(fragments) > 1 else fragments[0].body
+            for f in fragments:
                 f.body = b""
             attempt = 0
             while True:
@@ -535,7 +537,7 @@ class ElasticsearchOutput(Output):
             self._update_idle()
             self._wake.set()
 
-    async def _send(self, body: bytes, on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> None:
+    async def _send(self, body: Body, on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> None:
         """Until every item of `body` is stored, found already stored, or handed to `on_dead`."""
         pending = body
         attempt = 0
@@ -548,7 +550,7 @@ class ElasticsearchOutput(Output):
                 if e.kind == "rejected":
                     # Something in this request the engine refuses as a whole: halve it until
                     # the record at fault is alone, then dead-letter just that one.
-                    lines = pending.split(b"\n")
+                    lines = joined(pending).split(b"\n")
                     if len(lines) > 3:
                         half = (len(lines) - 1) // 4 * 2 or 2
                         await self._send(b"\n".join(lines[:half]) + b"\n", on_dead)
@@ -581,12 +583,12 @@ class ElasticsearchOutput(Output):
                     await asyncio.sleep(backoff_delay(attempt - 1, self.cfg.backoff_initial,
                                                       self.cfg.backoff_max))
 
-    async def _settle(self, body: bytes, outcome: dict[str, Any],
-                      on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> bytes:
+    async def _settle(self, body: Body, outcome: dict[str, Any],
+                      on_dead: Callable[[list[DeadItem]], Awaitable[None]]) -> Body:
         """Account for per-item results; return the body of the items to send again."""
         items = outcome.get("items") if isinstance(outcome, dict) else None
         items = items if isinstance(items, list) else []
-        lines = body.split(b"\n")
+        lines = joined(body).split(b"\n")
         if len(items) * 2 != len(lines) - 1:
             # The engine answered for a different number of items than sent: resend all rather than
             # guess (creates with fixed ids make that safe).
@@ -618,18 +620,20 @@ class ElasticsearchOutput(Output):
         self.stats.docs_retried += len(s.retry)
         return b"".join(b"%b\n%b\n" % (lines[2 * p], lines[2 * p + 1]) for p in s.retry)
 
-    async def _post(self, body: bytes) -> dict[str, Any] | None:
+    async def _post(self, body: Body) -> dict[str, Any] | None:
         """One bulk request: None when every item was stored, else the parsed response."""
         assert self.session is not None
         host = self._pick_host()
         url = host.url + self.bulk_path
+        data: bytes | Parts
         if self.cfg.compression == "gzip":
+            body = joined(body)
             if _GZIP_OFF_LOOP and len(body) > GZIP_THREAD_MIN:
                 data = await asyncio.to_thread(_gzip, body)  # zlib drops the GIL while it works
             else:
                 data = _gzip(body)
         else:
-            data = body
+            data = body if type(body) is bytes else Parts(body)
         headers = {"Authorization": host.auth} if host.auth and "Authorization" not in self.headers else None
         started = time.monotonic()
         self.stats.requests += 1
@@ -918,6 +922,40 @@ try:  # ISA-L writes the same gzip format ~5x faster than zlib at level 1 (see b
 except ImportError:  # pragma: no cover - optional speed-up
     _zlib = zlib  # type: ignore[no-redef]
     _GZIP_OFF_LOOP = True  # ~10 ms per 1.5 MB body: off the event loop
+
+
+Body = bytes | list[bytes]  # a bulk request's NDJSON: one bytes object, or its fragments in order
+
+
+def joined(body: Body) -> bytes:
+    return body if type(body) is bytes else b"".join(body)
+
+
+class Parts(aiohttp.payload.Payload):
+    """A request body written as the fragments it was queued in, one after the other: joining
+    them first would copy every record once more."""
+
+    _value: list[bytes]
+
+    def __init__(self, parts: list[bytes]) -> None:
+        super().__init__(parts, content_type="application/x-ndjson")
+        self._size = sum(map(len, parts))
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._value).decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"".join(self._value)
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        for part in self._value:
+            await writer.write(part)
+
+    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
+        if content_length is None or content_length >= self._size:
+            await self.write(writer)
+            return
+        await writer.write(b"".join(self._value)[:content_length])
 
 
 def _gzip(body: bytes) -> bytes:

@@ -183,6 +183,58 @@ def test_items_answered_429_are_retried_alone(tmp_path: Path) -> None:
     assert token.released == 1
 
 
+def test_a_request_of_several_fragments_is_their_records_in_order_and_its_429_items_are_retried_alone(
+        tmp_path: Path) -> None:
+    # Fragments are written one after the other, not joined first (elasticsearch.Parts).
+    rejected_once = {"s-1", "s-6", "s-11"}
+
+    def script(call: BulkCall) -> Any:
+        status = {i: (429 if i in rejected_once and len(call.ids) == 12 else 201) for i in call.ids}
+        return 200, {}, items(call, status.__getitem__, {"type": "rejected_execution_exception", "reason": "full"})
+
+    async def go() -> tuple[list[BulkCall], list[Token]]:
+        async with fake_node() as node:
+            node.script = script
+            out = output([node.url], tmp_path)
+            tokens = [Token() for _ in range(3)]
+            for k, token in enumerate(tokens):
+                out.submit(events(4, start=4 * k), list(range(4)), token)  # type: ignore[arg-type]
+            async with running(out):
+                await drained(out)
+            return node.calls, tokens
+
+    calls, tokens = run(go())
+    assert calls[0].ids == [f"s-{i}" for i in range(12)]
+    assert [orjson.loads(line) for line in calls[0].body.splitlines()[1::2]] == [
+        {"seq": i, "message": "Payout processed", "amount": 1000} for i in range(12)]
+    assert calls[1].ids == ["s-1", "s-6", "s-11"] and len(calls) == 2
+    assert [t.released for t in tokens] == [1, 1, 1]
+
+
+def test_a_request_of_several_fragments_refused_413_is_split_until_the_oversized_record_is_alone(
+        tmp_path: Path) -> None:
+    stored: list[str] = []
+
+    def script(call: BulkCall) -> Any:
+        if "s-9" in call.ids:
+            return 413, {}, {"error": {"type": "content_too_long", "reason": "too large"}, "status": 413}
+        stored.extend(call.ids)
+        return None
+
+    async def go() -> int:
+        async with fake_node() as node:
+            node.script = script
+            out = output([node.url], tmp_path)
+            for k in range(3):
+                out.submit(events(4, start=4 * k), list(range(4)), None)
+            async with running(out):
+                await drained(out)
+            return out.stats.docs_dead
+
+    assert run(go()) == 1
+    assert sorted(stored) == sorted(f"s-{i}" for i in range(12) if i != 9)
+
+
 def test_items_rejected_for_good_are_dead_lettered_with_error_and_record_then_acked(tmp_path: Path) -> None:
     bad = {"s-2", "s-5"}
     error = {"type": "mapper_parsing_exception", "reason": "failed to parse field [amount] of type [long]"}
