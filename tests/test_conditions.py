@@ -100,6 +100,9 @@ def test_a_route_program_decides_as_its_condition_does(specs: list[dict[str, Any
         k = next((k for k, test in enumerate(tests) if test(rec)), len(specs))
         expected[k].append(i)
     assert _fast.assign(recs, tuple(program(s) for s in specs)) == expected
+    # select: each condition on its own, not the first match
+    assert _fast.select(recs, tuple(program(s) for s in specs)) == [
+        [i for i, rec in enumerate(recs) if test(rec)] for test in tests]
 
 
 def test_the_router_takes_the_c_loop_when_there_is_one() -> None:

@@ -1984,6 +1984,178 @@ static PyObject *assign(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return buckets;
 }
 
+/* select(records, programs): for each program, the indices of the records it holds for (each
+ * program on its own, unlike assign's first match; no list of the others). */
+static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "select(records: list, programs: tuple)");
+        return NULL;
+    }
+    PyObject *records = args[0], *programs = args[1];
+    Py_ssize_t nprog = PyTuple_GET_SIZE(programs);
+    PyObject *out = PyList_New(nprog);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < nprog; k++) {
+        PyObject *found = PyList_New(0);
+        if (found == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, found);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        for (Py_ssize_t k = 0; k < nprog; k++) {
+            int r = holds(PyTuple_GET_ITEM(programs, k), PyList_GET_ITEM(records, i));
+            PyObject *index = r > 0 ? PyLong_FromSsize_t(i) : NULL;
+            if (r < 0 || (r > 0 && (index == NULL || PyList_Append(PyList_GET_ITEM(out, k), index) < 0))) {
+                Py_XDECREF(index);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_XDECREF(index);
+        }
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------------ business metrics
+ *
+ * ops/business.py's _payout over a batch's payout records, in the same order with the same
+ * arithmetic (the Python method stays the reference; the tests hold the two equal). */
+
+enum { N_MESSAGE, N_STATUS, N_METHOD, N_TIME, N_COMPLETED, N_OTHER, N_UNKNOWN, N_NAMES };
+
+/* payouts(records, hits, exact, outcomes, statuses, methods, bounds, buckets, counts, total,
+ *         names) -> (durations observed, duration sum)
+ * For each records[i], i in hits: an attempt (its message in `exact`, or stripped and lower-cased
+ * in `outcomes`) counts once under (status, method) in `counts`; its processingTime (ms, a
+ * finite number >= 0) adds to `buckets` (seconds, the first bound >= it; the last: above all)
+ * and to the sum, which starts at `total`. `names`: the field names and label values. */
+static PyObject *payouts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyDict_CheckExact(args[2])
+        || !PyDict_CheckExact(args[3]) || !PyAnySet_Check(args[4]) || !PyAnySet_Check(args[5])
+        || !PyTuple_CheckExact(args[6]) || !PyList_CheckExact(args[7]) || !PyDict_CheckExact(args[8])
+        || !PyFloat_CheckExact(args[9]) || !PyTuple_CheckExact(args[10]) || PyTuple_GET_SIZE(args[10]) != N_NAMES
+        || PyList_GET_SIZE(args[7]) != PyTuple_GET_SIZE(args[6]) + 1) {
+        PyErr_SetString(PyExc_TypeError, "payouts: argument of the wrong type");
+        return NULL;
+    }
+    PyObject *records = args[0], *hits = args[1], *exact = args[2], *outcomes = args[3], *statuses = args[4];
+    PyObject *methods = args[5], *bounds = args[6], *buckets = args[7], *counts = args[8], *names = args[10];
+    PyObject *completed = PyTuple_GET_ITEM(names, N_COMPLETED), *other = PyTuple_GET_ITEM(names, N_OTHER);
+    PyObject *unknown = PyTuple_GET_ITEM(names, N_UNKNOWN);
+    double sum = PyFloat_AS_DOUBLE(args[9]);
+    long long observed = 0;
+    Py_ssize_t nbounds = PyTuple_GET_SIZE(bounds);
+    for (Py_ssize_t h = 0; h < PyList_GET_SIZE(hits); h++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(hits, h));
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        if (i < 0 || i >= PyList_GET_SIZE(records) || !PyDict_Check(PyList_GET_ITEM(records, i))) {
+            PyErr_SetString(PyExc_IndexError, "payouts: a hit is not a record");
+            return NULL;
+        }
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        PyObject *message = PyDict_GetItemWithError(rec, PyTuple_GET_ITEM(names, N_MESSAGE));
+        if (message == NULL && PyErr_Occurred())
+            return NULL;
+        if (message == NULL || !PyUnicode_CheckExact(message))
+            continue;
+        PyObject *outcome = PyDict_GetItemWithError(exact, message); /* borrowed: the dicts hold them */
+        if (outcome == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            PyObject *stripped = PyObject_CallMethod(message, "strip", NULL);
+            PyObject *lowered = stripped != NULL ? PyObject_CallMethod(stripped, "lower", NULL) : NULL;
+            Py_XDECREF(stripped);
+            if (lowered == NULL)
+                return NULL;
+            outcome = PyDict_GetItemWithError(outcomes, lowered);
+            Py_DECREF(lowered);
+            if (outcome == NULL) {
+                if (PyErr_Occurred())
+                    return NULL;
+                continue; /* a payout's other lines are not attempts */
+            }
+        }
+        PyObject *status = outcome;
+        int is_completed = PyObject_RichCompareBool(outcome, completed, Py_EQ);
+        if (is_completed < 0)
+            return NULL;
+        if (is_completed) {
+            PyObject *s = PyDict_GetItemWithError(rec, PyTuple_GET_ITEM(names, N_STATUS));
+            if (s == NULL && PyErr_Occurred())
+                return NULL;
+            if (s != NULL && s != Py_None) {
+                int known = PyUnicode_CheckExact(s) ? PySet_Contains(statuses, s) : 0;
+                if (known < 0)
+                    return NULL;
+                status = known ? s : other;
+            }
+        }
+        PyObject *m = PyDict_GetItemWithError(rec, PyTuple_GET_ITEM(names, N_METHOD));
+        if (m == NULL && PyErr_Occurred())
+            return NULL;
+        PyObject *method = unknown;
+        if (m != NULL && m != Py_None) {
+            int known = PyUnicode_CheckExact(m) ? PySet_Contains(methods, m) : 0;
+            if (known < 0)
+                return NULL;
+            method = known ? m : other;
+        }
+        PyObject *key = PyTuple_Pack(2, status, method);
+        if (key == NULL)
+            return NULL;
+        PyObject *count = PyDict_GetItemWithError(counts, key);
+        long long n = count != NULL ? PyLong_AsLongLong(count) : 0;
+        PyObject *next = (count != NULL || !PyErr_Occurred()) && !(n == -1 && PyErr_Occurred())
+                             ? PyLong_FromLongLong(n + 1) : NULL;
+        int failed = next == NULL || PyDict_SetItem(counts, key, next) < 0;
+        Py_DECREF(key);
+        Py_XDECREF(next);
+        if (failed)
+            return NULL;
+        PyObject *ms = PyDict_GetItemWithError(rec, PyTuple_GET_ITEM(names, N_TIME));
+        if (ms == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            continue;
+        }
+        double v;
+        if (PyFloat_CheckExact(ms)) {
+            v = PyFloat_AS_DOUBLE(ms);
+            if (!(v >= 0 && v < INFINITY))
+                continue;
+        } else if (PyLong_CheckExact(ms)) {
+            if (_PyLong_Sign(ms) < 0)
+                continue;
+            v = PyLong_AsDouble(ms); /* as `ms / 1000.0` converts it (OverflowError past 1e308) */
+            if (v == -1.0 && PyErr_Occurred())
+                return NULL;
+        } else {
+            continue;
+        }
+        double seconds = v / 1000.0;
+        observed++;
+        sum += seconds;
+        Py_ssize_t k = 0;
+        while (k < nbounds && !(PyFloat_AsDouble(PyTuple_GET_ITEM(bounds, k)) >= seconds))
+            k++;
+        PyObject *old = PyList_GET_ITEM(buckets, k);
+        long long b = PyLong_AsLongLong(old);
+        if (b == -1 && PyErr_Occurred())
+            return NULL;
+        PyObject *bumped = PyLong_FromLongLong(b + 1);
+        if (bumped == NULL)
+            return NULL;
+        PyList_SetItem(buckets, k, bumped); /* steals bumped, drops old */
+    }
+    return Py_BuildValue("(Ld)", observed, sum);
+}
+
 /* ------------------------------------------------------------------ arenas */
 
 /* pymalloc's arenas, kept when freed instead of unmapped at once: a batch's objects fill an
@@ -2047,6 +2219,10 @@ static PyMethodDef methods[] = {
     {"prefilter", (PyCFunction)(void (*)(void))prefilter, METH_FASTCALL,
      "Indices of the lines where a redaction pattern could match (see redact.py)."},
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object."},
+    {"select", (PyCFunction)(void (*)(void))select_, METH_FASTCALL,
+     "For each condition program, the indices of the records it holds for."},
+    {"payouts", (PyCFunction)(void (*)(void))payouts, METH_FASTCALL,
+     "BusinessMetrics._payout over a batch's payout records (see ops/business.py)."},
     {"assign", (PyCFunction)(void (*)(void))assign, METH_FASTCALL,
      "Router.assign's loop: route programs (conditions.program) over records."},
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},

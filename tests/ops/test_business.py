@@ -84,6 +84,13 @@ def test_processing_time_in_ms_fills_the_seed_buckets_in_seconds() -> None:
     assert samples(rendered(m), "ccf_payout_duration_seconds_sum")[labels()] == pytest.approx(48.35)
 
 
+@pytest.mark.parametrize("ms", [0, 0.0, -0.0])
+def test_a_processing_time_of_zero_counts_in_the_first_bucket(ms: float) -> None:
+    m = BusinessMetrics()
+    observe(m, [processed(ms=ms), processed(ms=float("nan")), processed(ms=float("inf"))])
+    assert (m.duration_count, m.duration_buckets[0], m.payouts[("completed", "standard")]) == (1, 1, 3)
+
+
 def test_the_payout_job_timestamp_is_the_newest_event_time_of_its_records() -> None:
     m = BusinessMetrics()
     job = {"message": "Payout job run finished", "service": "payout-job"}
@@ -144,7 +151,7 @@ def test_the_module_observe_never_raises_into_shipping(monkeypatch: pytest.Monke
     business.observe([processed()], [1.0], COMBINED)  # logged, not raised
 
 
-values = st.none() | st.booleans() | st.integers(-5, 40_000) | st.floats(allow_nan=True) | st.sampled_from(
+values = st.none() | st.booleans() | st.integers(-5, 40_000) | st.sampled_from([100, 500, 30_000, 100.0, 0.0, -0.0]) | st.floats(allow_nan=True) | st.sampled_from(
     ["Payout processed", "payout FAILED ", "Payout requested", "payout-job", "completed", "paid", "instant",
      "standard", "x"])
 payout_records = st.dictionaries(
@@ -154,11 +161,14 @@ payout_records = st.dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(payout_records, max_size=30))
-def test_records_selected_in_c_count_as_the_python_selection_counts_them(records: list[dict[str, Any]]) -> None:
+def test_payouts_counted_in_c_are_those_the_python_loop_counts(records: list[dict[str, Any]]) -> None:
     fast, python = BusinessMetrics(), BusinessMetrics()
     times = [1.7e9 + i for i in range(len(records))]
     fast.observe(records, times, COMBINED)
     with patch.object(business, "_fast", None):
         python.observe(records, times, COMBINED)
     assert rendered(fast) == rendered(python)
+    assert list(fast.payouts.items()) == list(python.payouts.items())  # in the same order, too
+    assert (fast.duration_buckets, fast.duration_count, fast.duration_sum) == (
+        python.duration_buckets, python.duration_count, python.duration_sum)
     assert fast.last_job == python.last_job
