@@ -48,6 +48,7 @@ from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig, parse_duration
 from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
+from ccf_agent.pipeline.native import fast as _fast  # the bulk body in C, or None
 
 # How much longer than flush_interval a fast-growing batch may wait to fill: bench/run.py's default
 # scenario sent 3,255 requests of ~300 documents without it, at ~0.6 ms of agent CPU per request.
@@ -431,31 +432,24 @@ class ElasticsearchOutput(Output):
     # ------------------------------------------------------------------ encode (hot path)
 
     def encode(self, events: Events, indices: Sequence[int]) -> bytes:
-        # Slice assignment and itemgetter interleave the columns in C: no Python-level work per record.
         n = len(indices)
-        if n == len(events.docs):  # indices are increasing and unique: every record, in order
-            ids, docs, stamps = events.ids, events.docs, events.stamps
-        elif n > 1:
-            pick = itemgetter(*indices)
-            ids, docs, stamps = pick(events.ids), pick(events.docs), pick(events.stamps)
-        elif n == 1:
-            i = indices[0]
-            ids, docs, stamps = (events.ids[i],), (events.docs[i],), (events.stamps[i],)
-        else:
+        if n == 0:
             return b""
+        every = n == len(events.docs)  # indices are increasing and unique: every record, in order
         namer = self.namer
+        actions: bytes | list[bytes]
         if not namer.dated:
-            parts: list[bytes] = [namer.static_action] * (5 * n)
-        elif len(set(map(_DAY, stamps))) == 1:  # the usual batch: one day, one index
-            parts = [namer.action(stamps[0])] * (5 * n)
+            actions = namer.static_action
         else:
-            parts = [b""] * (5 * n)
-            parts[0::5] = list(map(namer.action, stamps))
-        parts[1::5] = ids
-        parts[2::5] = _MID * n
-        parts[3::5] = docs
-        parts[4::5] = _NL * n
-        return b"".join(parts)
+            stamps = events.stamps if every else [events.stamps[i] for i in indices]
+            if len(set(map(_DAY, stamps))) == 1:  # the usual batch: one day, one index
+                actions = namer.action(stamps[0])
+            else:
+                actions = list(map(namer.action, stamps))
+        if _fast is not None:  # one pass in C, no list of parts
+            return _fast.bulk_body(actions, events.ids, events.docs,
+                                   None if every else indices if type(indices) is list else list(indices))
+        return encode_parts(actions, events, indices, every)
 
     def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
         if not self.queue:
@@ -925,6 +919,27 @@ except ImportError:  # pragma: no cover - optional speed-up
 
 
 Body = bytes | list[bytes]  # a bulk request's NDJSON: one bytes object, or its fragments in order
+
+
+def encode_parts(actions: bytes | list[bytes], events: Events, indices: Sequence[int], every: bool) -> bytes:
+    """ElasticsearchOutput.encode without the C extension: slice assignment and itemgetter
+    interleave the columns in C, with no Python-level work per record."""
+    n = len(indices)
+    if every:
+        ids, docs = events.ids, events.docs
+    elif n > 1:
+        pick = itemgetter(*indices)
+        ids, docs = pick(events.ids), pick(events.docs)
+    else:
+        ids, docs = (events.ids[indices[0]],), (events.docs[indices[0]],)
+    parts: list[bytes] = [actions] * (5 * n) if type(actions) is bytes else [b""] * (5 * n)
+    if type(actions) is not bytes:
+        parts[0::5] = actions
+    parts[1::5] = ids
+    parts[2::5] = _MID * n
+    parts[3::5] = docs
+    parts[4::5] = _NL * n
+    return b"".join(parts)
 
 
 def joined(body: Body) -> bytes:

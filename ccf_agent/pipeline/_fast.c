@@ -2020,6 +2020,70 @@ static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return out;
 }
 
+/* ------------------------------------------------------------------ bulk bodies */
+
+/* bulk_body(actions, ids, docs, indices): b"".join(action + id + '"}}\n' + doc + "\n") over
+ * `indices` (None: every record, in order), the Elasticsearch output's encode. `actions`: one
+ * bytes object for every record, or a list with one per index (a dated index). */
+static PyObject *bulk_body(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char MID[] = "\"}}\n";
+    if (nargs != 4 || !(PyBytes_CheckExact(args[0]) || PyList_CheckExact(args[0])) || !PyList_CheckExact(args[1])
+        || !PyList_CheckExact(args[2]) || !(args[3] == Py_None || PyList_CheckExact(args[3]))
+        || PyList_GET_SIZE(args[1]) != PyList_GET_SIZE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "bulk_body(actions, ids: list, docs: list, indices: list | None)");
+        return NULL;
+    }
+    PyObject *actions = args[0], *ids = args[1], *docs = args[2], *indices = args[3];
+    Py_ssize_t n = indices == Py_None ? PyList_GET_SIZE(docs) : PyList_GET_SIZE(indices);
+    if (PyList_CheckExact(actions) && PyList_GET_SIZE(actions) != n) {
+        PyErr_SetString(PyExc_ValueError, "bulk_body: one action per index");
+        return NULL;
+    }
+    Py_ssize_t size = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        PyObject *body = NULL;
+        char *w = NULL;
+        if (pass == 1) {
+            if ((body = PyBytes_FromStringAndSize(NULL, size)) == NULL)
+                return NULL;
+            w = PyBytes_AS_STRING(body);
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t i = k;
+            if (indices != Py_None) {
+                i = PyLong_AsSsize_t(PyList_GET_ITEM(indices, k));
+                if (i < 0 || i >= PyList_GET_SIZE(docs)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_IndexError, "bulk_body: index out of range");
+                    Py_XDECREF(body);
+                    return NULL;
+                }
+            }
+            PyObject *action = PyBytes_CheckExact(actions) ? actions : PyList_GET_ITEM(actions, k);
+            PyObject *id = PyList_GET_ITEM(ids, i), *doc = PyList_GET_ITEM(docs, i);
+            if (!PyBytes_CheckExact(action) || !PyBytes_CheckExact(id) || !PyBytes_CheckExact(doc)) {
+                PyErr_SetString(PyExc_TypeError, "bulk_body: actions, ids and docs are bytes");
+                Py_XDECREF(body);
+                return NULL;
+            }
+            if (pass == 0) {
+                size += PyBytes_GET_SIZE(action) + PyBytes_GET_SIZE(id) + (Py_ssize_t)sizeof MID - 1
+                        + PyBytes_GET_SIZE(doc) + 1;
+                continue;
+            }
+            w = put(w, PyBytes_AS_STRING(action), PyBytes_GET_SIZE(action));
+            w = put(w, PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id));
+            w = put(w, MID, sizeof MID - 1);
+            w = put(w, PyBytes_AS_STRING(doc), PyBytes_GET_SIZE(doc));
+            *w++ = '\n';
+        }
+        if (pass == 1)
+            return body;
+    }
+    Py_UNREACHABLE();
+}
+
 /* ------------------------------------------------------------------ business metrics
  *
  * ops/business.py's _payout over a batch's payout records, in the same order with the same
@@ -2219,6 +2283,8 @@ static PyMethodDef methods[] = {
     {"prefilter", (PyCFunction)(void (*)(void))prefilter, METH_FASTCALL,
      "Indices of the lines where a redaction pattern could match (see redact.py)."},
     {"crc32", py_crc32, METH_O, "zlib.crc32 of a bytes-like object."},
+    {"bulk_body", (PyCFunction)(void (*)(void))bulk_body, METH_FASTCALL,
+     "The Elasticsearch output's NDJSON for some of a batch's records."},
     {"select", (PyCFunction)(void (*)(void))select_, METH_FASTCALL,
      "For each condition program, the indices of the records it holds for."},
     {"payouts", (PyCFunction)(void (*)(void))payouts, METH_FASTCALL,

@@ -7,11 +7,15 @@ import logging
 import ssl
 import textwrap
 from pathlib import Path
+from unittest.mock import patch
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
+from ccf_agent.outputs import elasticsearch as es
 from ccf_agent.outputs.base import client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.elasticsearch import (
@@ -118,6 +122,24 @@ def test_daily_indices_come_from_each_records_event_time(tmp_path: Path) -> None
     lines = out("ccf-logs-%{+yyyy.MM.dd}", tmp_path).encode(ev, [0, 1, 2]).splitlines()
     assert [orjson.loads(a)["create"]["_index"] for a in lines[0::2]] == [
         "ccf-logs-2023.12.31", "ccf-logs-2023.12.31", "ccf-logs-2024.01.01"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.binary(max_size=30), st.sampled_from(["2023-12-31", "2024-01-01", "2024-02-29"])),
+                max_size=12), st.data(), st.sampled_from(["ccf-logs", "ccf-logs-%{+yyyy.MM.dd}"]))
+def test_encode_in_c_is_the_python_encode(tmp_path: Path, recs: list[tuple[bytes, str]], data: st.DataObject,
+                                          index: str) -> None:
+    ev = events(0)
+    for k, (doc, day) in enumerate(recs):
+        ev.docs.append(doc)
+        ev.ids.append(b"id-%d" % k)
+        ev.stamps.append(f"{day}T10:00:00.000Z".encode())
+    indices = sorted(data.draw(st.sets(st.integers(0, max(len(recs) - 1, 0)))) if recs else set())
+    o = out(index, tmp_path)
+    with patch.object(es, "_fast", None):
+        python = o.encode(ev, indices)
+    assert o.encode(ev, indices) == python
+    assert o.encode(ev, range(len(recs))) == o.encode(ev, list(range(len(recs))))  # any sequence of indices
 
 
 def test_index_names_support_joda_style_year_month_day() -> None:
