@@ -367,8 +367,6 @@ static PyObject *mask_fast(PyObject *line, PyObject *rec, PyObject *keys, PyObje
         int same = PyUnicode_Compare(value, mask);
         if (same == -1 && PyErr_Occurred())
             goto python;
-        if (same == 0)
-            continue;
         if (!verbatim(value))
             goto python;
         Py_ssize_t nk = PyUnicode_GET_LENGTH(key), nv = PyUnicode_GET_LENGTH(value);
@@ -384,6 +382,14 @@ static PyObject *mask_fast(PyObject *line, PyObject *rec, PyObject *keys, PyObje
         needle[nneedle - 1] = '"';
         const char *text = PyBytes_AS_STRING(out);
         Py_ssize_t n = PyBytes_GET_SIZE(out);
+        if (same == 0) { /* already the mask, unless the key is written twice (orjson kept the last) */
+            int once = count_of(text, n, needle, nhead) == 1;
+            if (needle != stack)
+                PyMem_Free(needle);
+            if (!once)
+                goto python;
+            continue;
+        }
         const char *at = memmem(text, n, needle, nneedle);
         int ok = at != NULL && count_of(text, n, needle, nhead) == 1;
         Py_ssize_t i = ok ? at - text : 0, j = i + nneedle;

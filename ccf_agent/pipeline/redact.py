@@ -174,6 +174,7 @@ class Redactor:
         self._suffixes = ((b"_live_", b"_test_", b"hsec_") if cfg.stripe_keys else ()) + (
             (b"earer",) if cfg.bearer_tokens else ()) + (b"u\xff\xff\xff\xff",)
         self._native = _fast is not None and not cfg.custom
+        self.masked_seen = False  # set by walk: a sensitive field already held the mask
         # No built-in pattern fits in fewer characters ("a@b.io", "Bearer x", "sk_live_x").
         self._min_len = 1 if cfg.custom else 6
 
@@ -323,6 +324,7 @@ class Redactor:
                     if low in drop:
                         del obj[key]
                     elif value == self.mask:
+                        self.masked_seen = True
                         continue
                     else:
                         obj[key] = self.mask
@@ -395,10 +397,11 @@ class Redactor:
             if text is None:
                 # Escapes, nested objects or a custom regex (which might span quotes): redact
                 # the parsed strings themselves.
+                self.masked_seen = False
                 if self.walk(rec):
                     self._count("records_redacted")
                     return orjson.dumps(rec)
-                return None
+                return self._unless_masked_twice(rec)
         out = self._names(line, rec, nested, sensitive)
         if out is not None:
             return out
@@ -412,15 +415,23 @@ class Redactor:
         if not self.names:
             return None
         if nested:  # nested objects: their keys need a walk
+            self.masked_seen = False
             if self.walk(rec, patterns=False):
                 self._count("records_redacted")
                 return orjson.dumps(rec)
-            return None
+            return self._unless_masked_twice(rec)
         if sensitive is None:
             sensitive = self.sensitive(tuple(rec))
         if not sensitive:
             return None
         return self.top_level_names(line, rec, sensitive)
+
+    def _unless_masked_twice(self, rec: dict[str, Any]) -> bytes | None:
+        """After a walk that changed nothing: None (ship the line as it is), unless a sensitive
+        field already held the mask. Then the line may hold that key twice, orjson having kept
+        the last: `{"cvv":"123","cvv":"[REDACTED]"}` must not ship its first copy, so the record
+        is written again (a nested key may repeat at another depth: the raw text cannot tell)."""
+        return orjson.dumps(rec) if self.masked_seen else None
 
     def top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:
         """A flat record (no '{' past the first byte) whose top-level `keys` are sensitive: mask or
@@ -431,6 +442,10 @@ class Redactor:
             value = rec[key]
             drop = key.lower() in self.drop_names
             if not drop and value == self.mask:
+                # Already the mask, unless the key is written twice and orjson kept the last: then
+                # the line still holds the other copy and is written again from the record.
+                if line.count(self._head(key)) != 1:
+                    out = None
                 continue
             if out is not None:
                 out = self._splice(out, key, value, drop)
@@ -440,11 +455,18 @@ class Redactor:
                 rec[key] = self.mask
             changed += 1
         if not changed:
-            return None
+            return None if out is not None else orjson.dumps(rec)
         counters = self.counters
         counters["redacted:field"] = counters.get("redacted:field", 0) + changed
         counters["records_redacted"] = counters.get("records_redacted", 0) + 1
         return out if out is not None else orjson.dumps(rec)
+
+    def _head(self, key: str) -> bytes:
+        """'"key":' as orjson writes it."""
+        head = self._heads.get(key)
+        if head is None:
+            head = self._heads[key] = orjson.dumps(key) + b":"
+        return head
 
     def _splice(self, line: bytes, key: str, value: Any, drop: bool) -> bytes | None:
         # In raw JSON with no nested object, '"key":' can only occur as a top-level key (a quote
@@ -452,9 +474,7 @@ class Redactor:
         # encodes it, that is the field.
         if type(value) not in (str, int, float, bool) and value is not None:
             return None
-        head = self._heads.get(key)
-        if head is None:
-            head = self._heads[key] = orjson.dumps(key) + b":"
+        head = self._head(key)
         try:
             needle = head + orjson.dumps(value)
         except orjson.JSONEncodeError:

@@ -180,6 +180,25 @@ def test_tricky_lines_give_the_same_events() -> None:
             same([line], config)
 
 
+def test_a_sensitive_key_written_twice_ships_neither_copy_when_the_last_is_already_the_mask() -> None:
+    # orjson keeps the last of duplicate keys: "already masked" must not leave the first copy in the
+    # line, whichever way the line is redacted (top-level splice, a prefilter hit, a nested object).
+    lines = [b'{"paymentMethodId":"pm_1Nsecret","paymentMethodId":"[REDACTED]","message":"Payout processed"}',
+             b'{"message":"x","password":"pm_1Nsecret","password":"[REDACTED]","timestamp":"2024-01-15 10:00:00"}',
+             b'{"paymentMethodId":"pm_1Nsecret","n":"4242 4242 4242 4241","paymentMethodId":"[REDACTED]"}',
+             b'{"paymentMethodId":"pm_1Nsecret","k":"a\\u0041b","paymentMethodId":"[REDACTED]"}',
+             b'{"paymentMethodId":"pm_1Nsecret","meta":{"a":1},"paymentMethodId":"[REDACTED]"}',
+             b'{"meta":{"cvv":"pm_1Nsecret","cvv":"[REDACTED]"},"message":"nested"}']
+    for config in ("defaults", "static fields"):
+        same(lines, CONFIGS[config])
+        native, python = pair(CONFIGS[config])
+        projected = make(CONFIGS[config])
+        projected.project(PROJECT)
+        for pipeline in (native, python, projected):
+            docs = run(pipeline, lines).docs
+            assert len(docs) == len(lines) and not any(b"pm_1Nsecret" in d for d in docs), docs
+
+
 def test_timestamps_read_in_c_are_those_python_reads() -> None:
     lines = [orjson.dumps({"message": "x", "timestamp": ts}) for ts in STAMPS]
     lines += lines[::-1]  # each after another one: the last-value cache
