@@ -663,8 +663,19 @@ typedef struct {
     int npicks, pick[MAX_PICKS]; PyObject *name[MAX_PICKS]; /* projected members, their names */
 } Shape;
 
+/* A short string value seen before and its str: logs repeat a handful of values per field
+ * (messages, services, methods), so a projected record mostly reuses them. */
+#define VALUE_SLOTS 256
+#define VALUE_MAX 32
+typedef struct {
+    Py_ssize_t len;
+    unsigned char bytes[VALUE_MAX];
+    PyObject *str;
+} Value;
+
 typedef struct {
     Shape slot[SHAPE_SLOTS];
+    Value values[VALUE_SLOTS];
     PyObject *project; /* the projected field names (a tuple of str) */
     PyObject *ts_stamp; /* the last timestamp seen (its bytes in ts_raw) and its stamp */
     char ts_raw[64];
@@ -680,6 +691,8 @@ static void shape_cache_free(PyObject *capsule)
         return;
     for (int k = 0; k < SHAPE_SLOTS; k++)
         PyMem_Free(c->slot[k].keys);
+    for (int k = 0; k < VALUE_SLOTS; k++)
+        Py_XDECREF(c->values[k].str);
     Py_XDECREF(c->project);
     Py_XDECREF(c->ts_stamp);
     PyMem_Free(c);
@@ -778,15 +791,29 @@ static PyObject *fast_stamp(const ShapeCache *c, const char *t, Py_ssize_t len)
     return Py_BuildValue("(y#d)", iso, (Py_ssize_t)24, (double)us / 1e6);
 }
 
-static uint64_t keys_hash(const unsigned char *p, const Member *m, int count, Py_ssize_t *nbytes)
+/* The first min(len, 8) bytes at s as a number (the rest zero), with one 8-byte load when the
+ * buffer (ending at end) has room: a variable-length memcpy into a stack variable cost a
+ * `rep movsb` or a store-forwarding stall per call. */
+static inline uint64_t head8(const unsigned char *s, Py_ssize_t len, const unsigned char *end)
+{
+    uint64_t v = 0;
+    if (end - s >= 8) {
+        memcpy(&v, s, 8);
+        return len >= 8 ? v : len == 0 ? 0 : v & (~(uint64_t)0 >> (64 - 8 * len));
+    }
+    for (Py_ssize_t i = 0; i < len && i < 8; i++)
+        v |= (uint64_t)s[i] << (8 * i);
+    return v;
+}
+
+static uint64_t keys_hash(const unsigned char *p, Py_ssize_t n, const Member *m, int count, Py_ssize_t *nbytes)
 {
     const uint64_t mul = 0x9E3779B97F4A7C15ULL;
     uint64_t h = (uint64_t)count;
     Py_ssize_t total = 0;
     for (int k = 0; k < count; k++) {
         Py_ssize_t len = m[k].key_end - m[k].key;
-        uint64_t head = 0, tail = 0;
-        memcpy(&head, p + m[k].key, len < 8 ? len : 8);
+        uint64_t head = head8(p + m[k].key, len, p + n), tail = 0;
         if (len > 8)
             memcpy(&tail, p + m[k].key_end - 8, 8);
         /* one multiply in the chain per key (tail and len mix in off the chain); a collision
@@ -908,11 +935,33 @@ static void remember_stamp(ShapeCache *c, const char *text, Py_ssize_t len, PyOb
 }
 
 /* A value of the projected record, from its bytes. */
-static PyObject *member_value(const unsigned char *p, const Member *m, PyObject *loads)
+/* The str of a string's UTF-8 bytes (scanned: valid, no escapes), shared when seen before. */
+static PyObject *string_value(ShapeCache *c, const unsigned char *s, Py_ssize_t len, const unsigned char *end)
+{
+    if (len > VALUE_MAX)
+        return PyUnicode_DecodeUTF8((const char *)s, len, "strict");
+    uint64_t head = head8(s, len, end), tail = 0;
+    if (len > 8)
+        memcpy(&tail, s + len - 8, 8);
+    uint64_t h = (head ^ (tail + (uint64_t)len) * 0xC2B2AE3D27D4EB4FULL) * 0x9E3779B97F4A7C15ULL;
+    Value *v = &c->values[h >> 56]; /* VALUE_SLOTS = 256 */
+    if (v->str != NULL && v->len == len && memcmp(v->bytes, s, len) == 0)
+        return Py_NewRef(v->str);
+    PyObject *str = PyUnicode_DecodeUTF8((const char *)s, len, "strict");
+    if (str == NULL)
+        return NULL;
+    Py_XSETREF(v->str, Py_NewRef(str));
+    v->len = len;
+    memcpy(v->bytes, s, len);
+    return str;
+}
+
+static PyObject *member_value(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const Member *m,
+                              PyObject *loads)
 {
     switch (m->kind) {
     case V_STRING:
-        return PyUnicode_DecodeUTF8((const char *)p + m->value + 1, m->value_end - m->value - 2, "strict");
+        return string_value(c, p + m->value + 1, m->value_end - m->value - 2, p + n);
     case V_TRUE:
         Py_RETURN_TRUE;
     case V_FALSE:
@@ -959,7 +1008,7 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, int hi
     if (scan_object(p, n, m, &count) != SCAN_OK)
         return 0;
     Py_ssize_t nbytes;
-    uint64_t hash = keys_hash(p, m, count, &nbytes);
+    uint64_t hash = keys_hash(p, n, m, count, &nbytes);
     if (nbytes > SHAPE_KEYS_MAX)
         return 0;
     Shape *s = &c->slot[hash % SHAPE_SLOTS];
@@ -1032,7 +1081,7 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, int hi
         int masked = 0;
         for (int j = 0; j < s->nsens; j++)
             masked |= s->sens[j] == s->pick[k];
-        PyObject *value = masked ? Py_NewRef(mask) : member_value(p, &m[s->pick[k]], loads);
+        PyObject *value = masked ? Py_NewRef(mask) : member_value(c, p, n, &m[s->pick[k]], loads);
         if (value == NULL || PyDict_SetItem(rec, s->name[k], value) < 0) {
             Py_XDECREF(value);
             Py_DECREF(rec);
