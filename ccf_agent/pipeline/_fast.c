@@ -1558,10 +1558,10 @@ static inline unsigned any_of(__m128i block, const __m128i *values, int n, const
     return (unsigned)_mm_movemask_epi8(hit);
 }
 
-/* Bit i set when bits i .. i+len-1 of w are all set (len <= 31). */
-static inline uint32_t runs_of(uint32_t w, Py_ssize_t len)
+/* Bit i set when bits i .. i+len-1 of w are all set (len <= 63). */
+static inline uint64_t runs_of(uint64_t w, Py_ssize_t len)
 {
-    uint32_t acc = 0xFFFFFFFFu, power = w;
+    uint64_t acc = ~(uint64_t)0, power = w;
     int acc_len = 0, power_len = 1;
     while (len) {
         if (len & 1) {
@@ -1638,25 +1638,6 @@ static int have_avx2;
 
 enum { C_ZERO, C_DROPPED, C_SENTINEL, C_NEEDLE, C_NEXT };
 
-/* Bit i set when bits i .. i+len-1 of w are all set (len <= 63). */
-static inline uint64_t runs_of64(uint64_t w, Py_ssize_t len)
-{
-    uint64_t acc = ~(uint64_t)0, power = w;
-    int acc_len = 0, power_len = 1;
-    while (len) {
-        if (len & 1) {
-            acc &= power >> acc_len;
-            acc_len += power_len;
-        }
-        len >>= 1;
-        if (len) {
-            power &= power >> power_len;
-            power_len <<= 1;
-        }
-    }
-    return acc;
-}
-
 /* The bytes of the 32 in `block` that are in class `c`: a set of ASCII bytes looked up by
  * nibbles (the low nibble's entry holds one bit per high nibble). */
 __attribute__((target("avx2"))) static inline uint32_t class_of(__m256i lo, __m256i hi_bit, const Fold *f, int c)
@@ -1699,7 +1680,7 @@ __attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_s
             uint32_t zmask = class_of(lo, hi_bit, f, C_ZERO) & lenmask, kmask = 0;
             if (zmask || prev_keep) /* without zeros, a run may still continue through dropped bytes */
                 kmask = zmask | (class_of(lo, hi_bit, f, C_DROPPED) & lenmask);
-            uint64_t starts = kmask ? runs_of64(prev_keep | (uint64_t)kmask << 32, f->zeros) : 0;
+            uint64_t starts = kmask ? runs_of(prev_keep | (uint64_t)kmask << 32, f->zeros) : 0;
             while (starts) {
                 Py_ssize_t a = at - 32 + __builtin_ctzll(starts);
                 starts &= starts - 1;

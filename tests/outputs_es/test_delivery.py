@@ -211,30 +211,6 @@ def test_a_request_of_several_fragments_is_their_records_in_order_and_its_429_it
     assert [t.released for t in tokens] == [1, 1, 1]
 
 
-def test_a_request_of_several_fragments_refused_413_is_split_until_the_oversized_record_is_alone(
-        tmp_path: Path) -> None:
-    stored: list[str] = []
-
-    def script(call: BulkCall) -> Any:
-        if "s-9" in call.ids:
-            return 413, {}, {"error": {"type": "content_too_long", "reason": "too large"}, "status": 413}
-        stored.extend(call.ids)
-        return None
-
-    async def go() -> int:
-        async with fake_node() as node:
-            node.script = script
-            out = output([node.url], tmp_path)
-            for k in range(3):
-                out.submit(events(4, start=4 * k), list(range(4)), None)
-            async with running(out):
-                await drained(out)
-            return out.stats.docs_dead
-
-    assert run(go()) == 1
-    assert sorted(stored) == sorted(f"s-{i}" for i in range(12) if i != 9)
-
-
 def test_items_rejected_for_good_are_dead_lettered_with_error_and_record_then_acked(tmp_path: Path) -> None:
     bad = {"s-2", "s-5"}
     error = {"type": "mapper_parsing_exception", "reason": "failed to parse field [amount] of type [long]"}
@@ -273,11 +249,14 @@ def test_items_answered_409_count_as_already_stored(tmp_path: Path) -> None:
     assert run(go()) == (1, 4, 4)
 
 
-def test_a_whole_request_refused_413_is_split_until_the_oversized_record_is_alone(tmp_path: Path) -> None:
+# One fragment of ten records, or three of four (a request sent as its fragments: elasticsearch.Parts).
+@pytest.mark.parametrize(("fragments", "size", "bad"), [(1, 10, 6), (3, 4, 9)])
+def test_a_whole_request_refused_413_is_split_until_the_oversized_record_is_alone(
+        tmp_path: Path, fragments: int, size: int, bad: int) -> None:
     stored: list[str] = []
 
     def script(call: BulkCall) -> Any:
-        if "s-6" in call.ids:
+        if f"s-{bad}" in call.ids:
             return 413, {}, {"error": {"type": "content_too_long", "reason": "too large"}, "status": 413}
         stored.extend(call.ids)
         return None
@@ -286,15 +265,16 @@ def test_a_whole_request_refused_413_is_split_until_the_oversized_record_is_alon
         async with fake_node() as node:
             node.script = script
             out = output([node.url], tmp_path)
-            out.submit(events(10), list(range(10)), None)
+            for k in range(fragments):
+                out.submit(events(size, start=size * k), list(range(size)), None)
             async with running(out):
                 await drained(out)
             return out.stats.docs_dead
 
     assert run(go()) == 1
-    assert sorted(stored) == sorted(f"s-{i}" for i in range(10) if i != 6)
+    assert sorted(stored) == sorted(f"s-{i}" for i in range(fragments * size) if i != bad)
     letter = orjson.loads((tmp_path / "dead_letter" / "t.ndjson").read_bytes())
-    assert letter["status"] == 413 and letter["action"]["create"]["_id"] == "s-6"
+    assert letter["status"] == 413 and letter["action"]["create"]["_id"] == f"s-{bad}"
 
 
 def test_records_wait_while_dead_letters_cannot_be_written(tmp_path: Path) -> None:
