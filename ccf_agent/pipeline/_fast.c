@@ -1558,6 +1558,27 @@ static inline unsigned any_of(__m128i block, const __m128i *values, int n, const
     return (unsigned)_mm_movemask_epi8(hit);
 }
 
+/* A card starting at one of `starts` (bit i: position base + i) not yet checked? */
+static int card_at(const unsigned char *p, Py_ssize_t n, Py_ssize_t base, uint64_t starts, const Fold *f,
+                   Py_ssize_t *checked)
+{
+    for (; starts; starts &= starts - 1) {
+        Py_ssize_t a = base + __builtin_ctzll(starts);
+        if (a >= *checked && zeros_around(p, n, a, f, checked) && (!f->json || in_string(p, a)))
+            return 1;
+    }
+    return 0;
+}
+
+/* A marker at one of `sentinels` (bit i: position base + i)? */
+static int marker_in(const unsigned char *p, Py_ssize_t n, Py_ssize_t base, uint32_t sentinels, const Fold *f)
+{
+    for (; sentinels; sentinels &= sentinels - 1)
+        if (marker_at(p, n, base + __builtin_ctz(sentinels), f))
+            return 1;
+    return 0;
+}
+
 /* Bit i set when bits i .. i+len-1 of w are all set (len <= 63). */
 static inline uint64_t runs_of(uint64_t w, Py_ssize_t len)
 {
@@ -1605,15 +1626,8 @@ static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
             unsigned kmask = zmask ? zmask | (any_of(block, f->dropped_v, f->n_dropped, W_DROPPED) & lenmask) : 0;
             if (zmask == 0 && prev_keep) /* a run may still continue through dropped bytes */
                 kmask = any_of(block, f->dropped_v, f->n_dropped, W_DROPPED) & lenmask;
-            uint32_t starts = kmask ? runs_of(prev_keep | kmask << 16, f->zeros) : 0;
-            while (starts) {
-                Py_ssize_t a = at - 16 + __builtin_ctz(starts);
-                starts &= starts - 1;
-                if (a < checked)
-                    continue;
-                if (zeros_around(p, n, a, f, &checked) && (!f->json || in_string(p, a)))
-                    return 1;
-            }
+            if (kmask && card_at(p, n, at - 16, runs_of(prev_keep | kmask << 16, f->zeros), f, &checked))
+                return 1;
             prev_keep = kmask;
         }
         unsigned sentinels = any_of(block, f->sentinel_v, f->n_sentinel, W_SENTINEL) & lenmask;
@@ -1621,12 +1635,8 @@ static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
             __m128i next = _mm_loadu_si128((const __m128i *)(q + 1));
             unsigned nextmask = at + 17 <= n ? 0xFFFFu : 0xFFFFu >> (17 - (n - at));
             sentinels &= any_of(next, f->next_v, f->n_next, W_NEXT) & nextmask;
-            while (sentinels) {
-                Py_ssize_t k = at + __builtin_ctz(sentinels);
-                sentinels &= sentinels - 1;
-                if (marker_at(p, n, k, f))
-                    return 1;
-            }
+            if (marker_in(p, n, at, sentinels, f))
+                return 1;
         }
     }
     return 0;
@@ -1680,15 +1690,8 @@ __attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_s
             uint32_t zmask = class_of(lo, hi_bit, f, C_ZERO) & lenmask, kmask = 0;
             if (zmask || prev_keep) /* without zeros, a run may still continue through dropped bytes */
                 kmask = zmask | (class_of(lo, hi_bit, f, C_DROPPED) & lenmask);
-            uint64_t starts = kmask ? runs_of(prev_keep | (uint64_t)kmask << 32, f->zeros) : 0;
-            while (starts) {
-                Py_ssize_t a = at - 32 + __builtin_ctzll(starts);
-                starts &= starts - 1;
-                if (a < checked)
-                    continue;
-                if (zeros_around(p, n, a, f, &checked) && (!f->json || in_string(p, a)))
-                    return 1;
-            }
+            if (kmask && card_at(p, n, at - 32, runs_of(prev_keep | (uint64_t)kmask << 32, f->zeros), f, &checked))
+                return 1;
             prev_keep = kmask;
         }
         uint32_t sentinels = class_of(lo, hi_bit, f, C_SENTINEL) & lenmask;
@@ -1697,12 +1700,8 @@ __attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_s
             nibbles(_mm256_loadu_si256((const __m256i *)(q + 1)), &nlo, &nhi_bit);
             uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : 0xFFFFFFFFu >> (33 - (n - at));
             sentinels &= class_of(nlo, nhi_bit, f, C_NEXT) & nextmask;
-            while (sentinels) {
-                Py_ssize_t k = at + __builtin_ctz(sentinels);
-                sentinels &= sentinels - 1;
-                if (marker_at(p, n, k, f))
-                    return 1;
-            }
+            if (marker_in(p, n, at, sentinels, f))
+                return 1;
         }
     }
     return 0;
@@ -1977,84 +1976,69 @@ static int holds(PyObject *prog, PyObject *rec)
     }
 }
 
-/* assign(records, programs): for each program in order and then the default, the indices of
- * the records it takes (each record the first whose program holds). */
-static PyObject *assign(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* A list of n empty lists. */
+static PyObject *empty_lists(Py_ssize_t n)
 {
-    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "assign(records: list, programs: tuple)");
-        return NULL;
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t k = 0; out != NULL && k < n; k++) {
+        PyObject *list = PyList_New(0);
+        if (list == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, k, list);
     }
-    PyObject *records = args[0], *programs = args[1];
-    Py_ssize_t nprog = PyTuple_GET_SIZE(programs);
-    PyObject *buckets = PyList_New(nprog + 1);
-    if (buckets == NULL)
-        return NULL;
-    for (Py_ssize_t k = 0; k <= nprog; k++) {
-        PyObject *bucket = PyList_New(0);
-        if (bucket == NULL) {
-            Py_DECREF(buckets);
-            return NULL;
-        }
-        PyList_SET_ITEM(buckets, k, bucket);
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
-        PyObject *rec = PyList_GET_ITEM(records, i);
-        Py_ssize_t k = 0;
-        for (; k < nprog; k++) {
-            int r = holds(PyTuple_GET_ITEM(programs, k), rec);
-            if (r < 0) {
-                Py_DECREF(buckets);
-                return NULL;
-            }
-            if (r)
-                break;
-        }
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(PyList_GET_ITEM(buckets, k), index) < 0) {
-            Py_XDECREF(index);
-            Py_DECREF(buckets);
-            return NULL;
-        }
-        Py_DECREF(index);
-    }
-    return buckets;
+    return out;
 }
 
-/* select(records, programs): for each program, the indices of the records it holds for (each
- * program on its own, unlike assign's first match; no list of the others). */
-static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static int append_index(PyObject *list, Py_ssize_t i)
+{
+    PyObject *index = PyLong_FromSsize_t(i);
+    int failed = index == NULL || PyList_Append(list, index) < 0;
+    Py_XDECREF(index);
+    return failed ? -1 : 0;
+}
+
+/* assign(records, programs): for each program in order and then the default, the indices of
+ * the records it takes (each record the first whose program holds). select(records, programs):
+ * for each program, the indices of the records it holds for (each on its own; no default). */
+static PyObject *route_records(PyObject *const *args, Py_ssize_t nargs, int first_match)
 {
     if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "select(records: list, programs: tuple)");
+        PyErr_SetString(PyExc_TypeError, "assign/select(records: list, programs: tuple)");
         return NULL;
     }
     PyObject *records = args[0], *programs = args[1];
     Py_ssize_t nprog = PyTuple_GET_SIZE(programs);
-    PyObject *out = PyList_New(nprog);
+    PyObject *out = empty_lists(nprog + first_match);
     if (out == NULL)
         return NULL;
-    for (Py_ssize_t k = 0; k < nprog; k++) {
-        PyObject *found = PyList_New(0);
-        if (found == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, k, found);
-    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
-        for (Py_ssize_t k = 0; k < nprog; k++) {
+        Py_ssize_t k = 0;
+        for (; k < nprog; k++) {
             int r = holds(PyTuple_GET_ITEM(programs, k), PyList_GET_ITEM(records, i));
-            PyObject *index = r > 0 ? PyLong_FromSsize_t(i) : NULL;
-            if (r < 0 || (r > 0 && (index == NULL || PyList_Append(PyList_GET_ITEM(out, k), index) < 0))) {
-                Py_XDECREF(index);
+            if (r < 0 || (r > 0 && !first_match && append_index(PyList_GET_ITEM(out, k), i) < 0)) {
                 Py_DECREF(out);
                 return NULL;
             }
-            Py_XDECREF(index);
+            if (r > 0 && first_match)
+                break;
+        }
+        if (first_match && append_index(PyList_GET_ITEM(out, k), i) < 0) {
+            Py_DECREF(out);
+            return NULL;
         }
     }
     return out;
+}
+
+static PyObject *assign(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return route_records(args, nargs, 1);
+}
+
+static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return route_records(args, nargs, 0);
 }
 
 /* ------------------------------------------------------------------ bulk bodies */
