@@ -36,6 +36,7 @@ log = logging.getLogger("ccf_agent.tail")
 
 COMPRESSED = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip", "*.lz4")
 MIN_POLL = 0.005
+ROOM_POLL = 0.05  # while reading waits for room: how soon a file inotify saw appear is opened
 
 
 class TailInput:
@@ -131,14 +132,25 @@ class TailInput:
         return progressed
 
     async def _wait_room(self) -> None:
-        """Backpressure, with the housekeeping that must go on while an output is down."""
+        """Backpressure, with the housekeeping that must go on while an output is down. New files
+        are still opened as they appear, though none is read until there is room: in a rename
+        storm a generation may be renamed over within the pause, and only a descriptor opened
+        before that keeps it readable."""
+        next_scan = time.monotonic() + self.cfg.scan_interval
         while True:
             try:
-                async with asyncio.timeout(self.cfg.scan_interval):
+                async with asyncio.timeout(min(self.cfg.scan_interval, ROOM_POLL)):
                     await self.wait_for_room()
                 return
             except TimeoutError:
-                self._maintain()
+                now = time.monotonic()
+                if self._rescan.is_set():  # inotify saw a file appear or move
+                    self._rescan.clear()
+                    self.scan()
+                if now >= next_scan:
+                    self.scan()
+                    self._maintain()
+                    next_scan = now + self.cfg.scan_interval
 
     def _changed(self, path: str) -> None:
         key = self.by_path.get(path)

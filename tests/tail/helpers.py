@@ -28,6 +28,8 @@ class Tail:
         self.batches: list[Batch] = []
         self.hold = False  # True: keep batches unacknowledged (an output that is down)
         self.held: list[Batch] = []
+        self.room = asyncio.Event()  # cleared: reading waits for room (backpressure from the outputs)
+        self.room.set()
 
     def dispatch(self, batch: Batch) -> None:
         self.batches.append(batch)
@@ -54,6 +56,7 @@ class Tail:
 
     async def _room(self) -> None:
         await self.flow.wait_for_room()
+        await self.room.wait()
 
     async def __aexit__(self, *exc: object) -> None:
         self.task.cancel()

@@ -126,6 +126,27 @@ def test_rename_rotation_finishes_the_old_file_and_reads_the_new(tmp_path: Path)
     run(go())
 
 
+def test_generations_renamed_over_while_reading_waits_for_room_are_all_read(tmp_path: Path) -> None:
+    # Each rotation replaces combined.log.1: a generation is gone from every name before reading
+    # resumes, so only a descriptor opened during the pause keeps it.
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            live.write_text(numbered(0, 100))
+            await t.has_lines(100)
+            t.room.clear()
+            for g in range(6):
+                live.write_text(numbered(100 + 50 * g, 50))
+                await asyncio.sleep(0.15)  # the writer's pace: slower than inotify, faster than the pause
+                os.replace(live, t.logs / "combined.log.1")
+                await asyncio.sleep(0.15)
+            live.write_text(numbered(400, 10))
+            t.room.set()
+            await t.has_lines(410)
+        assert sorted(seqs(t.lines)) == list(range(410))
+    run(go())
+
+
 def test_truncation_restarts_at_zero(tmp_path: Path) -> None:
     async def go() -> None:
         async with Tail(tmp_path) as t:
