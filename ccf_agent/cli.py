@@ -44,12 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # 700 (records and batches rarely form cycles; bench: +5-10% events per CPU-second).
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    try:  # a long-running daemon: keep freed arenas and heap for the next batches (see _fast.c)
-        from ccf_agent.pipeline import _fast
+    from ccf_agent.pipeline.native import fast
 
-        _fast.keep_memory()
-    except ImportError:  # pragma: no cover - built without a compiler
-        pass
+    if fast is not None:  # a long-running daemon: keep freed arenas and heap for the next batches
+        fast.keep_memory()
     try:
         import uvloop
 

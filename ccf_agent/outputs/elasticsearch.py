@@ -150,8 +150,6 @@ def config_problem(cfg: OutputConfig) -> str | None:
 # ---------------------------------------------------------------------------------- TLS, auth, hosts
 
 
-
-
 def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 

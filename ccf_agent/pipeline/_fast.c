@@ -665,7 +665,8 @@ typedef struct {
 
 /* A short string value seen before and its str: logs repeat a handful of values per field
  * (messages, services, methods), so a projected record mostly reuses them. */
-#define VALUE_SLOTS 256
+#define VALUE_BITS 8
+#define VALUE_SLOTS (1 << VALUE_BITS)
 #define VALUE_MAX 32
 typedef struct {
     Py_ssize_t len;
@@ -806,20 +807,27 @@ static inline uint64_t head8(const unsigned char *s, Py_ssize_t len, const unsig
     return v;
 }
 
+#define HASH_MUL 0x9E3779B97F4A7C15ULL
+
+/* A span's first and last 8 bytes and its length, mixed: what the shape and value hashes
+ * fold in (a collision only costs speed: the bytes are compared after). The tail and length
+ * mix in with their own multiply, off a caller's chain. */
+static inline uint64_t span_mix(const unsigned char *s, Py_ssize_t len, const unsigned char *end)
+{
+    uint64_t tail = 0;
+    if (len > 8)
+        memcpy(&tail, s + len - 8, 8);
+    uint64_t side = (tail + (uint64_t)len) * 0xC2B2AE3D27D4EB4FULL;
+    return head8(s, len, end) ^ (side >> 29 | side << 35);
+}
+
 static uint64_t keys_hash(const unsigned char *p, Py_ssize_t n, const Member *m, int count, Py_ssize_t *nbytes)
 {
-    const uint64_t mul = 0x9E3779B97F4A7C15ULL;
     uint64_t h = (uint64_t)count;
     Py_ssize_t total = 0;
-    for (int k = 0; k < count; k++) {
+    for (int k = 0; k < count; k++) { /* one multiply per key in the chain */
         Py_ssize_t len = m[k].key_end - m[k].key;
-        uint64_t head = head8(p + m[k].key, len, p + n), tail = 0;
-        if (len > 8)
-            memcpy(&tail, p + m[k].key_end - 8, 8);
-        /* one multiply in the chain per key (tail and len mix in off the chain); a collision
-         * only costs speed: same_keys compares the bytes */
-        uint64_t side = (tail + (uint64_t)len) * 0xC2B2AE3D27D4EB4FULL;
-        h = (h ^ head ^ (side >> 29 | side << 35)) * mul;
+        h = (h ^ span_mix(p + m[k].key, len, p + n)) * HASH_MUL;
         total += len + 1;
     }
     *nbytes = total;
@@ -940,11 +948,7 @@ static PyObject *string_value(ShapeCache *c, const unsigned char *s, Py_ssize_t 
 {
     if (len > VALUE_MAX)
         return PyUnicode_DecodeUTF8((const char *)s, len, "strict");
-    uint64_t head = head8(s, len, end), tail = 0;
-    if (len > 8)
-        memcpy(&tail, s + len - 8, 8);
-    uint64_t h = (head ^ (tail + (uint64_t)len) * 0xC2B2AE3D27D4EB4FULL) * 0x9E3779B97F4A7C15ULL;
-    Value *v = &c->values[h >> 56]; /* VALUE_SLOTS = 256 */
+    Value *v = &c->values[(span_mix(s, len, end) * HASH_MUL) >> (64 - VALUE_BITS)];
     if (v->str != NULL && v->len == len && memcmp(v->bytes, s, len) == 0)
         return Py_NewRef(v->str);
     PyObject *str = PyUnicode_DecodeUTF8((const char *)s, len, "strict");
@@ -2132,9 +2136,16 @@ static PyObject *payouts(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *methods = args[5], *bounds = args[6], *buckets = args[7], *counts = args[8], *names = args[10];
     PyObject *completed = PyTuple_GET_ITEM(names, N_COMPLETED), *other = PyTuple_GET_ITEM(names, N_OTHER);
     PyObject *unknown = PyTuple_GET_ITEM(names, N_UNKNOWN);
-    double sum = PyFloat_AS_DOUBLE(args[9]);
+    double sum = PyFloat_AS_DOUBLE(args[9]), bound[16];
     long long observed = 0;
     Py_ssize_t nbounds = PyTuple_GET_SIZE(bounds);
+    if (nbounds > 16) {
+        PyErr_SetString(PyExc_ValueError, "payouts: at most 16 bucket bounds");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < nbounds; k++)
+        if ((bound[k] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds, k))) == -1.0 && PyErr_Occurred())
+            return NULL;
     for (Py_ssize_t h = 0; h < PyList_GET_SIZE(hits); h++) {
         Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(hits, h));
         if (i == -1 && PyErr_Occurred())
@@ -2227,7 +2238,7 @@ static PyObject *payouts(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         observed++;
         sum += seconds;
         Py_ssize_t k = 0;
-        while (k < nbounds && !(PyFloat_AsDouble(PyTuple_GET_ITEM(bounds, k)) >= seconds))
+        while (k < nbounds && !(bound[k] >= seconds))
             k++;
         PyObject *old = PyList_GET_ITEM(buckets, k);
         long long b = PyLong_AsLongLong(old);

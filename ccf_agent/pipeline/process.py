@@ -146,10 +146,12 @@ class Pipeline:
         mask_top = redactor.top_level_names if redactor is not None else None
         hits: set[int] = set()
         names = redactor is not None and bool(redactor.names)
+        # The C loop walks the bytes as read; the Python loop needs the lines.
+        lines = batch.data if self.native and batch.data is not None else batch.lines
         if redactor is not None and transcode is None:
-            hits = redactor.scan(batch.data if self.native and batch.data is not None else batch.lines, json=is_json)
+            hits = redactor.scan(lines, json=is_json)
         if self.native:
-            self._native(batch, out, sid, path_part, default_stamp, hits)
+            self._native(batch, lines, out, sid, path_part, default_stamp, hits)
             return out
         lookup = self._lookup_bytes if self.lookups else None
         offset = batch.start
@@ -219,8 +221,8 @@ class Pipeline:
                 self._tag(out, i, "truncated")
         return out
 
-    def _native(self, batch: Batch, out: Events, sid: bytes, path_part: bytes, default_stamp: Stamp,
-                hits: set[int]) -> None:
+    def _native(self, batch: Batch, lines: list[bytes] | bytes, out: Events, sid: bytes, path_part: bytes,
+                default_stamp: Stamp, hits: set[int]) -> None:
         """The loop above, in C: the same steps, calling back here for whatever is not common."""
         assert _fast is not None
 
@@ -235,7 +237,7 @@ class Pipeline:
 
         redactor = self.redactor
         records, fields = _fast.json_lines(
-            batch.data if batch.data is not None else batch.lines, batch.start, sid, path_part, self._end, hits, self._shapes, self._shape, self.reserved,
+            lines, batch.start, sid, path_part, self._end, hits, self._shapes, self._shape, self.reserved,
             self.ts_field, self.timestamps.cache, self.timestamps.parse, self.timestamps.parse_any, default_stamp,
             redactor.json_line if redactor is not None else None,
             redactor.top_level_names if redactor is not None else None,

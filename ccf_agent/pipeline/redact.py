@@ -397,11 +397,7 @@ class Redactor:
             if text is None:
                 # Escapes, nested objects or a custom regex (which might span quotes): redact
                 # the parsed strings themselves.
-                self.masked_seen = False
-                if self.walk(rec):
-                    self._count("records_redacted")
-                    return orjson.dumps(rec)
-                return self._unless_masked_twice(rec)
+                return self._walked(rec, patterns=True)
         out = self._names(line, rec, nested, sensitive)
         if out is not None:
             return out
@@ -415,22 +411,23 @@ class Redactor:
         if not self.names:
             return None
         if nested:  # nested objects: their keys need a walk
-            self.masked_seen = False
-            if self.walk(rec, patterns=False):
-                self._count("records_redacted")
-                return orjson.dumps(rec)
-            return self._unless_masked_twice(rec)
+            return self._walked(rec, patterns=False)
         if sensitive is None:
             sensitive = self.sensitive(tuple(rec))
         if not sensitive:
             return None
         return self.top_level_names(line, rec, sensitive)
 
-    def _unless_masked_twice(self, rec: dict[str, Any]) -> bytes | None:
-        """After a walk that changed nothing: None (ship the line as it is), unless a sensitive
-        field already held the mask. Then the line may hold that key twice, orjson having kept
-        the last: `{"cvv":"123","cvv":"[REDACTED]"}` must not ship its first copy, so the record
-        is written again (a nested key may repeat at another depth: the raw text cannot tell)."""
+    def _walked(self, rec: dict[str, Any], patterns: bool) -> bytes | None:
+        """walk(rec): the record written again if it changed, else None (ship the line as it is),
+        unless a sensitive field already held the mask. Then the line may hold that key twice,
+        orjson having kept the last: `{"cvv":"123","cvv":"[REDACTED]"}` must not ship its first
+        copy, so the record is written again (a nested key may repeat at another depth: the raw
+        text cannot tell)."""
+        self.masked_seen = False
+        if self.walk(rec, patterns):
+            self._count("records_redacted")
+            return orjson.dumps(rec)
         return orjson.dumps(rec) if self.masked_seen else None
 
     def top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:

@@ -144,11 +144,10 @@ class TailInput:
                 return
             except TimeoutError:
                 now = time.monotonic()
-                if self._rescan.is_set():  # inotify saw a file appear or move
+                if self._rescan.is_set() or now >= next_scan:  # inotify saw a file appear or move
                     self._rescan.clear()
                     self.scan()
                 if now >= next_scan:
-                    self.scan()
                     self._maintain()
                     next_scan = now + self.cfg.scan_interval
 
