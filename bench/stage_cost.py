@@ -2,11 +2,13 @@
 
     python bench/workload.py bulk --out /tmp/floor.log -n 300000
     python bench/stage_cost.py /tmp/floor.log [--records 200000] [--chunk 131072] [--rounds 3]
+    python bench/stage_cost.py /tmp/floor.log --extra bench/scenarios/redact-alerts.yaml
 
 Reads the file into memory, then, chunk by chunk as the tail reader hands them over (the
 chunk's complete lines as one bytes object), runs the default scenario's pipeline (JSON,
-redaction defaults, the projection the agent computes), business metrics, the payout route
-and both Elasticsearch outputs' `encode`, timing each stage with process_time. Best of
+redaction defaults, the projection the agent computes), business metrics, alert rules (with
+`--extra` YAML that has some), the payout route and both Elasticsearch outputs' `encode`,
+timing each stage with process_time. Best of
 `--rounds`. Not a test: what the agent adds on top (event loop, HTTP, acknowledgements,
 startup) shows as the gap to `python bench/run.py --scenario default`.
 """
@@ -20,8 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # noqa: E402 - the repo, not an install
 
+from bench.run import deep_merge  # noqa: E402
 from ccf_agent.agent import Agent  # noqa: E402
 from ccf_agent.batch import Batch  # noqa: E402
 from ccf_agent.config import parse_config  # noqa: E402
@@ -41,12 +46,13 @@ routes:
   output: payouts
   when: {{any: [{{field: message, icontains: payout}}, {{field: service, equals: payout-job}}]}}
 """
-STAGES = ("split", "pipeline", "business", "route", "encode")
+STAGES = ("split", "pipeline", "business", "alerts", "route", "encode")
 
 
-async def measure(data: bytes, chunk: int, state: Path) -> dict[str, float]:
-    cfg = parse_config(CONFIG.format(state=state))
+async def measure(data: bytes, chunk: int, state: Path, extra: dict) -> dict[str, float]:
+    cfg = parse_config(yaml.safe_dump(deep_merge(yaml.safe_load(CONFIG.format(state=state)), extra)))
     agent = Agent(cfg)  # (needs a running loop for its events; nothing is started)
+    alerts = agent.alerts if cfg.alerts is not None else None
     pipeline = Pipeline(cfg.inputs[0], hostname="web-1", processors=cfg.processors)
     pipeline.project(agent._projection())
     entry = Entry("s" * 16, "fp", "app", "/var/log/ccf/combined.log", 1, 2)
@@ -65,13 +71,16 @@ async def measure(data: bytes, chunk: int, state: Path) -> dict[str, float]:
         t2 = clock()
         business.observe(events.records, events.times, batch.path)
         t3 = clock()
-        buckets = agent.router.assign(events.records)
+        if alerts is not None:
+            alerts.observe(events.records, events.times, events.docs if pipeline.projected else None)
         t4 = clock()
+        buckets = agent.router.assign(events.records)
+        t5 = clock()
         for k, indices in enumerate(buckets):
             for out in agent._targets[k] if indices else ():
                 out.encode(events, indices)
-        t5 = clock()
-        for stage, d in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+        t6 = clock()
+        for stage, d in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
             spent[stage] += d
     return spent
 
@@ -82,7 +91,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--chunk", type=int, default=1 << 17)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--extra", type=Path, help="YAML merged into the config, as bench/run.py's scenarios do")
     args = ap.parse_args()
+    extra = yaml.safe_load(args.extra.read_text()) if args.extra else {}
     lines: list[bytes] = []
     with open(args.file, "rb") as f:
         for line in f:
@@ -94,7 +105,7 @@ def main() -> None:
     best: dict[str, float] | None = None
     with tempfile.TemporaryDirectory(prefix="ccf-stage-cost-") as state:
         for _ in range(args.rounds):
-            spent = asyncio.run(measure(data, args.chunk, Path(state)))
+            spent = asyncio.run(measure(data, args.chunk, Path(state), extra))
             if best is None or sum(spent.values()) < sum(best.values()):
                 best = spent
     assert best is not None

@@ -30,6 +30,9 @@ import (
 	"time"
 )
 
+// A request is listed in stats' slow_requests when a doc in it waited longer than this.
+const slowNs, maxSlow = 60_000_000, 1000
+
 const infoBody = `{"name":"sink","cluster_name":"bench","cluster_uuid":"bench","version":{"distribution":"opensearch","number":"2.19.6","lucene_version":"9.12.1","minimum_wire_compatibility_version":"7.10.0","minimum_index_compatibility_version":"7.0.0"},"tagline":"The OpenSearch Project: https://opensearch.org/"}`
 
 type indexStats struct {
@@ -46,7 +49,8 @@ type sink struct {
 	noSeq     int64
 	maxSeq    int64
 	minSeq    int64
-	lat       []int64 // ns, docs with wt
+	lat       []int64          // ns, docs with wt
+	slow      []map[string]any // requests holding a doc older than slowNs: where a latency tail comes from
 	firstNs   int64
 	lastNs    int64
 	perSecond []int64 // docs per second since the first doc
@@ -83,7 +87,7 @@ func (s *sink) reset() {
 	defer s.mu.Unlock()
 	s.indices, s.all, s.other = map[string]*indexStats{}, newSeqSet(), map[string]int64{}
 	s.dups, s.noSeq, s.maxSeq, s.minSeq = 0, 0, -1, -1
-	s.lat, s.perSecond, s.outages = nil, []int64{}, []map[string]any{}
+	s.lat, s.perSecond, s.outages, s.slow = nil, []int64{}, []map[string]any{}, []map[string]any{}
 	s.awaitUp = 0
 	s.firstNs, s.lastNs, s.bulkReqs, s.gzipReqs, s.bytesIn, s.bytesRaw, s.rejected, s.badLines = 0, 0, 0, 0, 0, 0, 0, 0
 }
@@ -305,13 +309,13 @@ func (s *sink) bulk(w http.ResponseWriter, r *http.Request, urlIndex string) {
 		entries = append(entries, e)
 	}
 	out.WriteString(`]}`)
-	s.record(names, entries, arrival, int64(in.Len()), int64(len(body)), gz, bad)
+	s.record(names, entries, arrival, int64(in.Len()), int64(len(body)), gz, bad, t0.UnixNano())
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
 	w.Write(out.Bytes())
 }
 
-func (s *sink) record(names [][]byte, entries []entry, arrival, nIn, nRaw int64, gz bool, bad int64) {
+func (s *sink) record(names [][]byte, entries []entry, arrival, nIn, nRaw int64, gz bool, bad, started int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bulkReqs++
@@ -339,6 +343,7 @@ func (s *sink) record(names [][]byte, entries []entry, arrival, nIn, nRaw int64,
 		s.perSecond[sec] += int64(len(entries))
 	}
 	stats := make([]*indexStats, len(names)) // resolved lazily: names[0] (URL index) may be unused
+	oldest, newest := int64(0), int64(1<<62)
 	for _, e := range entries {
 		st := stats[e.idx]
 		if st == nil {
@@ -370,7 +375,14 @@ func (s *sink) record(names [][]byte, entries []entry, arrival, nIn, nRaw int64,
 		}
 		if e.wt > 0 {
 			s.lat = append(s.lat, arrival-e.wt)
+			oldest = max(oldest, arrival-e.wt)
+			newest = min(newest, arrival-e.wt)
 		}
+	}
+	if oldest > slowNs && len(s.slow) < maxSlow {
+		s.slow = append(s.slow, map[string]any{
+			"arrival_unix_ns": arrival, "body_ms": float64(arrival-started) / 1e6, "docs": len(entries),
+			"oldest_ms": float64(oldest) / 1e6, "newest_ms": float64(newest) / 1e6})
 	}
 }
 
@@ -397,7 +409,7 @@ func (s *sink) stats() map[string]any {
 		"bulk_requests": s.bulkReqs, "gzip_requests": s.gzipReqs, "bytes_in": s.bytesIn, "bytes_decoded": s.bytesRaw,
 		"rejected_requests": s.rejected, "actions_without_index": s.badLines, "other_requests": other,
 		"outages": outages, "down": down, "down_mode": mode, "uptime_s": time.Since(s.started).Seconds(),
-		"now_unix_ns": time.Now().UnixNano(),
+		"now_unix_ns": time.Now().UnixNano(), "slow_requests": slices.Clone(s.slow),
 	}
 	s.mu.Unlock()
 	// sort outside the lock: it can take ~100 ms for a million samples
