@@ -224,3 +224,40 @@ def test_error_messages_never_carry_a_secret(tmp_path: Path) -> None:
     o._report("auth", "echoed the-api-key and url-pass back")
     assert o.status()["last_error"] == "echoed *** and *** back"
     assert o.status()["hosts"] == [{"url": "https://es:9200", "alive": True}]
+
+
+# ------------------------------------------------------------------ adaptive batching
+
+
+LINGER_CFG = OutputConfig(name="o", type="elasticsearch", hosts=("http://es:9200",), index="x")  # 5 ms, 5000 docs
+
+
+def arrivals(burst: int, every_ms: float, until_ms: float) -> tuple[float, int, int, int, int]:
+    """(elapsed s, docs after the first burst, their bytes, docs, bytes) for bursts of 345-byte lines."""
+    n = int(until_ms // every_ms) + 1
+    return until_ms / 1000, (n - 1) * burst, (n - 1) * burst * 345, n * burst, n * burst * 345
+
+
+def test_a_steady_ten_thousand_lines_a_second_in_writer_bursts_is_sent_without_lingering() -> None:
+    for until in (5, 6, 9.9, 10, 12, 20):
+        assert es.half_full_in(*arrivals(100, 10, until), LINGER_CFG) is None, until
+
+
+def test_a_backlog_read_in_chunks_lingers_until_half_a_batch_is_due() -> None:
+    wait = es.half_full_in(*arrivals(370, 1.5, 5), LINGER_CFG)
+    assert wait is not None and 0.004 < wait < 0.006  # 1,020 more docs at 222 a ms
+
+
+def test_a_burst_alone_is_no_rate_to_linger_for() -> None:
+    assert es.half_full_in(0.005, 0, 0, 1500, 1500 * 345, LINGER_CFG) is None
+
+
+def test_a_batch_already_half_full_by_bytes_does_not_linger() -> None:
+    assert es.half_full_in(0.005, 100, 3 << 20, 200, 3 << 20, LINGER_CFG) is None
+
+
+def test_no_linger_ends_later_than_the_longest_allowed() -> None:
+    longest = LINGER_CFG.flush_interval * es.LINGER_FACTOR
+    for elapsed in (0.005, 0.02, 0.05, 0.09):
+        wait = es.half_full_in(elapsed, 400, 400 * 345, 500, 500 * 345, LINGER_CFG)
+        assert wait is None or elapsed + wait <= longest
