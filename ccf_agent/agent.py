@@ -93,20 +93,23 @@ class Agent:
 
     # ------------------------------------------------------------------ the hot path
 
-    def _projection(self) -> tuple[str, ...] | None:
-        """The record fields anything after the pipeline reads: routes and business metrics. Alert
-        rules keep a sample record for their notices, so with alerts every field is kept (None)."""
-        if self.config.alerts is not None:
-            return None
+    def _projection(self) -> tuple[str, ...]:
+        """The record fields anything after the pipeline reads: routes, business metrics and alert
+        conditions. (An alert notice's sample is read from the shipped document, not the record.)"""
         fields = set(business.FIELDS)
         for route in self.config.routes:
             fields |= condition_fields(route.when.spec)
+        for rule in self.config.alerts.rules if self.config.alerts is not None else ():
+            fields |= condition_fields(rule.when.spec)
+            if rule.of is not None:
+                fields |= condition_fields(rule.of.spec)
         return tuple(sorted(fields))
 
     def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:
         process, assign, targets = pipeline.process, self.router.assign, self._targets
         count_business = business.observe
         observe = self.alerts.observe if self.config.alerts is not None else None
+        projected = pipeline.projected
 
         def dispatch(batch: Batch) -> None:
             events = process(batch)
@@ -115,7 +118,7 @@ class Agent:
             self.records_in += len(events.docs)
             if events.docs:
                 if observe is not None:
-                    observe(events.records, events.times)
+                    observe(events.records, events.times, events.docs if projected else None)
                 for k, indices in enumerate(assign(events.records)):
                     if indices:
                         for out in targets[k]:

@@ -72,12 +72,15 @@ class AlertEngine:
 
     # ---------------------------------------------------------------- hot path
 
-    def observe(self, records: list[dict], times: list[float]) -> None:
-        """Feed one processed batch (parallel lists). Synchronous, no I/O, cheap; never raises."""
+    def observe(self, records: list[dict], times: list[float], docs: list[bytes] | None = None) -> None:
+        """Feed one processed batch (parallel lists). Synchronous, no I/O, cheap; never raises.
+
+        With `docs` (the records hold only the fields conditions read), a notice's sample is the
+        matching record's document, decoded only when a notice is written."""
         if not records or not self._rules:
             return
         try:
-            self._observe(records, times)
+            self._observe(records, times, docs)
         except Exception:
             # Alerting must never take shipping down with it: log (rarely) and carry on.
             self._internal_error("observe")
@@ -89,7 +92,7 @@ class AlertEngine:
             self._last_error_log = wall
             self.log.exception("alerts: %s failed (%d errors so far); shipping continues", where, self._errors)
 
-    def _observe(self, records: list[dict], times: list[float]) -> None:
+    def _observe(self, records: list[dict], times: list[float], docs: list[bytes] | None) -> None:
         wall = self._clock()
         newest = max(times)
         if newest > wall + FUTURE_SKEW:
@@ -100,10 +103,11 @@ class AlertEngine:
         self._last_observe = wall
         matches = self._selector.select(records)
         at = times.__getitem__
+        samples = records if docs is None else docs
         for rule, when, of in self._plan:
             hits = matches[when]
             if hits:
-                rule.sample = records[hits[-1]]
+                rule.sample = samples[hits[-1]]
             of_hits = matches[of] if of is not None else None
             if hits or of_hits:
                 rule.feed(list(map(at, hits)) if hits else [], list(map(at, of_hits)) if of_hits else None, now)
@@ -167,6 +171,12 @@ class AlertEngine:
     def _enqueue(self, rule: Rule, status: str, notifiers: tuple[str, ...] | list[str], wall: float,
                  now: float, repeat: bool = False) -> None:
         sample = rule.sample
+        if isinstance(sample, bytes):
+            try:
+                sample = orjson.loads(sample)
+            except orjson.JSONDecodeError:
+                sample = None
+            sample = sample if isinstance(sample, dict) else None
         if sample is not None and self._redact is not None:
             sample = self._redact(dict(sample))
         variables = rule.variables()

@@ -87,7 +87,8 @@ class Rule:
         self.since: float | None = None      # event time the current state began
         self.active_at: float | None = None  # event time the condition began to hold (startsAt)
         self.count = 0                       # matching records since the condition began to hold
-        self.sample: Mapping[str, Any] | None = None  # last matching record, for {{ field }}
+        # The last matching record, or its document (bytes, decoded when a notice needs it).
+        self.sample: Mapping[str, Any] | bytes | None = None
         # Notification bookkeeping (decided by the engine, persisted with the rule):
         self.notified = False                # a firing notification was enqueued for this episode
         self.notify_due: float | None = None  # wall time the firing notification may go (group_wait)

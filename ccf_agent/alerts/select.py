@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from ccf_agent.conditions import Condition, compile_condition
+from ccf_agent.conditions import Condition, Program, compile_condition, program
+from ccf_agent.pipeline.native import fast as _fast  # condition programs in C, or None
 
 Path = tuple[bytes, ...]
 Within = list[int] | None  # indices of the records a step applies to; None = all of them
@@ -84,9 +85,13 @@ def _conjuncts(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 class Selector:
-    def __init__(self) -> None:
+    def __init__(self, native: bool = True) -> None:
         self._steps: list[tuple[Path, Path, Step]] = []  # (path, parent path, step)
         self._known: set[Path] = {()}
+        # With the C extension, each condition also as a program (conditions.program), all run
+        # in one pass over the batch; the steps are the reference, and what a raising test or a
+        # record that is not a dict falls back to.
+        self._programs: dict[Path, Program] | None = {} if native and _fast is not None else None
 
     def add(self, cond: Condition) -> Path:
         """Register a condition; returns the key to read its matches from `select()`."""
@@ -97,10 +102,22 @@ class Selector:
             if path not in self._known:
                 self._known.add(path)
                 self._steps.append((path, parent, step(spec)))
+        if self._programs is not None:
+            self._programs[path] = program(cond.spec if cond.spec else {"all": []})
         return path
 
     def select(self, records: Sequence[Any]) -> dict[Path, list[int]]:
         """Indices of the records matching each registered condition."""
+        programs = self._programs
+        if programs and type(records) is list:
+            assert _fast is not None
+            try:
+                return dict(zip(programs, _fast.select(records, tuple(programs.values()), True), strict=True))
+            except Exception:  # noqa: BLE001 - odd data (a test raised, a record not a dict): the steps decide
+                pass
+        return self._select_steps(records)
+
+    def _select_steps(self, records: Sequence[Any]) -> dict[Path, list[int]]:
         cols = Columns(records)
         out: dict[Path, Any] = {(): None}
         for path, parent, run in self._steps:

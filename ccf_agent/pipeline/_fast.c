@@ -2003,20 +2003,29 @@ static int append_index(PyObject *list, Py_ssize_t i)
 }
 
 /* assign(records, programs): for each program in order and then the default, the indices of
- * the records it takes (each record the first whose program holds). select(records, programs):
- * for each program, the indices of the records it holds for (each on its own; no default). */
+ * the records it takes (each record the first whose program holds). select(records, programs,
+ * dicts_only=False): for each program, the indices of the records it holds for (each on its
+ * own; no default); with dicts_only, a record that is not a dict raises TypeError. */
 static PyObject *route_records(PyObject *const *args, Py_ssize_t nargs, int first_match)
 {
-    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "assign/select(records: list, programs: tuple)");
+    if (nargs < 2 || nargs > 2 + !first_match || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "assign(records: list, programs: tuple) / select(..., dicts_only=False)");
         return NULL;
     }
     PyObject *records = args[0], *programs = args[1];
+    int dicts_only = nargs == 3 && PyObject_IsTrue(args[2]);
     Py_ssize_t nprog = PyTuple_GET_SIZE(programs);
     PyObject *out = empty_lists(nprog + first_match);
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        if (dicts_only && !PyDict_CheckExact(PyList_GET_ITEM(records, i))) {
+            /* a program reads a non-dict record as holding no fields: a caller whose reference
+             * reads other mappings (alerts' steps) asks to be told instead */
+            PyErr_SetString(PyExc_TypeError, "select: a record that is not a dict");
+            Py_DECREF(out);
+            return NULL;
+        }
         Py_ssize_t k = 0;
         for (; k < nprog; k++) {
             int r = holds(PyTuple_GET_ITEM(programs, k), PyList_GET_ITEM(records, i));

@@ -109,6 +109,11 @@ class Pipeline:
                             if _fast is not None and self.native and fields is not None
                             and len(fields) <= _PROJECT_MAX else None)
 
+    @property
+    def projected(self) -> bool:
+        """Whether records may hold only the projected fields (documents are always whole)."""
+        return self._projection is not None
+
     def _shape(self, keys: tuple[str, ...]) -> tuple[bool, tuple[str, ...], bool]:
         """(may take the fast path, its sensitive keys, none of those is dropped)."""
         if len(self._shapes) >= _SHAPES_MAX:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import orjson
+
 from ccf_agent.alerts import AlertEngine, format_status
 from tests.alerts.helpers import FAILED, PAYOUT, Clock, alerts, make_engine, payout
 
@@ -81,6 +83,25 @@ def test_annotations_render_record_fields_after_redaction(tmp_path):
     assert notice["annotations"] == {"summary": "Payout of 25000 cents failed",
                                      "description": "1 so far; last payout_9 for [redacted]"}
     assert notice["labels"] == {"alertname": "HighValuePayoutFailed", "severity": "error"}
+
+
+def test_with_projected_records_annotations_render_the_matching_document(tmp_path):
+    clock = Clock()
+    e = engine(tmp_path, [high_value()], clock=clock, redact=lambda r: {**r, "userId": "[redacted]"})
+    full = [payout("failed", 25000, payoutId="payout_7"), payout("failed", 30000, payoutId="payout_9")]
+    projected = [{k: r[k] for k in ("message", "status", "amount")} for r in full]  # what conditions read
+    e.observe(projected, [clock.t] * 2, [orjson.dumps({**r, "host": {"name": "h"}}) for r in full])
+    [notice] = e.queued()
+    assert notice["annotations"] == {"summary": "Payout of 30000 cents failed",
+                                     "description": "2 so far; last payout_9 for [redacted]"}
+
+
+def test_a_sample_document_that_is_not_an_object_renders_fields_empty(tmp_path):
+    clock = Clock()
+    e = engine(tmp_path, [high_value()], clock=clock)
+    e.observe([payout("failed", 25000)], [clock.t], [b"not json"])
+    [notice] = e.queued()
+    assert notice["annotations"]["summary"] == "Payout of  cents failed"
 
 
 def test_for_delays_the_notice_until_the_condition_has_held(tmp_path):

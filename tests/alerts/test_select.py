@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from ccf_agent.alerts.select import Columns, Selector, step
 from ccf_agent.conditions import compile_condition
+from ccf_agent.pipeline.native import fast as _fast
 
 VALUES = st.one_of(st.none(), st.text(alphabet="aAbBİı ", max_size=6), st.integers(-2, 2), st.booleans(),
                    st.floats(allow_nan=False, width=16), st.lists(st.integers(0, 2), max_size=2))
@@ -55,14 +56,20 @@ def test_a_step_answers_exactly_like_the_compiled_condition(spec, records, data)
 
 
 @settings(max_examples=300)
-@given(st.lists(st.sampled_from(CONDITIONS), min_size=1, max_size=6), RECORDS)
-def test_conditions_sharing_leading_conjuncts_each_get_their_own_matches(conditions, records):
-    sel = Selector()
+@given(st.lists(st.sampled_from(CONDITIONS), min_size=1, max_size=6), RECORDS, st.booleans())
+def test_conditions_sharing_leading_conjuncts_each_get_their_own_matches(conditions, records, native):
+    sel = Selector(native=native)  # the C programs, or the shared steps
     paths = [sel.add(compile_condition(c)) for c in conditions]
     got = sel.select(records)
     for spec, path in zip(conditions, paths, strict=True):
         want = [i for i, hit in enumerate(expected(spec, records)) if hit]
         assert got[path] == want, spec
+
+
+def test_the_c_programs_run_when_the_extension_is_there():
+    sel = Selector()
+    sel.add(compile_condition({"field": "message", "icontains": "payout"}))
+    assert (sel._programs is not None) == (_fast is not None)
 
 
 def test_records_that_are_mappings_but_not_dicts_still_match():

@@ -68,3 +68,36 @@ def test_a_high_value_failed_payout_is_notified_and_shown_in_status(tmp_path: Pa
     finally:
         agent.kill()
         receiver.stop()
+
+
+def test_a_notice_renders_fields_no_condition_reads_and_masks_secrets(tmp_path: Path) -> None:
+    # Records are projected to the fields routes, metrics and conditions read; the notice's
+    # sample is the whole shipped document, redacted like it.
+    receiver = Receiver()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = {
+        "inputs": [{"id": "app", "paths": [str(logs / "*.log")], "format": "json"}],
+        "outputs": {"archive": {"type": "file", "path": str(tmp_path / "out.ndjson")}},
+        "alerts": {
+            "notifiers": {"custom": {"type": "webhook", "url": receiver.url}},
+            "rules": [{"name": "PayoutFailed", "kind": "match", "severity": "error",
+                       "when": {"field": "message", "icontains": "payout failed"},
+                       "annotations": {"summary": "{{ userId }} via {{ paymentMethodId }} on {{ host.name }}"}}],
+        },
+    }
+    agent = AgentProcess(tmp_path, config).start()
+    try:
+        now = __import__("datetime").datetime.now(__import__("datetime").UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with open(logs / "payouts.log", "a") as f:
+            f.write(json.dumps({"level": "error", "message": "Payout failed", "userId": "user_77",
+                                "paymentMethodId": "pm_1OabcSECRET", "timestamp": now},
+                               separators=(",", ":")) + "\n")  # compact, as Winston writes: projected
+        wait_until(lambda: bool(receiver.posts), 15, "the webhook notification")
+        text = json.dumps(receiver.posts[0])
+        assert "user_77 via [REDACTED] on " in text
+        assert "pm_1OabcSECRET" not in text
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+        receiver.stop()

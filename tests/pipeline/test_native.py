@@ -323,7 +323,7 @@ def test_business_metrics_from_projected_records_are_those_from_full_records() -
     assert any("ccf_payouts_total" in line and not line.endswith(" 0") for line in rendered[0] if line[0] != "#")
 
 
-def test_the_agent_projects_what_routes_and_business_metrics_read_and_nothing_with_alerts(tmp_path: Path) -> None:
+def test_the_agent_projects_what_routes_business_metrics_and_alert_conditions_read(tmp_path: Path) -> None:
     from ccf_agent.agent import Agent
     from ccf_agent.config import parse_config
 
@@ -340,5 +340,10 @@ routes:
 """
     agent = Agent(parse_config(text))
     assert agent._projection() == ("message", "meta", "method", "payoutId", "processingTime", "service", "status")
-    with_alerts = text + "alerts:\n  rules: [{name: r, kind: match, when: {field: level, equals: error}}]\n"
-    assert Agent(parse_config(with_alerts))._projection() is None
+    with_alerts = text + """alerts:
+  rules:
+    - {name: r, kind: match, when: {field: level, equals: error}}
+    - {name: q, kind: ratio, window: 5m, threshold: 0.5, when: {field: code, exists: true}, of: {field: http.method, exists: true}}
+"""
+    assert set(Agent(parse_config(with_alerts))._projection()) == {
+        "message", "meta", "method", "payoutId", "processingTime", "service", "status", "level", "code", "http"}
