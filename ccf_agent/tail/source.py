@@ -14,6 +14,7 @@ is (fingerprint, device, inode). On discovery the registry decides:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fnmatch
 import glob
@@ -36,7 +37,6 @@ log = logging.getLogger("ccf_agent.tail")
 
 COMPRESSED = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip", "*.lz4")
 MIN_POLL = 0.005
-ROOM_POLL = 0.05  # while reading waits for room: how soon a file inotify saw appear is opened
 
 
 class TailInput:
@@ -135,14 +135,24 @@ class TailInput:
         """Backpressure, with the housekeeping that must go on while an output is down. New files
         are still opened as they appear, though none is read until there is room: in a rename
         storm a generation may be renamed over within the pause, and only a descriptor opened
-        before that keeps it readable."""
-        next_scan = time.monotonic() + self.cfg.scan_interval
-        while True:
-            try:
-                async with asyncio.timeout(min(self.cfg.scan_interval, ROOM_POLL)):
-                    await self.wait_for_room()
+        before that keeps it readable. So inotify's news is acted on at once, not on a timer."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0):  # fires only if there is no room now (the wait suspends)
+                await self.wait_for_room()
                 return
-            except TimeoutError:
+        next_scan = time.monotonic() + self.cfg.scan_interval
+        room = asyncio.ensure_future(self.wait_for_room())
+        try:
+            while True:
+                news = asyncio.ensure_future(self._rescan.wait())
+                try:
+                    await asyncio.wait((room, news), timeout=max(0.0, next_scan - time.monotonic()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
+                if room.done():
+                    room.result()
+                    return
                 now = time.monotonic()
                 if self._rescan.is_set() or now >= next_scan:  # inotify saw a file appear or move
                     self._rescan.clear()
@@ -150,6 +160,8 @@ class TailInput:
                 if now >= next_scan:
                     self._maintain()
                     next_scan = now + self.cfg.scan_interval
+        finally:
+            room.cancel()
 
     def _changed(self, path: str) -> None:
         key = self.by_path.get(path)
