@@ -390,9 +390,10 @@ class Redactor:
                         text = None  # a masked key now collides with another: walk instead
                     else:
                         line = new.encode("utf-8")
+                        if sensitive is not None and fresh.keys() != rec.keys():
+                            sensitive = None  # a key was masked: which are sensitive is asked again
                         rec.clear()
                         rec.update(fresh)
-                        sensitive = None  # keys may have changed
                         changed = True
             if text is None:
                 # Escapes, nested objects or a custom regex (which might span quotes): redact

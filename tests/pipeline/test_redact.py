@@ -136,6 +136,13 @@ def test_emails_are_kept_unless_turned_on() -> None:
     assert doc["email"] == M and rec["email"] == M
 
 
+@pytest.mark.parametrize("key", ["ops@example.com", "paymentmethodid@example.com"])
+def test_a_field_named_by_an_email_is_masked_and_sensitive_fields_beside_it_too(key: str) -> None:
+    line = winston(**{key: "x", "paymentMethodId": "pm_abc123"})
+    doc, rec = one(make({"redact": {"patterns": {"emails": True}}}), line)
+    assert not everywhere(doc, rec, "pm_abc123") and not everywhere(doc, rec, "@example.com")
+
+
 def test_custom_patterns_mask_their_matches() -> None:
     p = make({"redact": {"custom": [{"name": "ssn", "regex": r"\b\d{3}-\d{2}-\d{4}\b"}]}})
     doc, _ = one(p, winston(message="ssn 123-45-6789 on file"))
