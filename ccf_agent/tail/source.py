@@ -14,7 +14,6 @@ is (fingerprint, device, inode). On discovery the registry decides:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fnmatch
 import glob
@@ -55,6 +54,7 @@ class TailInput:
         self.watching_since = registry.previous_run_at or time.time()
         self._warned: set[str] = set()
         self._rescan = asyncio.Event()
+        self._pause: asyncio.Timeout | None = None  # while reading waits for room
         self._wake = asyncio.Event()
         # One regex for every exclusion glob: a scan tests each path once, not once per glob.
         self._exclude = re.compile("|".join(fnmatch.translate(p) for p in (*COMPRESSED, *cfg.exclude)))
@@ -135,24 +135,15 @@ class TailInput:
         """Backpressure, with the housekeeping that must go on while an output is down. New files
         are still opened as they appear, though none is read until there is room: in a rename
         storm a generation may be renamed over within the pause, and only a descriptor opened
-        before that keeps it readable. So inotify's news is acted on at once, not on a timer."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0):  # fires only if there is no room now (the wait suspends)
-                await self.wait_for_room()
-                return
+        before that keeps it readable. So inotify's news cuts the wait short (see _news)."""
         next_scan = time.monotonic() + self.cfg.scan_interval
-        room = asyncio.ensure_future(self.wait_for_room())
-        try:
-            while True:
-                news = asyncio.ensure_future(self._rescan.wait())
-                try:
-                    await asyncio.wait((room, news), timeout=max(0.0, next_scan - time.monotonic()),
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    news.cancel()
-                if room.done():
-                    room.result()
-                    return
+        while True:
+            try:
+                async with asyncio.timeout(0 if self._rescan.is_set() else max(0.0, next_scan - time.monotonic())) as pause:
+                    self._pause = pause
+                    await self.wait_for_room()
+                return
+            except TimeoutError:
                 now = time.monotonic()
                 if self._rescan.is_set() or now >= next_scan:  # inotify saw a file appear or move
                     self._rescan.clear()
@@ -160,8 +151,14 @@ class TailInput:
                 if now >= next_scan:
                     self._maintain()
                     next_scan = now + self.cfg.scan_interval
-        finally:
-            room.cancel()
+            finally:
+                self._pause = None
+
+    def _news(self) -> None:
+        """A file appeared or moved: scan soon, and now if reading is paused for room."""
+        self._rescan.set()
+        if self._pause is not None and not self._pause.expired():
+            self._pause.reschedule(asyncio.get_running_loop().time())
 
     def _changed(self, path: str) -> None:
         key = self.by_path.get(path)
@@ -171,11 +168,11 @@ class TailInput:
             # A write under a name we do not hold: a renamed file still being written, or a new one.
             self.dirty.update(k for k, r in self.readers.items() if r.moved_at is not None)
             if any(fnmatch.fnmatch(path, p) for p in (*self.cfg.paths, *self.cfg.rotated_paths)):
-                self._rescan.set()
+                self._news()
         self._wake.set()
 
     def _structure_changed(self) -> None:
-        self._rescan.set()
+        self._news()
         self._wake.set()
 
     def _watch_dirs(self) -> None:
