@@ -57,23 +57,25 @@ LINGER_FACTOR = 20
 log = logging.getLogger("ccf_agent.outputs.elasticsearch")
 
 
-def half_full_in(elapsed: float, later_docs: int, later_bytes: int, docs: int, size: int,
+def half_full_in(age: float, span: float, later_docs: int, later_bytes: int, docs: int, size: int,
                  cfg: OutputConfig) -> float | None:
-    """How long a partial batch should wait for half a batch, or None to send it now.
+    """How long a partial batch whose oldest record came `age` s ago should wait for half a batch,
+    given that `later_docs` (`later_bytes`) arrived over the last `span` s; None: send it now.
 
-    The rate is what arrived after the oldest fragment over the time since it: records come in
-    bursts (one read, one writer's flush), and counting the first burst too would see a steady
-    10,000 lines/s written 100 per 10 ms as twice that. The wait is worth it only if the batch
-    is half full within LINGER_FACTOR x `flush_interval` of its oldest record."""
-    if later_docs <= 0 or elapsed <= 0:
+    The rate leaves out the burst the span starts with: records come in bursts (one read, one
+    writer's flush), and counting it would see a steady 10,000 lines/s written 100 per 10 ms as
+    twice that. The wait is worth it only if the batch is half full within LINGER_FACTOR x
+    `flush_interval` of its oldest record."""
+    if later_docs <= 0 or span <= 0:
         return None
     need_docs = cfg.batch_max_docs / 2 - docs
     need_bytes = cfg.batch_max_bytes / 2 - size
     if need_docs <= 0 or need_bytes <= 0:
         return None
-    wait = min(need_docs * elapsed / later_docs,
-               need_bytes * elapsed / later_bytes if later_bytes > 0 else need_docs * elapsed / later_docs)
-    return wait if elapsed + wait <= cfg.flush_interval * LINGER_FACTOR else None
+    wait = min(need_docs * span / later_docs,
+               need_bytes * span / later_bytes if later_bytes > 0 else need_docs * span / later_docs)
+    return wait if age + wait <= cfg.flush_interval * LINGER_FACTOR else None
+
 
 _DATE_PATTERN = re.compile(r"%\{\+([^}]+)\}")
 # Enough of each failed item to dead-letter it with its cause, and no more: a clean
@@ -502,24 +504,29 @@ class ElasticsearchOutput(Output):
 
     async def _linger(self) -> None:
         """Batching by time: a partial batch waits until `flush_interval` after its oldest record,
-        then once more (see `half_full_in`) if records arrive fast enough to fill half a batch soon."""
+        then longer while records keep arriving fast enough to fill half a batch soon: the rate is
+        looked at again every `flush_interval`, so a catch-up burst (a read after a stall) that
+        is not followed by more records does not hold its batch."""
         cfg = self.cfg
-        predicted = False
+        seen: tuple[float, int, int] | None = None  # (when, docs, bytes) at the last look at the rate
         while self.queued_docs < cfg.batch_max_docs and self.queued_bytes < cfg.batch_max_bytes:
             now = time.monotonic()
             oldest = self._oldest_at if self._oldest_at is not None else now
             remaining = oldest + cfg.flush_interval - now
             wake = self._wake
             if remaining <= 0:
-                if predicted:
-                    return  # half full or not, the one wait a prediction allows is over
-                first = self.queue[0] if self.queue else None
-                wait = half_full_in(now - oldest, self.queued_docs - (first.count if first else 0),
-                                    self.queued_bytes - (len(first.body) if first else 0),
-                                    self.queued_docs, self.queued_bytes, cfg)
+                if seen is None:  # first look: what came after the oldest fragment
+                    first = self.queue[0] if self.queue else None
+                    span, later_docs = now - oldest, self.queued_docs - (first.count if first else 0)
+                    later_bytes = self.queued_bytes - (len(first.body) if first else 0)
+                else:  # then: what came since the last look
+                    span, later_docs, later_bytes = now - seen[0], self.queued_docs - seen[1], self.queued_bytes - seen[2]
+                wait = half_full_in(now - oldest, span, later_docs, later_bytes, self.queued_docs,
+                                    self.queued_bytes, cfg)
                 if wait is None:
                     return
-                remaining, wake, predicted = wait, self._half_full, True
+                seen = (now, self.queued_docs, self.queued_bytes)
+                remaining, wake = min(wait, cfg.flush_interval), self._half_full
             wake.clear()
             with contextlib.suppress(TimeoutError):  # either way, look again
                 async with asyncio.timeout(remaining):

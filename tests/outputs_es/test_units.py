@@ -232,10 +232,11 @@ def test_error_messages_never_carry_a_secret(tmp_path: Path) -> None:
 LINGER_CFG = OutputConfig(name="o", type="elasticsearch", hosts=("http://es:9200",), index="x")  # 5 ms, 5000 docs
 
 
-def arrivals(burst: int, every_ms: float, until_ms: float) -> tuple[float, int, int, int, int]:
-    """(elapsed s, docs after the first burst, their bytes, docs, bytes) for bursts of 345-byte lines."""
+def arrivals(burst: int, every_ms: float, until_ms: float) -> tuple[float, float, int, int, int, int]:
+    """half_full_in's first look, for bursts of 345-byte lines: (age, span, docs after the first
+    burst, their bytes, docs, bytes)."""
     n = int(until_ms // every_ms) + 1
-    return until_ms / 1000, (n - 1) * burst, (n - 1) * burst * 345, n * burst, n * burst * 345
+    return until_ms / 1000, until_ms / 1000, (n - 1) * burst, (n - 1) * burst * 345, n * burst, n * burst * 345
 
 
 def test_a_steady_ten_thousand_lines_a_second_in_writer_bursts_is_sent_without_lingering() -> None:
@@ -249,15 +250,22 @@ def test_a_backlog_read_in_chunks_lingers_until_half_a_batch_is_due() -> None:
 
 
 def test_a_burst_alone_is_no_rate_to_linger_for() -> None:
-    assert es.half_full_in(0.005, 0, 0, 1500, 1500 * 345, LINGER_CFG) is None
+    assert es.half_full_in(0.005, 0.005, 0, 0, 1500, 1500 * 345, LINGER_CFG) is None
+
+
+def test_a_catch_up_burst_followed_by_the_steady_rate_stops_lingering_at_the_next_look() -> None:
+    # A stall's backlog read at once: 1,400 docs within 5 ms look like a fast stream...
+    assert es.half_full_in(0.005, 0.005, 1400, 1400 * 345, 1500, 1500 * 345, LINGER_CFG) is not None
+    # ...but the next 5 ms bring the writer's 50: not worth holding the batch for.
+    assert es.half_full_in(0.010, 0.005, 50, 50 * 345, 1550, 1550 * 345, LINGER_CFG) is None
 
 
 def test_a_batch_already_half_full_by_bytes_does_not_linger() -> None:
-    assert es.half_full_in(0.005, 100, 3 << 20, 200, 3 << 20, LINGER_CFG) is None
+    assert es.half_full_in(0.005, 0.005, 100, 3 << 20, 200, 3 << 20, LINGER_CFG) is None
 
 
 def test_no_linger_ends_later_than_the_longest_allowed() -> None:
     longest = LINGER_CFG.flush_interval * es.LINGER_FACTOR
-    for elapsed in (0.005, 0.02, 0.05, 0.09):
-        wait = es.half_full_in(elapsed, 400, 400 * 345, 500, 500 * 345, LINGER_CFG)
-        assert wait is None or elapsed + wait <= longest
+    for age in (0.005, 0.02, 0.05, 0.09):
+        wait = es.half_full_in(age, 0.005, 100, 100 * 345, 500, 500 * 345, LINGER_CFG)
+        assert wait is None or age + wait <= longest
