@@ -266,10 +266,13 @@ class Agent:
             self.alerts.tick(time.time())
 
     async def _flush_registry(self) -> None:
+        # The files are written and fsynced in a thread: a slow disk must not stall shipping.
         while True:
             await asyncio.sleep(self.config.registry_flush_interval)
-            self.registry.save_if_dirty()
-            business.METRICS.save_if_dirty(self.state_dir)
+            if self.registry.dirty:
+                await asyncio.to_thread(self.registry.write, self.registry.snapshot())
+            if business.METRICS.dirty:
+                await asyncio.to_thread(business.METRICS.write, self.state_dir, business.METRICS.snapshot())
 
     # ------------------------------------------------------------------ status
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ class Registry:
         self.dirty = False
         self.last_error: str | None = None
         self.saves = 0
+        self._taken = self._written = 0  # snapshots taken / the newest one written
+        self._write_lock = threading.Lock()
         # When the previous run last wrote its registry: the last moment someone was watching.
         self.previous_run_at: float | None = None
 
@@ -128,36 +131,52 @@ class Registry:
             self.entries[e.stream_id] = e
 
     def save(self) -> bool:
-        """Persist atomically. Returns False (and keeps the last good file) on any I/O error."""
+        """Persist atomically, now. Returns False (and keeps the last good file) on any I/O error."""
+        return self.write(self.snapshot())
+
+    def snapshot(self) -> tuple[int, bytes]:
+        """The registry as it is now, to be written by `write` (which may run in another thread:
+        the event loop must not wait for an fsync). Clears `dirty`; a failed write sets it again."""
         entries = [e.to_json() for e in self.entries.values()]
-        written_at = time.time()
         body = orjson.dumps(entries)
-        doc = orjson.dumps({"version": FORMAT_VERSION, "written_at": written_at,
+        doc = orjson.dumps({"version": FORMAT_VERSION, "written_at": time.time(),
                             "checksum": hashlib.sha256(body).hexdigest(), "entries": orjson.Fragment(body)})
-        tmp = self.path.with_suffix(".json.tmp")
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-            try:
-                write_all(fd, doc)
-            finally:
-                os.close(fd)
-            if self.path.exists():
-                os.replace(self.path, self.path.with_suffix(".json.prev"))  # kept: the fallback
-            os.replace(tmp, self.path)
-            fsync_dir(self.dir)
-        except OSError as e:
-            msg = f"cannot write registry {self.path}: {e.strerror} (offsets kept in memory; will retry)"
-            if msg != self.last_error:
-                log.error(msg)
-            self.last_error = msg
-            return False
-        if self.last_error:
-            log.warning("registry %s writable again", self.path)
-        self.last_error = None
+        self._taken += 1
         self.dirty = False
-        self.saves += 1
-        return True
+        return self._taken, doc
+
+    def write(self, snapshot: tuple[int, bytes]) -> bool:
+        """Write a snapshot: temp file, fsync, previous version kept as .prev, rename, fsync the
+        directory. One writer at a time, and never an older snapshot over a newer one."""
+        seq, doc = snapshot
+        with self._write_lock:
+            if seq <= self._written:
+                return True  # a newer snapshot is on disk already
+            tmp = self.path.with_suffix(".json.tmp")
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+                try:
+                    write_all(fd, doc)
+                finally:
+                    os.close(fd)
+                if self.path.exists():
+                    os.replace(self.path, self.path.with_suffix(".json.prev"))  # kept: the fallback
+                os.replace(tmp, self.path)
+                fsync_dir(self.dir)
+            except OSError as e:
+                msg = f"cannot write registry {self.path}: {e.strerror} (offsets kept in memory; will retry)"
+                if msg != self.last_error:
+                    log.error(msg)
+                self.last_error = msg
+                self.dirty = True
+                return False
+            if self.last_error:
+                log.warning("registry %s writable again", self.path)
+            self.last_error = None
+            self._written = seq
+            self.saves += 1
+            return True
 
     def save_if_dirty(self) -> None:
         if self.dirty:

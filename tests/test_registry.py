@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ccf_agent.registry import Entry, Registry
@@ -68,3 +69,27 @@ def test_an_unwritable_state_dir_reports_and_keeps_the_last_good_file(tmp_path: 
     assert reg.save() is False
     assert reg.last_error and "cannot write registry" in reg.last_error
     assert loaded(tmp_path) == 10
+
+
+def test_a_snapshot_written_late_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    # The periodic save writes in a thread; the shutdown save may overtake it.
+    reg = saved(tmp_path, [10])
+    e = reg.entries["a" * 16]
+    reg.commit(e, 20)
+    older = reg.snapshot()
+    reg.commit(e, 30)
+    assert reg.save()
+    assert reg.write(older)
+    assert loaded(tmp_path) == 30
+    main = orjson.loads((tmp_path / "registry.json").read_bytes())
+    assert [e["offset"] for e in main["entries"]] == [30]  # not merely found again in .prev
+
+
+def test_a_failed_write_leaves_the_registry_dirty_for_the_next_flush(tmp_path: Path) -> None:
+    reg = saved(tmp_path, [10])
+    reg.commit(reg.entries["a" * 16], 20)
+    (tmp_path / "registry.json.tmp").mkdir()
+    snap = reg.snapshot()
+    assert not reg.dirty
+    assert reg.write(snap) is False
+    assert reg.dirty

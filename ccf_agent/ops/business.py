@@ -31,6 +31,7 @@ import fnmatch
 import logging
 import math
 import os
+import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +72,8 @@ class BusinessMetrics:
         self.duration_sum = 0.0
         self.last_job: float | None = None
         self.dirty = False
+        self._taken = self._written = 0  # snapshots taken / the newest one written
+        self._write_lock = threading.Lock()
 
     # ------------------------------------------------------------------ the hot path
 
@@ -190,29 +193,41 @@ class BusinessMetrics:
 
     def save_if_dirty(self, state_dir: str | os.PathLike[str]) -> bool:
         """Atomic write (temp file, fsync, rename, directory fsync); False on an I/O error, retried later."""
-        if not self.dirty:
-            return True
+        return self.write(state_dir, self.snapshot()) if self.dirty else True
+
+    def snapshot(self) -> tuple[int, bytes]:
+        """The state to write now (clears `dirty`); `write` may then run in another thread."""
+        self._taken += 1
+        self.dirty = False
+        return self._taken, orjson.dumps({"version": 1, "last_payout_job_timestamp": self.last_job})
+
+    def write(self, state_dir: str | os.PathLike[str], snapshot: tuple[int, bytes]) -> bool:
+        """Write a snapshot; one writer at a time, never an older snapshot over a newer one."""
+        seq, body = snapshot
         directory = Path(state_dir)
         path, tmp = directory / STATE_FILE, directory / (STATE_FILE + ".tmp")
-        body = orjson.dumps({"version": 1, "last_payout_job_timestamp": self.last_job})
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        with self._write_lock:
+            if seq <= self._written:
+                return True
             try:
-                os.write(fd, body)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as e:
-            log.warning("cannot write %s: %s", path, e.strerror)
-            return False
-        self.dirty = False
-        return True
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+                try:
+                    os.write(fd, body)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+                dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError as e:
+                log.warning("cannot write %s: %s", path, e.strerror)
+                self.dirty = True
+                return False
+            self._written = seq
+            return True
 
 
 METRICS = BusinessMetrics()
