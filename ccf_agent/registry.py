@@ -178,10 +178,6 @@ class Registry:
             self.saves += 1
             return True
 
-    def save_if_dirty(self) -> None:
-        if self.dirty:
-            self.save()
-
 
 def _read_version(path: Path) -> tuple[float, list[dict[str, object]]] | None:
     try:
