@@ -126,45 +126,36 @@ def test_rename_rotation_finishes_the_old_file_and_reads_the_new(tmp_path: Path)
     run(go())
 
 
-def test_generations_renamed_over_while_reading_waits_for_room_are_all_read(tmp_path: Path) -> None:
-    # Each rotation replaces combined.log.1: a generation is gone from every name before reading
-    # resumes, so only a descriptor opened during the pause keeps it.
+def storm_while_paused(tmp_path: Path, generations: int, size: int, alive: float, apart: float) -> None:
+    """Each rotation renames combined.log over combined.log.1 while reading waits for room: a
+    generation is gone from every name before reading resumes, so only a descriptor opened
+    during the pause keeps it. Every line must be read once room is back."""
     async def go() -> None:
         async with Tail(tmp_path) as t:
             live = t.logs / "combined.log"
             live.write_text(numbered(0, 100))
             await t.has_lines(100)
             t.room.clear()
-            for g in range(6):
-                live.write_text(numbered(100 + 50 * g, 50))
-                await asyncio.sleep(0.15)  # the writer's pace: slower than inotify, faster than the pause
+            for g in range(generations):
+                live.write_text(numbered(100 + size * g, size))
+                await asyncio.sleep(alive)
                 os.replace(live, t.logs / "combined.log.1")
-                await asyncio.sleep(0.15)
-            live.write_text(numbered(400, 10))
+                await asyncio.sleep(apart)
+            last = 100 + size * generations
+            live.write_text(numbered(last, 10))
             t.room.set()
-            await t.has_lines(410)
-        assert sorted(seqs(t.lines)) == list(range(410))
+            await t.has_lines(last + 10)
+        assert sorted(seqs(t.lines)) == list(range(last + 10))
     run(go())
+
+
+def test_generations_renamed_over_while_reading_waits_for_room_are_all_read(tmp_path: Path) -> None:
+    storm_while_paused(tmp_path, generations=6, size=50, alive=0.15, apart=0.15)
 
 
 def test_generations_living_milliseconds_while_reading_waits_for_room_are_all_read(tmp_path: Path) -> None:
-    # A storm faster than any timer: each generation is renamed over 20 ms after it is written,
-    # so only acting on inotify's news at once holds it.
-    async def go() -> None:
-        async with Tail(tmp_path) as t:
-            live = t.logs / "combined.log"
-            live.write_text(numbered(0, 100))
-            await t.has_lines(100)
-            t.room.clear()
-            for g in range(10):
-                live.write_text(numbered(100 + 20 * g, 20))
-                await asyncio.sleep(0.02)
-                os.replace(live, t.logs / "combined.log.1")
-            live.write_text(numbered(300, 10))
-            t.room.set()
-            await t.has_lines(310)
-        assert sorted(seqs(t.lines)) == list(range(310))
-    run(go())
+    # Faster than any timer: only acting on inotify's news at once holds each generation.
+    storm_while_paused(tmp_path, generations=10, size=20, alive=0.02, apart=0)
 
 
 def test_truncation_restarts_at_zero(tmp_path: Path) -> None:
