@@ -450,10 +450,12 @@ class TailInput:
         one): a copy has the same bytes all along."""
         for r in self.readers.values():
             if r.entry.fingerprint == fp and r.fd >= 0:
-                if os.fstat(r.fd).st_size < r.offset:
-                    # The original shrank since this scan checked it: copytruncate truncated it just
-                    # after the copy. Its bytes cannot be compared now; wait until the truncation is
-                    # handled, then the copy is that stream's continuation, not a new file.
+                if (os.fstat(r.fd).st_size < r.offset
+                        or fingerprint(r.fd, self.cfg.fingerprint_bytes) != r.entry.fingerprint):
+                    # The original was truncated (and maybe written again) since this scan checked
+                    # it: copytruncate truncates just after its copy. Its bytes cannot be compared
+                    # now; wait until the truncation is handled, then the copy is that stream's
+                    # continuation, not a new file.
                     return True
                 n = min(size, r.entry.size or size, 1 << 16)
                 if same_prefix(fd, r.fd, n):

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -193,10 +194,12 @@ def test_copytruncate_copy_is_finished_from_where_reading_stopped(tmp_path: Path
     run(go())
 
 
+@pytest.mark.parametrize("regrown", [0, 80], ids=["truncated", "truncated and regrown"])
 def test_a_copy_seen_after_its_original_was_truncated_but_before_that_was_noticed_is_not_read_again(
-        tmp_path: Path) -> None:
-    # copytruncate racing a scan: the truncate lands between the scan's check of the files it
-    # holds and its opening of new ones. The copy must wait, then continue the stream.
+        tmp_path: Path, regrown: int) -> None:
+    # copytruncate racing a scan: the truncate (and the writer's next lines) land between the
+    # scan's check of the files it holds and its opening of new ones. The copy must wait, then
+    # continue the stream.
     async def go() -> None:
         async with Tail(tmp_path) as t:
             live = t.logs / "combined.log"
@@ -204,14 +207,16 @@ def test_a_copy_seen_after_its_original_was_truncated_but_before_that_was_notice
             await t.has_lines(50)
             shutil.copyfile(live, t.logs / "combined.log.1")
             os.truncate(live, 0)
+            with open(live, "a") as f:
+                f.write(numbered(50, regrown))
             [reader] = t.input.readers.values()
             assert t.input._open(str(t.logs / "combined.log.1"), True, {reader.entry.fingerprint}) is False
             assert len(t.input.readers) == 1
             with open(live, "a") as f:
-                f.write(numbered(50, 5))
-            await t.has_lines(55)
+                f.write(numbered(50 + regrown, 5))
+            await t.has_lines(55 + regrown)
             await asyncio.sleep(0.3)  # time to (wrongly) read the copy again
-        assert sorted(seqs(t.lines)) == list(range(55))
+        assert sorted(seqs(t.lines)) == list(range(55 + regrown))
     run(go())
 
 
