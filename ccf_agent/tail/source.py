@@ -450,15 +450,15 @@ class TailInput:
         one): a copy has the same bytes all along."""
         for r in self.readers.values():
             if r.entry.fingerprint == fp and r.fd >= 0:
-                if (os.fstat(r.fd).st_size < r.offset
-                        or fingerprint(r.fd, self.cfg.fingerprint_bytes) != r.entry.fingerprint):
-                    # The original was truncated (and maybe written again) since this scan checked
-                    # it: copytruncate truncates just after its copy. Its bytes cannot be compared
-                    # now; wait until the truncation is handled, then the copy is that stream's
-                    # continuation, not a new file.
-                    return True
                 n = min(size, r.entry.size or size, 1 << 16)
                 if same_prefix(fd, r.fd, n):
+                    return True
+                # Not the same bytes, unless the original was truncated (and maybe written again)
+                # since this scan checked it, or while they were compared: copytruncate truncates
+                # just after its copy. Then wait until the truncation is handled; the copy is
+                # that stream's continuation, not a new file.
+                if (os.fstat(r.fd).st_size < r.offset
+                        or fingerprint(r.fd, self.cfg.fingerprint_bytes) != r.entry.fingerprint):
                     return True
         return False
 

@@ -220,6 +220,36 @@ def test_a_copy_seen_after_its_original_was_truncated_but_before_that_was_notice
     run(go())
 
 
+def test_a_copy_whose_original_is_truncated_while_they_are_compared_is_not_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The narrowest form of the race: the truncate lands between the check that the original is
+    # intact and the byte comparison with the copy.
+    from ccf_agent.tail import source
+
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            live.write_text(numbered(0, 50))
+            await t.has_lines(50)
+            shutil.copyfile(live, t.logs / "combined.log.1")
+
+            def truncated_first(a: int, b: int, n: int) -> bool:
+                os.truncate(live, 0)
+                return real(a, b, n)
+
+            real = source.same_prefix
+            monkeypatch.setattr(source, "same_prefix", truncated_first)
+            [reader] = t.input.readers.values()
+            assert t.input._open(str(t.logs / "combined.log.1"), True, {reader.entry.fingerprint}) is False
+            monkeypatch.setattr(source, "same_prefix", real)
+            with open(live, "a") as f:
+                f.write(numbered(50, 5))
+            await t.has_lines(55)
+            await asyncio.sleep(0.3)  # time to (wrongly) read the copy again
+        assert sorted(seqs(t.lines)) == list(range(55))
+    run(go())
+
+
 def test_compressed_rotations_are_never_read(tmp_path: Path) -> None:
     async def go() -> None:
         async with Tail(tmp_path, pattern="*") as t:
