@@ -194,36 +194,13 @@ def test_copytruncate_copy_is_finished_from_where_reading_stopped(tmp_path: Path
     run(go())
 
 
-@pytest.mark.parametrize("regrown", [0, 80], ids=["truncated", "truncated and regrown"])
-def test_a_copy_seen_after_its_original_was_truncated_but_before_that_was_noticed_is_not_read_again(
-        tmp_path: Path, regrown: int) -> None:
-    # copytruncate racing a scan: the truncate (and the writer's next lines) land between the
-    # scan's check of the files it holds and its opening of new ones. The copy must wait, then
-    # continue the stream.
-    async def go() -> None:
-        async with Tail(tmp_path) as t:
-            live = t.logs / "combined.log"
-            live.write_text(numbered(0, 50))
-            await t.has_lines(50)
-            shutil.copyfile(live, t.logs / "combined.log.1")
-            os.truncate(live, 0)
-            with open(live, "a") as f:
-                f.write(numbered(50, regrown))
-            [reader] = t.input.readers.values()
-            assert t.input._open(str(t.logs / "combined.log.1"), True, {reader.entry.fingerprint}) is False
-            assert len(t.input.readers) == 1
-            with open(live, "a") as f:
-                f.write(numbered(50 + regrown, 5))
-            await t.has_lines(55 + regrown)
-            await asyncio.sleep(0.3)  # time to (wrongly) read the copy again
-        assert sorted(seqs(t.lines)) == list(range(55 + regrown))
-    run(go())
-
-
-def test_a_copy_whose_original_is_truncated_while_they_are_compared_is_not_read_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The narrowest form of the race: the truncate lands between the check that the original is
-    # intact and the byte comparison with the copy.
+@pytest.mark.parametrize(("regrown", "during_compare"), [(0, False), (80, False), (0, True)],
+                         ids=["truncated", "truncated and regrown", "truncated while compared"])
+def test_a_copy_whose_original_is_truncated_as_a_scan_finds_it_is_not_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, regrown: int, during_compare: bool) -> None:
+    # copytruncate racing a scan: the truncate (and the writer's next lines) land after the scan
+    # checked the files it holds, before it opens the copy or while it compares the copy with
+    # the original. The copy must wait, then continue the stream: every line arrives once.
     from ccf_agent.tail import source
 
     async def go() -> None:
@@ -233,20 +210,30 @@ def test_a_copy_whose_original_is_truncated_while_they_are_compared_is_not_read_
             await t.has_lines(50)
             shutil.copyfile(live, t.logs / "combined.log.1")
 
-            def truncated_first(a: int, b: int, n: int) -> bool:
+            def truncate() -> None:
                 os.truncate(live, 0)
-                return real(a, b, n)
+                with open(live, "a") as f:
+                    f.write(numbered(50, regrown))
 
-            real = source.same_prefix
-            monkeypatch.setattr(source, "same_prefix", truncated_first)
+            if during_compare:
+                real = source.same_prefix
+
+                def truncated_first(a: int, b: int, n: int) -> bool:
+                    truncate()
+                    return real(a, b, n)
+
+                monkeypatch.setattr(source, "same_prefix", truncated_first)
+            else:
+                truncate()
             [reader] = t.input.readers.values()
             assert t.input._open(str(t.logs / "combined.log.1"), True, {reader.entry.fingerprint}) is False
-            monkeypatch.setattr(source, "same_prefix", real)
+            assert len(t.input.readers) == 1
+            monkeypatch.undo()
             with open(live, "a") as f:
-                f.write(numbered(50, 5))
-            await t.has_lines(55)
+                f.write(numbered(50 + regrown, 5))
+            await t.has_lines(55 + regrown)
             await asyncio.sleep(0.3)  # time to (wrongly) read the copy again
-        assert sorted(seqs(t.lines)) == list(range(55))
+        assert sorted(seqs(t.lines)) == list(range(55 + regrown))
     run(go())
 
 
