@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -33,3 +35,25 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+class SnapshotOrder:
+    """Snapshots numbered as they are taken, written one at a time and never an older one over a
+    newer: a periodic write running in a thread may finish after the shutdown's own."""
+
+    def __init__(self) -> None:
+        self._taken = self._written = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        self._taken += 1
+        return self._taken
+
+    def write(self, seq: int, write: Callable[[], None]) -> bool:
+        """Run `write` for snapshot `seq` unless a newer one was written; False if it was."""
+        with self._lock:
+            if seq <= self._written:
+                return False
+            write()
+            self._written = seq
+            return True

@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
 
-from ccf_agent.fsutil import fsync_dir, write_all
+from ccf_agent.fsutil import SnapshotOrder, fsync_dir, write_all
 
 log = logging.getLogger("ccf_agent.registry")
 
@@ -74,8 +73,7 @@ class Registry:
         self.dirty = False
         self.last_error: str | None = None
         self.saves = 0
-        self._taken = self._written = 0  # snapshots taken / the newest one written
-        self._write_lock = threading.Lock()
+        self._order = SnapshotOrder()
         # When the previous run last wrote its registry: the last moment someone was watching.
         self.previous_run_at: float | None = None
 
@@ -141,42 +139,41 @@ class Registry:
         body = orjson.dumps(entries)
         doc = orjson.dumps({"version": FORMAT_VERSION, "written_at": time.time(),
                             "checksum": hashlib.sha256(body).hexdigest(), "entries": orjson.Fragment(body)})
-        self._taken += 1
         self.dirty = False
-        return self._taken, doc
+        return self._order.take(), doc
 
     def write(self, snapshot: tuple[int, bytes]) -> bool:
-        """Write a snapshot: temp file, fsync, previous version kept as .prev, rename, fsync the
-        directory. One writer at a time, and never an older snapshot over a newer one."""
+        """Write a snapshot (see SnapshotOrder); False, and dirty again, on an I/O error."""
         seq, doc = snapshot
-        with self._write_lock:
-            if seq <= self._written:
+        try:
+            if not self._order.write(seq, lambda: self._replace(doc)):
                 return True  # a newer snapshot is on disk already
-            tmp = self.path.with_suffix(".json.tmp")
-            try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-                try:
-                    write_all(fd, doc)
-                finally:
-                    os.close(fd)
-                if self.path.exists():
-                    os.replace(self.path, self.path.with_suffix(".json.prev"))  # kept: the fallback
-                os.replace(tmp, self.path)
-                fsync_dir(self.dir)
-            except OSError as e:
-                msg = f"cannot write registry {self.path}: {e.strerror} (offsets kept in memory; will retry)"
-                if msg != self.last_error:
-                    log.error(msg)
-                self.last_error = msg
-                self.dirty = True
-                return False
-            if self.last_error:
-                log.warning("registry %s writable again", self.path)
-            self.last_error = None
-            self._written = seq
-            self.saves += 1
-            return True
+        except OSError as e:
+            msg = f"cannot write registry {self.path}: {e.strerror} (offsets kept in memory; will retry)"
+            if msg != self.last_error:
+                log.error(msg)
+            self.last_error = msg
+            self.dirty = True
+            return False
+        if self.last_error:
+            log.warning("registry %s writable again", self.path)
+        self.last_error = None
+        self.saves += 1
+        return True
+
+    def _replace(self, doc: bytes) -> None:
+        """Temp file, fsync, the previous version kept as .prev, rename, fsync the directory."""
+        tmp = self.path.with_suffix(".json.tmp")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            write_all(fd, doc)
+        finally:
+            os.close(fd)
+        if self.path.exists():
+            os.replace(self.path, self.path.with_suffix(".json.prev"))  # kept: the fallback
+        os.replace(tmp, self.path)
+        fsync_dir(self.dir)
 
 
 def _read_version(path: Path) -> tuple[float, list[dict[str, object]]] | None:

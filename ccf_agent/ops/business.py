@@ -31,7 +31,6 @@ import fnmatch
 import logging
 import math
 import os
-import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import orjson
 
 from ccf_agent.conditions import P_EQUALS, P_HAS
+from ccf_agent.fsutil import SnapshotOrder, atomic_write
 from ccf_agent.pipeline.native import fast as _fast  # conditions' evaluator in C, or None
 
 log = logging.getLogger("ccf_agent.ops.business")
@@ -72,8 +72,7 @@ class BusinessMetrics:
         self.duration_sum = 0.0
         self.last_job: float | None = None
         self.dirty = False
-        self._taken = self._written = 0  # snapshots taken / the newest one written
-        self._write_lock = threading.Lock()
+        self._order = SnapshotOrder()
 
     # ------------------------------------------------------------------ the hot path
 
@@ -197,37 +196,20 @@ class BusinessMetrics:
 
     def snapshot(self) -> tuple[int, bytes]:
         """The state to write now (clears `dirty`); `write` may then run in another thread."""
-        self._taken += 1
         self.dirty = False
-        return self._taken, orjson.dumps({"version": 1, "last_payout_job_timestamp": self.last_job})
+        return self._order.take(), orjson.dumps({"version": 1, "last_payout_job_timestamp": self.last_job})
 
     def write(self, state_dir: str | os.PathLike[str], snapshot: tuple[int, bytes]) -> bool:
-        """Write a snapshot; one writer at a time, never an older snapshot over a newer one."""
+        """Write a snapshot (see SnapshotOrder); False, and dirty again, on an I/O error."""
         seq, body = snapshot
-        directory = Path(state_dir)
-        path, tmp = directory / STATE_FILE, directory / (STATE_FILE + ".tmp")
-        with self._write_lock:
-            if seq <= self._written:
-                return True
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-                try:
-                    os.write(fd, body)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
-                dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            except OSError as e:
-                log.warning("cannot write %s: %s", path, e.strerror)
-                self.dirty = True
-                return False
-            self._written = seq
-            return True
+        path = Path(state_dir) / STATE_FILE
+        try:
+            self._order.write(seq, lambda: atomic_write(path, body, 0o640))
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e.strerror)
+            self.dirty = True
+            return False
+        return True
 
 
 METRICS = BusinessMetrics()

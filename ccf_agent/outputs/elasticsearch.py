@@ -72,8 +72,9 @@ def half_full_in(age: float, span: float, later_docs: int, later_bytes: int, doc
     need_bytes = cfg.batch_max_bytes / 2 - size
     if need_docs <= 0 or need_bytes <= 0:
         return None
-    wait = min(need_docs * span / later_docs,
-               need_bytes * span / later_bytes if later_bytes > 0 else need_docs * span / later_docs)
+    wait = need_docs * span / later_docs
+    if later_bytes > 0:
+        wait = min(wait, need_bytes * span / later_bytes)
     return wait if age + wait <= cfg.flush_interval * LINGER_FACTOR else None
 
 
@@ -515,14 +516,11 @@ class ElasticsearchOutput(Output):
             remaining = oldest + cfg.flush_interval - now
             wake = self._wake
             if remaining <= 0:
-                if seen is None:  # first look: what came after the oldest fragment
+                if seen is None:  # the first look counts what came after the oldest fragment
                     first = self.queue[0] if self.queue else None
-                    span, later_docs = now - oldest, self.queued_docs - (first.count if first else 0)
-                    later_bytes = self.queued_bytes - (len(first.body) if first else 0)
-                else:  # then: what came since the last look
-                    span, later_docs, later_bytes = now - seen[0], self.queued_docs - seen[1], self.queued_bytes - seen[2]
-                wait = half_full_in(now - oldest, span, later_docs, later_bytes, self.queued_docs,
-                                    self.queued_bytes, cfg)
+                    seen = (oldest, first.count, len(first.body)) if first else (oldest, 0, 0)
+                wait = half_full_in(now - oldest, now - seen[0], self.queued_docs - seen[1],
+                                    self.queued_bytes - seen[2], self.queued_docs, self.queued_bytes, cfg)
                 if wait is None:
                     return
                 seen = (now, self.queued_docs, self.queued_bytes)

@@ -139,7 +139,8 @@ class TailInput:
         next_scan = time.monotonic() + self.cfg.scan_interval
         while True:
             try:
-                async with asyncio.timeout(0 if self._rescan.is_set() else max(0.0, next_scan - time.monotonic())) as pause:
+                delay = 0.0 if self._rescan.is_set() else max(0.0, next_scan - time.monotonic())
+                async with asyncio.timeout(delay) as pause:
                     self._pause = pause
                     await self.wait_for_room()
                 return
