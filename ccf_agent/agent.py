@@ -220,7 +220,8 @@ class Agent:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
             pipeline.project(projection)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
-                                         self.wait_for_room, first_run=first_run))
+                                         self.wait_for_room, first_run=first_run,
+                                         read_ahead=pipeline.read_ahead()))
         try:
             async with asyncio.TaskGroup() as tg:
                 output_tasks = [tg.create_task(o.run(), name=f"output:{o.name}") for o in self.outputs.values()]

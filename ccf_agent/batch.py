@@ -19,7 +19,7 @@ class Batch:
     Given as a list of lines, or as `data`, the bytes as read (each line ended by a newline),
     which the C loop walks without a bytes object per line; `lines` splits it on first use."""
 
-    __slots__ = ("entry", "path", "start", "end", "_lines", "data", "token", "truncated")
+    __slots__ = ("entry", "path", "start", "end", "_lines", "data", "token", "truncated", "scan")
 
     def __init__(self, entry: Entry, path: str, start: int, end: int, lines: list[bytes] | None = None,
                  token: AckToken | None = None, truncated: bool = False, data: bytes | None = None) -> None:
@@ -33,6 +33,7 @@ class Batch:
         self.data = data
         self.token = token
         self.truncated = truncated  # its lines were cut at max_line_bytes (a batch of one such line)
+        self.scan: object | None = None  # what a read-ahead thread found in `data` (see Pipeline.read_ahead)
 
     @property
     def lines(self) -> list[bytes]:

@@ -7,7 +7,9 @@
  * What it saves is the interpreter's work per line (~60 bytecodes), which was half of the
  * agent's CPU time; every decision that is not the common case stays in Python, called back.
  *
- * Also here: the redaction prefilter's fold-and-scan over a batch's lines, one pass per line.
+ * Also here: the redaction prefilter's fold-and-scan over a batch's lines, one pass per line;
+ * and the read-ahead thread, which does the part of that per-line work that needs no
+ * interpreter for a file's next chunk while the event loop works on the current one.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -995,24 +997,64 @@ static PyObject *member_value(ShapeCache *c, const unsigned char *p, Py_ssize_t 
     }
 }
 
+/* What the read-ahead thread found in a block's lines (see "read-ahead" below), so json_lines
+ * need not find it again: per line, its place, its crc32, the prefilter's verdict and, when it
+ * ends with '}', scan_object's members and their keys' hash. */
+typedef struct {
+    Py_ssize_t start, n; /* the line: bytes [start, start + n) of the block */
+    Py_ssize_t member;   /* its first member in Scan.members, when status is SCAN_OK */
+    Py_ssize_t nbytes;   /* see keys_hash */
+    uint64_t hash;
+    uint32_t crc;
+    int status, count, hit;
+} ScanLine;
+
+typedef struct {
+    ScanLine *lines;
+    Member *members;
+    Py_ssize_t size; /* of the block scanned */
+    Py_ssize_t nlines, cap, nmembers, mcap, nhits;
+} Scan;
+
+static void scan_free(Scan *s)
+{
+    if (s != NULL) {
+        free(s->lines);
+        free(s->members);
+        free(s);
+    }
+}
+
 /* The projected path for one line: 1 when it produced the event (rec and stamp set, new
  * references; line set to the masked line, or NULL when the line is unchanged), 0 when the
  * orjson path must take the line, -1 on error. */
-static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, int hit, int names, int redacting, PyObject *new_shape,
+static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const ScanLine *pre, const Member *pre_members,
+                     int hit, int names, int redacting, PyObject *new_shape,
                      PyObject *ts_field, PyObject *ts_cache, PyObject *parse_ts, PyObject *default_stamp,
                      PyObject *mask, PyObject *mask_json, PyObject *loads, PyObject **rec_out, PyObject **line_out,
                      PyObject **stamp_out, long long *masked_records, long long *masked_fields)
 {
-    Member m[MAX_MEMBERS];
+    Member own[MAX_MEMBERS];
+    const Member *m = own;
     int count = 0;
     if (hit || p[n - 1] != '}')
         return 0;
     if (redacting && names && n > 1 && memchr(p + 1, '{', n - 1) != NULL)
         return 0; /* a nested object may hide a sensitive key: the redactor walks it */
-    if (scan_object(p, n, m, &count) != SCAN_OK)
-        return 0;
     Py_ssize_t nbytes;
-    uint64_t hash = keys_hash(p, n, m, count, &nbytes);
+    uint64_t hash;
+    if (pre != NULL) { /* the read-ahead thread scanned it */
+        if (pre->status != SCAN_OK)
+            return 0;
+        m = pre_members + pre->member;
+        count = pre->count;
+        hash = pre->hash;
+        nbytes = pre->nbytes;
+    } else {
+        if (scan_object(p, n, own, &count) != SCAN_OK)
+            return 0;
+        hash = keys_hash(p, n, own, count, &nbytes);
+    }
     if (nbytes > SHAPE_KEYS_MAX)
         return 0;
     Shape *s = &c->slot[hash % SHAPE_SLOTS];
@@ -1138,7 +1180,7 @@ enum {
     A_LINES, A_START, A_SID, A_PATH_PART, A_END, A_HITS, A_SHAPES, A_NEW_SHAPE, A_RESERVED,
     A_TS_FIELD, A_TS_CACHE, A_PARSE_TS, A_PARSE_ANY, A_DEFAULT_STAMP, A_REDACT, A_MASK_TOP, A_NAMES,
     A_MASK, A_MASK_JSON, A_DICT_DOC, A_BAD_TS, A_ODD, A_LOADS, A_DECODE_ERROR,
-    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, A_CACHE, N_ARGS
+    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, A_CACHE, A_SCAN, N_ARGS
 };
 
 static const char TS_HEAD[] = ",\"@timestamp\":\"";
@@ -1205,16 +1247,30 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
     ShapeCache *cache = NULL; /* None: full records from orjson; else the projection's cache */
     if (args[A_CACHE] != Py_None && (cache = PyCapsule_GetPointer(args[A_CACHE], "ccf_agent.shape_cache")) == NULL)
         return NULL;
+    const Scan *scan = NULL; /* the read-ahead's scan of these very bytes, or None */
+    if (args[A_SCAN] != Py_None && (scan = PyCapsule_GetPointer(args[A_SCAN], "ccf_agent.scan")) == NULL)
+        return NULL;
+    if (scan != NULL && (it.data == NULL || scan->size != it.size))
+        scan = NULL; /* not a scan of these bytes */
 
     for (Py_ssize_t i = 0;; i++) {
         const char *lp;
         Py_ssize_t n;
-        PyObject *item;
-        int more = lines_next(&it, &lp, &n, &item);
-        if (more <= 0) {
-            if (more < 0)
-                return NULL;
-            break;
+        PyObject *item = NULL;
+        const ScanLine *pre = NULL;
+        if (scan != NULL) { /* the scan found the lines already */
+            if (i == scan->nlines)
+                break;
+            pre = &scan->lines[i];
+            lp = it.data + pre->start;
+            n = pre->n;
+        } else {
+            int more = lines_next(&it, &lp, &n, &item);
+            if (more <= 0) {
+                if (more < 0)
+                    return NULL;
+                break;
+            }
         }
         long long lo = offset;
         offset += n + 1;
@@ -1238,7 +1294,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         hit_obj = hit ? Py_True : Py_False;
 
         if (cache != NULL) {
-            int done = projected(cache, (const unsigned char *)lp, n, hit, names, redacting, new_shape, ts_field, ts_cache, parse_ts,
+            int done = projected(cache, (const unsigned char *)lp, n, pre, scan != NULL ? scan->members : NULL, hit, names, redacting, new_shape, ts_field, ts_cache, parse_ts,
                                  default_stamp, mask, mask_json, loads, &rec, &redacted, &stamp, &masked_records,
                                  &masked_fields);
             if (done < 0)
@@ -1402,7 +1458,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_SETREF(rec, Py_NewRef(new_rec));
         }
     append:
-        id = make_id(sid, lo, crc32_of((const unsigned char *)lp, n));
+        id = make_id(sid, lo, pre != NULL ? pre->crc : crc32_of((const unsigned char *)lp, n));
         if (id == NULL || append_event(records, docs, ids, stamps, times, rec, doc, id, stamp) < 0)
             goto error;
         Py_DECREF(id);
@@ -1755,68 +1811,97 @@ static int vectors_of(Fold *f)
 }
 #endif
 
+/* The fold from prefilter's arguments after `lines` (args[0..nargs), 5 to 7 of them). Holds
+ * borrowed pointers into `table` and `suffixes`: whoever keeps the Fold keeps those alive. */
+static int fold_init(Fold *f, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 5 || nargs > 7) {
+        PyErr_SetString(PyExc_TypeError, "a fold is (table, drop, zeros, needle, suffixes[, vector[, json]])");
+        return -1;
+    }
+    long vector = nargs >= 6 ? PyLong_AsLong(args[5]) : 1; /* 0 scalar, 1 the best there is, 2 SSE2 */
+    int json = nargs == 7 ? PyObject_IsTrue(args[6]) : 0;
+    if (json < 0)
+        return -1;
+    if (vector == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *table_obj = args[0], *drop_obj = args[1], *suffixes = args[4];
+    if (!PyBytes_CheckExact(table_obj) || PyBytes_GET_SIZE(table_obj) != 256
+        || !PyBytes_CheckExact(drop_obj) || !PyTuple_CheckExact(suffixes)) {
+        PyErr_SetString(PyExc_TypeError, "prefilter: argument of the wrong type");
+        return -1;
+    }
+    memset(f, 0, sizeof *f);
+    f->table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
+    f->suffixes = suffixes;
+    f->zeros = PyLong_AsSsize_t(args[2]);
+    f->json = json;
+    long needle = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred())
+        return -1;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
+        PyObject *suffix = PyTuple_GET_ITEM(suffixes, k);
+        if (!PyBytes_CheckExact(suffix) || PyBytes_GET_SIZE(suffix) == 0 || PyBytes_GET_SIZE(suffix) > 8) {
+            PyErr_SetString(PyExc_TypeError, "prefilter: suffixes are bytes of 1 to 8");
+            return -1;
+        }
+        unsigned char c = (unsigned char)PyBytes_AS_STRING(suffix)[0];
+        if (c == 0xFF)
+            memset(f->first, 1, sizeof f->first);
+        else
+            f->first[c] = 1;
+    }
+    for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(drop_obj); k++)
+        f->dropped[(unsigned char)PyBytes_AS_STRING(drop_obj)[k]] = 1;
+    for (int c = 0; c < 256; c++) {
+        f->is_zero[c] = f->zeros > 0 && !f->dropped[c] && f->table[c] == '0';
+        f->keep[c] = f->dropped[c] || f->is_zero[c]; /* what does not end a run of zeros */
+        f->is_sentinel[c] = !f->dropped[c] && f->table[c] == 1;
+        f->is_needle[c] = !f->dropped[c] && (long)f->table[c] == needle;
+    }
+#if defined(__SSE2__)
+    f->simd = vector && vectors_of(f);
+#ifdef HAVE_AVX2_PATH
+    f->avx2 = vector == 1 && have_avx2 && f->zeros <= 31 && luts_of(f);
+#endif
+#else
+    (void)vector;
+#endif
+    return 0;
+}
+
+/* Needs no interpreter (the suffixes are an immutable tuple of bytes, only read): the
+ * read-ahead thread runs it without the GIL. */
+static int fold_hit(const unsigned char *p, Py_ssize_t n, const Fold *f)
+{
+#if defined(__SSE2__)
+#ifdef HAVE_AVX2_PATH
+    return f->avx2 ? hit_avx2(p, n, f) : f->simd ? hit_vector(p, n, f) : hit_scalar(p, n, f);
+#else
+    return f->simd ? hit_vector(p, n, f) : hit_scalar(p, n, f);
+#endif
+#else
+    return hit_scalar(p, n, f);
+#endif
+}
+
 /* prefilter(lines, table, drop, zeros, needle, suffixes[, vector[, json]]): the indices of the
  * lines that hit. vector: 1 (or True, the default) the fastest path the CPU has (AVX2, else
  * SSE2), 2 the SSE2 path, 0 (False) the scalar path (for tests; it is also the path on other
  * CPUs). json=True: digit runs count only inside strings (see in_string). */
 static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)self;
     if (nargs < 6 || nargs > 8) {
-        PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes[, vector])");
-        return NULL;
-    }
-    long vector = nargs >= 7 ? PyLong_AsLong(args[6]) : 1; /* 0 scalar, 1 the best there is, 2 SSE2 */
-    int json = nargs == 8 ? PyObject_IsTrue(args[7]) : 0;
-    if (json < 0)
-        return NULL;
-    if (vector == -1 && PyErr_Occurred())
-        return NULL;
-    PyObject *table_obj = args[1], *drop_obj = args[2], *suffixes = args[5];
-    Lines it;
-    if (lines_init(&it, args[0], "prefilter") < 0)
-        return NULL;
-    if (!PyBytes_CheckExact(table_obj) || PyBytes_GET_SIZE(table_obj) != 256
-        || !PyBytes_CheckExact(drop_obj) || !PyTuple_CheckExact(suffixes)) {
-        PyErr_SetString(PyExc_TypeError, "prefilter: argument of the wrong type");
+        PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes[, vector[, json]])");
         return NULL;
     }
     Fold f;
-    memset(&f, 0, sizeof f);
-    f.table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
-    f.suffixes = suffixes;
-    f.zeros = PyLong_AsSsize_t(args[3]);
-    f.json = json;
-    long needle = PyLong_AsLong(args[4]);
-    if (PyErr_Occurred())
+    if (fold_init(&f, args + 1, nargs - 1) < 0)
         return NULL;
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
-        PyObject *suffix = PyTuple_GET_ITEM(suffixes, k);
-        if (!PyBytes_CheckExact(suffix) || PyBytes_GET_SIZE(suffix) == 0 || PyBytes_GET_SIZE(suffix) > 8) {
-            PyErr_SetString(PyExc_TypeError, "prefilter: suffixes are bytes of 1 to 8");
-            return NULL;
-        }
-        unsigned char c = (unsigned char)PyBytes_AS_STRING(suffix)[0];
-        if (c == 0xFF)
-            memset(f.first, 1, sizeof f.first);
-        else
-            f.first[c] = 1;
-    }
-    for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(drop_obj); k++)
-        f.dropped[(unsigned char)PyBytes_AS_STRING(drop_obj)[k]] = 1;
-    for (int c = 0; c < 256; c++) {
-        f.is_zero[c] = f.zeros > 0 && !f.dropped[c] && f.table[c] == '0';
-        f.keep[c] = f.dropped[c] || f.is_zero[c]; /* what does not end a run of zeros */
-        f.is_sentinel[c] = !f.dropped[c] && f.table[c] == 1;
-        f.is_needle[c] = !f.dropped[c] && (long)f.table[c] == needle;
-    }
-#if defined(__SSE2__)
-    f.simd = vector && vectors_of(&f);
-#ifdef HAVE_AVX2_PATH
-    f.avx2 = vector == 1 && have_avx2 && f.zeros <= 31 && luts_of(&f);
-#endif
-#else
-    (void)vector;
-#endif
+    Lines it;
+    if (lines_init(&it, args[0], "prefilter") < 0)
+        return NULL;
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
@@ -1830,17 +1915,7 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 Py_CLEAR(out);
             return out;
         }
-        const unsigned char *p = (const unsigned char *)lp;
-#if defined(__SSE2__)
-#ifdef HAVE_AVX2_PATH
-        int found = f.avx2 ? hit_avx2(p, n, &f) : f.simd ? hit_vector(p, n, &f) : hit_scalar(p, n, &f);
-#else
-        int found = f.simd ? hit_vector(p, n, &f) : hit_scalar(p, n, &f);
-#endif
-#else
-        int found = hit_scalar(p, n, &f);
-#endif
-        if (found) {
+        if (fold_hit((const unsigned char *)lp, n, &f)) {
             PyObject *index = PyLong_FromSsize_t(i);
             if (index == NULL || PyList_Append(out, index) < 0) {
                 Py_XDECREF(index);
@@ -2316,6 +2391,402 @@ static PyObject *keep_memory(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ read-ahead
+ *
+ * The agent's second core. While the event loop works on a file's chunk, a thread of ours
+ * reads the file's next chunk and does the per-line work that needs no interpreter: finding
+ * the lines, their crc32 (for the ids), the redaction prefilter and the projection's
+ * structural scan (a Scan). json_lines then takes those from the scan. The thread never
+ * touches a Python object: it writes into a bytes object nobody else can see yet and reads
+ * the fold's immutable table and suffixes, which the ReadAhead keeps alive.
+ *
+ * One job at a time: submit(owner, fd, offset, size, partial) reads size bytes at offset
+ * after a copy of partial (the reader's unfinished line); take() waits for it and gives
+ * (owner, offset, partial, block, rest, nread, scan): block the complete lines (partial
+ * included), rest what follows the last newline, both without a copy of the chunk. When the
+ * new bytes hold no newline, block is None and rest is partial plus the new bytes. */
+
+#include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
+
+/* Without the GIL. -1: out of memory. */
+static int scan_block(Scan *s, const unsigned char *data, Py_ssize_t size, const Fold *fold, int objects)
+{
+    s->size = size;
+    for (Py_ssize_t pos = 0; pos < size;) {
+        const unsigned char *p = data + pos;
+        const unsigned char *nl = memchr(p, '\n', size - pos); /* found: the block ends with one */
+        Py_ssize_t n = nl - p;
+        if (s->nlines == s->cap) {
+            Py_ssize_t cap = s->cap ? s->cap * 2 : 512;
+            ScanLine *lines = realloc(s->lines, cap * sizeof *lines);
+            if (lines == NULL)
+                return -1;
+            s->lines = lines;
+            s->cap = cap;
+        }
+        ScanLine *l = &s->lines[s->nlines++];
+        l->start = pos;
+        l->n = n;
+        l->crc = crc32_of(p, n);
+        l->hit = fold != NULL && fold_hit(p, n, fold);
+        s->nhits += l->hit;
+        l->status = SCAN_UNSURE;
+        l->count = 0;
+        if (objects && n > 0 && p[n - 1] == '}') {
+            if (s->mcap - s->nmembers < MAX_MEMBERS) {
+                Py_ssize_t mcap = s->mcap ? s->mcap * 2 : 8192;
+                Member *members = realloc(s->members, mcap * sizeof *members);
+                if (members == NULL)
+                    return -1;
+                s->members = members;
+                s->mcap = mcap;
+            }
+            Member *m = s->members + s->nmembers;
+            if (scan_object(p, n, m, &l->count) == SCAN_OK) {
+                l->status = SCAN_OK;
+                l->member = s->nmembers;
+                s->nmembers += l->count;
+                l->hash = keys_hash(p, n, m, l->count, &l->nbytes);
+            }
+        }
+        pos += n + 1;
+    }
+    return 0;
+}
+
+static void scan_capsule_free(PyObject *capsule)
+{
+    scan_free(PyCapsule_GetPointer(capsule, "ccf_agent.scan"));
+}
+
+enum { R_IDLE, R_QUEUED, R_RUNNING, R_DONE };
+
+typedef struct {
+    PyObject_HEAD
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    int started, stop, state;
+    Fold fold;
+    int has_fold, objects;
+    PyObject *fold_args; /* keeps the fold's table and suffixes alive */
+    /* the job, set by submit; the thread reads these and writes the result while R_RUNNING */
+    PyObject *owner, *partial, *buf;
+    char *bytes;
+    int fd;
+    long long offset;
+    Py_ssize_t size, plen;
+    Py_ssize_t nread, last_nl;
+    int err;
+    Scan *scan;
+} ReadAhead;
+
+static void read_ahead_work(ReadAhead *r)
+{
+    ssize_t got;
+    do
+        got = pread(r->fd, r->bytes + r->plen, (size_t)r->size, (off_t)r->offset);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        r->err = errno;
+        return;
+    }
+    r->nread = got;
+    Py_ssize_t total = r->plen + got;
+    Py_ssize_t k = total - 1;
+    while (k >= r->plen && r->bytes[k] != '\n')
+        k--;
+    r->last_nl = k >= r->plen ? k : -1;
+    if (r->last_nl < 0)
+        return;
+    Scan *s = calloc(1, sizeof *s);
+    if (s != NULL && scan_block(s, (const unsigned char *)r->bytes, r->last_nl + 1, r->has_fold ? &r->fold : NULL,
+                                r->objects) < 0) {
+        scan_free(s); /* json_lines does it all itself */
+        s = NULL;
+    }
+    r->scan = s;
+}
+
+static void *read_ahead_main(void *arg)
+{
+    ReadAhead *r = arg;
+#if defined(__GLIBC__)
+    pthread_setname_np(pthread_self(), "ccf-read-ahead"); /* what top -H and perf show */
+#endif
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        while (r->state != R_QUEUED && !r->stop)
+            pthread_cond_wait(&r->wake, &r->lock);
+        if (r->stop)
+            break;
+        r->state = R_RUNNING;
+        pthread_mutex_unlock(&r->lock);
+        read_ahead_work(r);
+        pthread_mutex_lock(&r->lock);
+        r->state = R_DONE;
+        pthread_cond_signal(&r->done);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+/* Wait for the job (the GIL released meanwhile): the thread is done with it afterwards. */
+static void read_ahead_wait(ReadAhead *r)
+{
+    if (r->state == R_IDLE || r->state == R_DONE)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&r->lock);
+    while (r->state != R_DONE)
+        pthread_cond_wait(&r->done, &r->lock);
+    pthread_mutex_unlock(&r->lock);
+    Py_END_ALLOW_THREADS
+}
+
+static void read_ahead_clear(ReadAhead *r)
+{
+    Py_CLEAR(r->owner);
+    Py_CLEAR(r->partial);
+    Py_CLEAR(r->buf);
+    scan_free(r->scan);
+    r->scan = NULL;
+    r->bytes = NULL;
+    r->state = R_IDLE;
+}
+
+static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fold_args = Py_None;
+    int objects = 1;
+    static char *kwlist[] = {"fold", "objects", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Op:ReadAhead", kwlist, &fold_args, &objects))
+        return NULL;
+    ReadAhead *r = (ReadAhead *)type->tp_alloc(type, 0);
+    if (r == NULL)
+        return NULL;
+    if (fold_args != Py_None) {
+        if (!PyTuple_CheckExact(fold_args)) {
+            PyErr_SetString(PyExc_TypeError, "ReadAhead: fold is a tuple of prefilter's arguments after lines");
+            Py_DECREF(r);
+            return NULL;
+        }
+        if (fold_init(&r->fold, &PyTuple_GET_ITEM(fold_args, 0), PyTuple_GET_SIZE(fold_args)) < 0) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        r->has_fold = 1;
+        r->fold_args = Py_NewRef(fold_args);
+    }
+    r->objects = objects;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->wake, NULL);
+    pthread_cond_init(&r->done, NULL);
+    return (PyObject *)r;
+}
+
+static void read_ahead_stop(ReadAhead *r)
+{
+    read_ahead_wait(r);
+    read_ahead_clear(r);
+    if (r->started) {
+        pthread_mutex_lock(&r->lock);
+        r->stop = 1;
+        pthread_cond_signal(&r->wake);
+        pthread_mutex_unlock(&r->lock);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(r->thread, NULL);
+        Py_END_ALLOW_THREADS
+        r->started = 0;
+    }
+}
+
+static void read_ahead_dealloc(ReadAhead *r)
+{
+    read_ahead_stop(r);
+    Py_CLEAR(r->fold_args);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->wake);
+    pthread_cond_destroy(&r->done);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "submit(owner, fd, offset, size, partial)");
+        return NULL;
+    }
+    if (r->state != R_IDLE) {
+        PyErr_SetString(PyExc_RuntimeError, "ReadAhead: a job is already submitted");
+        return NULL;
+    }
+    long fd_long = PyLong_AsLong(args[1]);
+    int fd = fd_long >= 0 && fd_long <= INT32_MAX ? (int)fd_long : -1;
+    long long offset = PyLong_AsLongLong(args[2]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *partial = args[4];
+    if (!PyBytes_CheckExact(partial) || fd < 0 || offset < 0 || size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "submit: a descriptor, an offset, a size > 0 and the partial line (bytes)");
+        return NULL;
+    }
+    if (!r->started) {
+        int rc = pthread_create(&r->thread, NULL, read_ahead_main, r);
+        if (rc != 0) {
+            errno = rc;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        r->started = 1;
+    }
+    Py_ssize_t plen = PyBytes_GET_SIZE(partial);
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, plen + size);
+    if (buf == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(buf), PyBytes_AS_STRING(partial), plen);
+    r->owner = Py_NewRef(args[0]);
+    r->partial = Py_NewRef(partial);
+    r->buf = buf;
+    r->bytes = PyBytes_AS_STRING(buf);
+    r->fd = fd;
+    r->offset = offset;
+    r->size = size;
+    r->plen = plen;
+    r->nread = 0;
+    r->last_nl = -1;
+    r->err = 0;
+    r->scan = NULL;
+    pthread_mutex_lock(&r->lock);
+    r->state = R_QUEUED;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *read_ahead_take(ReadAhead *r, PyObject *noargs)
+{
+    (void)noargs;
+    if (r->state == R_IDLE) {
+        PyErr_SetString(PyExc_RuntimeError, "ReadAhead: nothing submitted");
+        return NULL;
+    }
+    read_ahead_wait(r);
+    if (r->err) {
+        errno = r->err;
+        read_ahead_clear(r);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_ssize_t total = r->plen + r->nread;
+    PyObject *block = Py_None, *rest, *scan = Py_None, *out = NULL;
+    Py_INCREF(block);
+    Py_INCREF(scan);
+    PyObject *buf = r->buf;
+    r->buf = NULL;
+    if (r->last_nl < 0) {
+        rest = buf;
+        if (_PyBytes_Resize(&rest, total) < 0)
+            goto done;
+    } else {
+        rest = PyBytes_FromStringAndSize(r->bytes + r->last_nl + 1, total - r->last_nl - 1);
+        if (rest == NULL) {
+            Py_DECREF(buf);
+            goto done;
+        }
+        Py_SETREF(block, buf);
+        if (_PyBytes_Resize(&block, r->last_nl + 1) < 0) {
+            block = NULL;
+            Py_DECREF(rest);
+            goto done;
+        }
+        if (r->scan != NULL) {
+            PyObject *capsule = PyCapsule_New(r->scan, "ccf_agent.scan", scan_capsule_free);
+            if (capsule == NULL) {
+                Py_DECREF(rest);
+                goto done;
+            }
+            r->scan = NULL;
+            Py_SETREF(scan, capsule);
+        }
+    }
+    out = Py_BuildValue("(OLONNnN)", r->owner, r->offset, r->partial, block, rest, r->nread, scan);
+    block = scan = NULL;
+done:
+    Py_XDECREF(block);
+    Py_XDECREF(scan);
+    read_ahead_clear(r);
+    return out;
+}
+
+static PyObject *read_ahead_drop(ReadAhead *r, PyObject *noargs)
+{
+    (void)noargs;
+    read_ahead_wait(r);
+    read_ahead_clear(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *read_ahead_close(ReadAhead *r, PyObject *noargs)
+{
+    (void)noargs;
+    read_ahead_stop(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *read_ahead_owner(ReadAhead *r, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(r->owner != NULL ? r->owner : Py_None);
+}
+
+static PyMethodDef read_ahead_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))read_ahead_submit, METH_FASTCALL,
+     "submit(owner, fd, offset, size, partial): read and scan the next chunk on the thread."},
+    {"take", (PyCFunction)read_ahead_take, METH_NOARGS,
+     "Wait for the job: (owner, offset, partial, block, rest, nread, scan)."},
+    {"drop", (PyCFunction)read_ahead_drop, METH_NOARGS, "Wait for the job, if any, and forget it."},
+    {"close", (PyCFunction)read_ahead_close, METH_NOARGS, "Drop the job and stop the thread."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef read_ahead_getset[] = {
+    {"owner", (getter)read_ahead_owner, NULL, "Whose job is submitted (None: no job).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ReadAheadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccf_agent.pipeline._fast.ReadAhead",
+    .tp_basicsize = sizeof(ReadAhead),
+    .tp_dealloc = (destructor)read_ahead_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A thread that reads a file's next chunk and scans its lines while the loop works.",
+    .tp_methods = read_ahead_methods,
+    .tp_getset = read_ahead_getset,
+    .tp_new = read_ahead_new,
+};
+
+/* scan_hits(scan): the indices of the lines the prefilter flagged, as prefilter would give them. */
+static PyObject *scan_hits(PyObject *self, PyObject *capsule)
+{
+    (void)self;
+    const Scan *s = PyCapsule_GetPointer(capsule, "ccf_agent.scan");
+    if (s == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && s->nhits > 0 && i < s->nlines; i++) {
+        if (!s->lines[i].hit)
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(index);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -2333,6 +2804,7 @@ static PyMethodDef methods[] = {
     {"assign", (PyCFunction)(void (*)(void))assign, METH_FASTCALL,
      "Router.assign's loop: route programs (conditions.program) over records."},
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
+    {"scan_hits", scan_hits, METH_O, "The indices of the lines a read-ahead scan's prefilter flagged."},
     {"keep_memory", keep_memory, METH_NOARGS, "Keep freed arenas and heap for reuse (a long-running daemon)."},
     {NULL, NULL, 0, NULL},
 };
@@ -2347,7 +2819,11 @@ PyMODINIT_FUNC PyInit__fast(void)
     have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
     have_avx2 = __builtin_cpu_supports("avx2");
 #endif
+    if (PyType_Ready(&ReadAheadType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "ReadAhead", (PyObject *)&ReadAheadType) < 0)
+        Py_CLEAR(m);
 #ifdef HAVE_CLMUL_PATH
     if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", have_clmul) < 0)
         Py_CLEAR(m);

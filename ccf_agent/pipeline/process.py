@@ -109,6 +109,16 @@ class Pipeline:
                             if _fast is not None and self.native and fields is not None
                             and len(fields) <= _PROJECT_MAX else None)
 
+    def read_ahead(self) -> Any:
+        """A thread that reads a file's next chunk and does this pipeline's per-line work that
+        needs no interpreter (lines, ids' crc32, the redaction prefilter, the projection's scan)
+        while the event loop works on the chunk before: the agent's second core. A
+        `_fast.ReadAhead`, or None when the C loop does not take this input's lines."""
+        redactor = self.redactor
+        if _fast is None or not self.native or (redactor is not None and redactor.scans_in_python):
+            return None
+        return _fast.ReadAhead(redactor.json_fold() if redactor is not None else None, self._projection is not None)
+
     @property
     def projected(self) -> bool:
         """Whether records may hold only the projected fields (documents are always whole)."""
@@ -154,7 +164,8 @@ class Pipeline:
         # The C loop walks the bytes as read; the Python loop needs the lines.
         lines = batch.data if self.native and batch.data is not None else batch.lines
         if redactor is not None and transcode is None:
-            hits = redactor.scan(lines, json=is_json)
+            hits = (set(_fast.scan_hits(batch.scan)) if batch.scan is not None and _fast is not None
+                    else redactor.scan(lines, json=is_json))
         if self.native:
             self._native(batch, lines, out, sid, path_part, default_stamp, hits)
             return out
@@ -249,7 +260,7 @@ class Pipeline:
             redactor is not None and bool(redactor.names),
             redactor.mask if redactor is not None else None, redactor._mask_json if redactor is not None else None,
             dict_doc, bad_ts, odd, orjson.loads, orjson.JSONDecodeError,
-            out.records, out.docs, out.ids, out.stamps, out.times, self._projection)
+            out.records, out.docs, out.ids, out.stamps, out.times, self._projection, batch.scan)
         if records:  # top-level fields masked in C: counted as Redactor.top_level_names counts them
             self._count("records_redacted", records)
             self._count("redacted:field", fields)

@@ -183,6 +183,21 @@ class Redactor:
 
     # ---------------------------------------------------------------- free text
 
+    def _fold_args(self, json: bool) -> tuple[Any, ...]:
+        return (self._fold, _DROP, len(_ZEROS) if self._cards else 0, _AT if self.cfg.emails else -1,
+                self._suffixes, True, json)
+
+    def json_fold(self) -> tuple[Any, ...] | None:
+        """What `scan(data, json=True)` runs the C prefilter with, for a thread that runs it ahead
+        (_fast.ReadAhead). None: scan does not run the C prefilter (no pattern can match; no
+        extension; custom patterns, which only the Python prefilter knows)."""
+        return self._fold_args(True) if self._text_patterns and self._native else None
+
+    @property
+    def scans_in_python(self) -> bool:
+        """scan's verdict needs the Python prefilter (custom patterns, or no extension)."""
+        return self._text_patterns and not self._native
+
     def could_hold_secret(self, line: bytes) -> bool:
         """The prefilter for one line: False means no pattern can match any decoded string of it."""
         return bool(self.scan([line]))
@@ -201,8 +216,7 @@ class Redactor:
         if not lines or not self._text_patterns:
             return set()
         if self._native:
-            return set(_fast.prefilter(lines, self._fold, _DROP, len(_ZEROS) if self._cards else 0,
-                                       _AT if self.cfg.emails else -1, self._suffixes, True, json))
+            return set(_fast.prefilter(lines, *self._fold_args(json)))
         if isinstance(lines, bytes):
             lines = lines[:-1].split(b"\n")
         joined = b"\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from ccf_agent.acks import Ledger
 from ccf_agent.batch import Batch
@@ -63,6 +64,7 @@ class FileReader:
         self.multiline = multiline
         self.held_start = offset
         entry.read_offset = offset
+        self.ahead: Any = None  # the input's _fast.ReadAhead, shared by its readers (one job at a time)
 
     @property
     def holds_event(self) -> bool:
@@ -75,13 +77,48 @@ class FileReader:
     def read(self, size: int = CHUNK) -> list[Batch]:
         """The batches in the next chunk; empty at end of file."""
         # A long line still open doubles the read: joining it stays linear, not quadratic.
-        data = os.pread(self.fd, max(size, len(self.partial)), self.offset)
-        if not data:
-            return []
-        start = self.offset - len(self.partial)
-        self.offset += len(data)
+        size = max(size, len(self.partial))
+        ahead = self.ahead
+        got = self._take(ahead) if ahead is not None and ahead.owner is self else None
+        if got is not None and got[0]:
+            batches, nread = got
+        else:  # nothing read ahead, or only more of an unfinished line: read on now
+            size = max(size, len(self.partial))
+            data = os.pread(self.fd, size, self.offset)
+            if not data:
+                return []
+            nread = len(data)
+            batches = self._cut(data)
+        if (ahead is not None and nread == size and ahead.owner is None and not self.skipping
+                and self.multiline is None):
+            # More is likely there: the thread reads and scans it while these batches are processed.
+            ahead.submit(self, self.fd, self.offset, max(size, len(self.partial)), self.partial)
+        return batches
+
+    def _take(self, ahead: Any) -> tuple[list[Batch], int] | None:
+        """The chunk read ahead, as `_cut` would have made it; None when it no longer follows
+        (or found the end of the file, which may have grown since): then read now."""
+        _, offset, partial, block, rest, nread, scan = ahead.take()
+        if offset != self.offset or partial is not self.partial or not nread or self.skipping:
+            return None
+        if block is None or len(block) - 1 > self.max_line:  # not the common case: as if read now
+            return self._cut((rest if block is None else block + rest)[len(partial):]), nread
+        start = offset - len(partial)
+        self._advance(nread)
+        self.partial = rest
+        batch = self._batch(start, start + len(block), data=block)
+        batch.scan = scan
+        return [batch], nread
+
+    def _advance(self, nread: int) -> None:
+        self.offset += nread
         self.entry.read_offset = self.offset
         self.last_data = time.monotonic()
+
+    def _cut(self, data: bytes) -> list[Batch]:
+        """The batches of newly read bytes, after the held partial line."""
+        start = self.offset - len(self.partial)
+        self._advance(len(data))
         batches: list[Batch] = []
         if self.skipping:
             nl = data.find(b"\n")
@@ -190,6 +227,8 @@ class FileReader:
         return Batch(self.entry, self.path, start, end, lines, token, truncated, data)
 
     def close(self) -> None:
+        if self.ahead is not None and self.ahead.owner is self:
+            self.ahead.drop()  # the thread may be reading this descriptor: let it finish first
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -23,6 +23,7 @@ import re
 import stat
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
@@ -41,8 +42,9 @@ MIN_POLL = 0.005
 class TailInput:
     def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
                  dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
-                 first_run: bool = False) -> None:
+                 first_run: bool = False, read_ahead: Any = None) -> None:
         self.cfg = cfg
+        self.read_ahead = read_ahead  # the pipeline's _fast.ReadAhead (a thread), or None
         self.registry = registry
         self.flow = flow
         self.dispatch = dispatch
@@ -105,6 +107,8 @@ class TailInput:
                 reader.close()
                 reader.entry.state = "closed"  # nobody holds it now (a reload's next input will)
             self.readers.clear()
+            if self.read_ahead is not None:
+                self.read_ahead.close()
 
     async def _read_dirty(self, notified: bool) -> bool:
         """One chunk from each file with news; files at their end leave the dirty set."""
@@ -400,6 +404,8 @@ class TailInput:
         opts = self.cfg.options
         multiline = Multiline(opts.multiline) if opts is not None and opts.multiline is not None else None
         reader = FileReader(fd, path, entry, ledger, offset, self.cfg.max_line_bytes, multiline)
+        if multiline is None:
+            reader.ahead = self.read_ahead
         self.readers[(st.st_dev, st.st_ino)] = reader
         self.by_path[path] = (st.st_dev, st.st_ino)
         self.dirty.add((st.st_dev, st.st_ino))

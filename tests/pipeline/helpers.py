@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import orjson
@@ -31,13 +32,21 @@ def make(processors: dict[str, Any] | None = None, *, format: str = "json", fiel
     return Pipeline(cfg, hostname="web-1", processors=parse_processors(processors, where))
 
 
-def run(pipeline: Pipeline, lines: list[bytes], start: int = 0, path: str = PATH, as_data: bool = False) -> Events:
-    """`as_data`: the batch as the reader hands it over, one bytes object (lines must hold no newline)."""
+def run(pipeline: Pipeline, lines: list[bytes], start: int = 0, path: str = PATH, as_data: bool = False,
+        read_ahead: bool = False) -> Events:
+    """`as_data`: the batch as the reader hands it over, one bytes object (lines must hold no newline);
+    `read_ahead`: that, read and scanned by the pipeline's read-ahead thread, as the tail does once a
+    file has more than a chunk to read."""
     entry = Entry("s" * 16, "fp", "app", path, 1, 2)
     end = start + sum(len(x) + 1 for x in lines)
-    if as_data:
+    if as_data or read_ahead:
         assert lines and not any(b"\n" in x for x in lines)
-        return pipeline.process(Batch(entry, path, start, end, data=b"".join(x + b"\n" for x in lines)))
+        data = b"".join(x + b"\n" for x in lines)
+        batch = Batch(entry, path, start, end, data=data)
+        if read_ahead:
+            batch = Batch(entry, path, start, end, data=(got := scanned(pipeline, data))[0])
+            batch.scan = got[1]
+        return pipeline.process(batch)
     return pipeline.process(Batch(entry, path, start, end, lines))
 
 
@@ -50,3 +59,23 @@ def one(pipeline: Pipeline, line: bytes) -> tuple[dict[str, Any], dict[str, Any]
     ev = run(pipeline, [line])
     assert len(ev) == 1, f"expected one event, got {len(ev)}"
     return orjson.loads(ev.docs[0]), ev.records[0]
+
+
+def scanned(pipeline: Pipeline, data: bytes) -> tuple[bytes, object]:
+    """`data` (complete lines) as the read-ahead thread hands it over: read from a file after the
+    reader's partial line (here the first line's first half), and its scan."""
+    ahead = pipeline.read_ahead()
+    assert ahead is not None, "this pipeline has no read-ahead"
+    partial = data[: data.index(b"\n") // 2]
+    try:
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            ahead.submit("reader", f.fileno(), len(partial), len(data), partial)
+            owner, offset, held, block, rest, nread, scan = ahead.take()
+    finally:
+        ahead.close()
+    assert (owner, offset, held, block, rest, nread) == ("reader", len(partial), partial, data, b"",
+                                                        len(data) - len(partial))
+    assert scan is not None
+    return block, scan

@@ -58,20 +58,29 @@ def same(lines: list[bytes], processors: dict[str, Any], start: int = 0, **kw: A
     as_data = bool(lines) and not any(b"\n" in x for x in lines)
     native_data, projected_data = make(processors, **kw), make(processors, **kw)
     projected_data.project(PROJECT)
+    native_ahead, projected_ahead = make(processors, **kw), make(processors, **kw)
+    projected_ahead.project(PROJECT)
     with patch("time.time", return_value=1_700_000_000.25):  # records without a timestamp get "now"
         a, b, c = run(native, lines, start), run(python, lines, start), run(projected, lines, start)
         d, e = (run(native_data, lines, start, as_data=True), run(projected_data, lines, start, as_data=True)
                 ) if as_data else (a, c)
-    assert a.docs == b.docs == c.docs == d.docs == e.docs
-    assert a.ids == b.ids == c.ids == d.ids == e.ids
-    assert a.records == b.records == d.records
-    assert [project(r) for r in c.records] == [project(r) for r in b.records] == [project(r) for r in e.records]
+        f, g = (run(native_ahead, lines, start, read_ahead=True), run(projected_ahead, lines, start, read_ahead=True)
+                ) if as_data else (a, c)
+    assert a.docs == b.docs == c.docs == d.docs == e.docs == f.docs == g.docs
+    assert a.ids == b.ids == c.ids == d.ids == e.ids == f.ids == g.ids
+    assert a.records == b.records == d.records == f.records
+    assert ([project(r) for r in c.records] == [project(r) for r in b.records] == [project(r) for r in e.records]
+            == [project(r) for r in g.records])
     assert [typed(project(r)) for r in c.records] == [typed(project(r)) for r in b.records]  # 0 == 0.0 == False
-    assert a.stamps == b.stamps == c.stamps == d.stamps == e.stamps and a.times == b.times == c.times == e.times
+    assert [typed(project(r)) for r in g.records] == [typed(project(r)) for r in b.records]
+    assert a.stamps == b.stamps == c.stamps == d.stamps == e.stamps == f.stamps == g.stamps
+    assert a.times == b.times == c.times == e.times == f.times == g.times
     assert native.counters == python.counters == projected.counters
-    assert not as_data or native_data.counters == projected_data.counters == python.counters
+    assert not as_data or (native_data.counters == projected_data.counters == native_ahead.counters
+                           == projected_ahead.counters == python.counters)
     assert native.malformed == python.malformed == projected.malformed
-    assert not as_data or native_data.malformed == projected_data.malformed == python.malformed
+    assert not as_data or (native_data.malformed == projected_data.malformed == native_ahead.malformed
+                           == projected_ahead.malformed == python.malformed)
     return c.records
 
 

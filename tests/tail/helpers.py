@@ -11,6 +11,7 @@ from typing import Any
 from ccf_agent.acks import Flow
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
+from ccf_agent.pipeline.native import fast as _fast
 from ccf_agent.registry import Registry
 from ccf_agent.tail.source import TailInput
 
@@ -50,7 +51,7 @@ class Tail:
         self.registry.load()
         self.flow = Flow(64 << 20)
         self.input = TailInput(self.cfg, self.registry, self.flow, self.dispatch, self._room,
-                               first_run=self.first_run)
+                               first_run=self.first_run, read_ahead=_fast.ReadAhead() if _fast is not None else None)
         self.task = asyncio.create_task(self.input.run())
         return self
 

@@ -7,12 +7,14 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccf_agent.acks import Flow, Ledger
+from ccf_agent.pipeline.native import fast as _fast
 from ccf_agent.registry import Entry, Registry
 from ccf_agent.tail.reader import FileReader
 from tests.tail.helpers import Tail, numbered, seqs
@@ -25,10 +27,34 @@ def run(coro: object) -> None:
 # ---------------------------------------------------------------- the reader alone
 
 
-def reader_for(path: Path, max_line: int = 1 << 20) -> FileReader:
+def reader_for(path: Path, max_line: int = 1 << 20, ahead: Any = None) -> FileReader:
     entry = Entry("s" * 16, "fp", "app", str(path), 0, 0)
     ledger = Ledger(entry, Registry(path.parent / "state"), Flow(1 << 30))
-    return FileReader(os.open(path, os.O_RDONLY), str(path), entry, ledger, 0, max_line)
+    reader = FileReader(os.open(path, os.O_RDONLY), str(path), entry, ledger, 0, max_line)
+    reader.ahead = ahead
+    return reader
+
+
+def read_ahead() -> Any:
+    if _fast is None:
+        pytest.skip("the C extension is not built")
+    return _fast.ReadAhead()
+
+
+def read_all(readers: list[FileReader], size: int) -> list[list[bytes]]:
+    """Each reader's lines, reading a chunk from each in turn until all are at their end."""
+    got: list[list[bytes]] = [[] for _ in readers]
+    at = [0] * len(readers)
+    busy = True
+    while busy:
+        busy = False
+        for k, r in enumerate(readers):
+            for b in r.read(size):
+                assert b.start == at[k]  # contiguous: every byte in exactly one batch
+                at[k] = b.end
+                got[k].extend(b.lines)
+                busy = True
+    return got
 
 
 def test_a_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
@@ -66,12 +92,12 @@ def test_an_over_long_line_across_reads_is_cut_once(tmp_path: Path) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), min_size=1, max_size=30),
-       st.lists(st.integers(1, 90), min_size=1, max_size=8), st.integers(0, 50))
+       st.lists(st.integers(1, 90), min_size=1, max_size=8), st.integers(0, 50), st.booleans())
 def test_lines_read_in_any_chunks_are_the_lines_written(tmp_path: Path, lines: list[bytes], sizes: list[int],
-                                                        max_line: int) -> None:
+                                                        max_line: int, ahead: bool) -> None:
     p = tmp_path / "chunks.log"
     p.write_bytes(b"".join(x + b"\n" for x in lines))
-    r = reader_for(p, max_line=max_line or 1 << 20)
+    r = reader_for(p, max_line=max_line or 1 << 20, ahead=read_ahead() if ahead else None)
     got, at, k = [], 0, 0
     while batches := r.read(size=sizes[k % len(sizes)]) or r.read():
         k += 1
@@ -83,6 +109,65 @@ def test_lines_read_in_any_chunks_are_the_lines_written(tmp_path: Path, lines: l
             at = b.end
     assert at == p.stat().st_size
     assert got == [x[:max_line] if max_line else x for x in lines]
+
+
+def test_a_chunk_read_ahead_holds_what_a_read_then_would(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    r = reader_for(p, ahead=read_ahead())
+    [first] = r.read(100)
+    assert r.ahead.owner is r  # a full chunk: the next one is being read
+    [second] = r.read(100)
+    assert second.scan is not None and second.start == first.end and second.end == first.end + len(second.data)
+    lines = first.lines + second.lines
+    assert lines == [b"line %d" % i for i in range(len(lines))]
+
+
+def test_a_chunk_read_ahead_at_the_end_of_the_file_is_read_again(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"x" * 99 + b"\n")
+    r = reader_for(p, ahead=read_ahead())
+    assert r.read(100)[0].lines == [b"x" * 99]
+    assert r.ahead.owner is r  # it finds the end: the file may still grow before the next read
+    with open(p, "ab") as f:
+        f.write(b"more\n")
+    assert [b.lines for b in r.read(100)] == [[b"more"]]
+
+
+def test_a_chunk_read_ahead_behind_a_flushed_partial_line_is_read_again(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"first\nhalf")
+    r = reader_for(p, ahead=read_ahead())
+    assert r.read(10)[0].lines == [b"first"]
+    assert r.ahead.owner is r
+    assert r.flush_partial()[0].lines == [b"half"]  # a writer that never finished its line
+    with open(p, "ab") as f:
+        f.write(b" then\nnext\n")
+    assert [line for b in r.read(100) for line in b.lines] == [b" then", b"next"]  # "half" not again
+
+
+def test_files_sharing_one_read_ahead_are_each_read_once(tmp_path: Path) -> None:
+    ahead = read_ahead()
+    readers = []
+    for name in ("a", "b", "c"):
+        p = tmp_path / f"{name}.log"
+        p.write_bytes(b"".join(b"%s %d\n" % (name.encode(), i) for i in range(500)))
+        readers.append(reader_for(p, ahead=ahead))
+    got = read_all(readers, 64)
+    assert got == [[b"%s %d" % (name, i) for i in range(500)] for name in (b"a", b"b", b"c")]
+
+
+def test_closing_a_reader_waits_for_and_drops_its_read_ahead(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"y\n" * 1000)
+    ahead = read_ahead()
+    r = reader_for(p, ahead=ahead)
+    r.read(100)
+    assert ahead.owner is r
+    r.close()
+    assert ahead.owner is None and r.fd == -1
+    other = reader_for(p, ahead=ahead)  # the thread serves the next reader
+    assert len(read_all([other], 100)[0]) == 1000
 
 
 # ---------------------------------------------------------------- discovery and rotation
