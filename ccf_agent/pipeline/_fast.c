@@ -2469,6 +2469,7 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
     int started, stop, state;
+    int start_error; /* errno of a thread that could not be started */
     Fold fold;
     int has_fold, objects;
     PyObject *fold_args; /* keeps the fold's table and suffixes alive */
@@ -2635,10 +2636,12 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         return NULL;
     }
     if (!r->started) {
+        if (r->start_error)
+            Py_RETURN_FALSE;
         int rc = pthread_create(&r->thread, NULL, read_ahead_main, r);
-        if (rc != 0) {
-            errno = rc;
-            return PyErr_SetFromErrno(PyExc_OSError);
+        if (rc != 0) { /* a tasks limit, say: the caller reads on its own thread */
+            r->start_error = rc;
+            Py_RETURN_FALSE;
         }
         r->started = 1;
     }
@@ -2663,7 +2666,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
     r->state = R_QUEUED;
     pthread_cond_signal(&r->wake);
     pthread_mutex_unlock(&r->lock);
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *read_ahead_take(ReadAhead *r, PyObject *noargs)
@@ -2743,7 +2746,8 @@ static PyObject *read_ahead_owner(ReadAhead *r, void *closure)
 
 static PyMethodDef read_ahead_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))read_ahead_submit, METH_FASTCALL,
-     "submit(owner, fd, offset, size, partial): read and scan the next chunk on the thread."},
+     "submit(owner, fd, offset, size, partial): read and scan the next chunk on the thread. False: no\n"
+     "thread could be started (see error); nothing was submitted."},
     {"take", (PyCFunction)read_ahead_take, METH_NOARGS,
      "Wait for the job: (owner, offset, partial, block, rest, nread, scan)."},
     {"drop", (PyCFunction)read_ahead_drop, METH_NOARGS, "Wait for the job, if any, and forget it."},
@@ -2751,8 +2755,17 @@ static PyMethodDef read_ahead_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *read_ahead_error(ReadAhead *r, void *closure)
+{
+    (void)closure;
+    if (!r->start_error)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(strerror(r->start_error));
+}
+
 static PyGetSetDef read_ahead_getset[] = {
     {"owner", (getter)read_ahead_owner, NULL, "Whose job is submitted (None: no job).", NULL},
+    {"error", (getter)read_ahead_error, NULL, "Why the thread could not be started (None: it could).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

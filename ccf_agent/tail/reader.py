@@ -7,6 +7,7 @@ longer than `max_line_bytes` is cut there, tagged, and the rest of it skipped.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from ccf_agent.acks import Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
 from ccf_agent.tail.multiline import Multiline
+
+log = logging.getLogger("ccf_agent.tail")
 
 CHUNK = 1 << 17  # a batch's objects still fit the CPU cache (bench, alternating runs: 128 KiB ~7% cheaper per record than 64 KiB and 256 KiB)
 TAIL_BYTES = 64
@@ -92,7 +95,9 @@ class FileReader:
         if (ahead is not None and nread == size and ahead.owner is None and not self.skipping
                 and self.multiline is None):
             # More is likely there: the thread reads and scans it while these batches are processed.
-            ahead.submit(self, self.fd, self.offset, max(size, len(self.partial)), self.partial)
+            if not ahead.submit(self, self.fd, self.offset, max(size, len(self.partial)), self.partial):
+                log.warning("%s: no read-ahead thread (%s); reading on one core", self.path, ahead.error)
+                self.ahead = None
         return batches
 
     def _take(self, ahead: Any) -> tuple[list[Batch], int] | None:
