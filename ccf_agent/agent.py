@@ -213,6 +213,13 @@ class Agent:
                  len(new.routes))
         self._build(new)
 
+    def _reads_ahead(self) -> bool:
+        """agent.read_ahead; `auto`: when this process may run on more than one CPU (on one, the
+        thread would only add its handoffs)."""
+        if self.config.read_ahead is not None:
+            return self.config.read_ahead
+        return len(os.sched_getaffinity(0)) > 1
+
     async def _generation(self, first_run: bool) -> None:
         """One config's tasks, from start to a drained stop (shutdown or reload)."""
         projection = self._projection()
@@ -221,7 +228,7 @@ class Agent:
             pipeline.project(projection)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
                                          self.wait_for_room, first_run=first_run,
-                                         read_ahead=pipeline.read_ahead()))
+                                         read_ahead=pipeline.read_ahead() if self._reads_ahead() else None))
         try:
             async with asyncio.TaskGroup() as tg:
                 output_tasks = [tg.create_task(o.run(), name=f"output:{o.name}") for o in self.outputs.values()]

@@ -312,6 +312,7 @@ class Config:
     hostname: str | None = None
     processors: Any = None  # pipeline.options.Processors: enrich, redact, drop, sample
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
+    read_ahead: bool | None = None  # a thread per input reads and scans ahead; None: when 2+ CPUs are ours
 
 
 # Each output type is one module with `create(cfg, dead_letters) -> Output`; a module may add
@@ -352,13 +353,18 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     flush = _duration(agent, "registry_flush_interval", 1.0)
     shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
     max_inflight = _size(agent, "max_inflight_bytes", 4 << 20)
+    read_ahead = agent.get("read_ahead", (bool, str), "auto")
+    if read_ahead == "auto":
+        read_ahead = None
+    elif not isinstance(read_ahead, bool):
+        raise doc.error(("agent", "read_ahead"), f"must be true, false or auto, not '{read_ahead}'")
     agent.done()
     processors = _section(doc, root, "processors", "ccf_agent.pipeline.options", "parse_processors")
     alerts = _section(doc, root, "alerts", "ccf_agent.alerts.config", "parse_alerts")
     root.done()
     default = "default" if "default" in outputs else next(iter(outputs))
     return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
-                  max_inflight, hostname, processors, alerts)
+                  max_inflight, hostname, processors, alerts, read_ahead)
 
 
 def _section(doc: _Doc, root: _Reader, key: str, module: str, parser: str) -> Any:

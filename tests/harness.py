@@ -126,6 +126,11 @@ class AgentProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def thread_names(self) -> list[str]:
+        assert self.proc is not None
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        return sorted((t / "comm").read_text().strip() for t in tasks.iterdir())
+
     def status(self) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as r:  # noqa: S310

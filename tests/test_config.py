@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,30 @@ def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "nope.yaml")
     assert "cannot read config" in str(e.value)
+
+
+@pytest.mark.parametrize(("value", "parsed"), [(None, None), ("auto", None), ("true", True), ("false", False)])
+def test_read_ahead_is_true_false_or_auto(value: str | None, parsed: bool | None) -> None:
+    text = GOOD if value is None else GOOD + f"agent:\n  read_ahead: {value}\n"
+    assert parse_config(text, "cfg.yaml", {"ES_PASSWORD": "x"}).read_ahead is parsed
+
+
+def test_read_ahead_names_its_line_when_it_is_anything_else() -> None:
+    e = error_of(GOOD + "agent:\n  read_ahead: sometimes\n")
+    assert (e.line, e.key) == (GOOD.count("\n") + 2, "agent.read_ahead")
+    assert "true, false or auto" in e.message
+
+
+@pytest.mark.parametrize(("setting", "cpus", "reads_ahead"), [
+    ("auto", {0, 1}, True), ("auto", {3}, False), ("true", {3}, True), ("false", {0, 1}, False)])
+def test_read_ahead_on_auto_follows_the_cpus_the_agent_may_use(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, cpus: set[int], reads_ahead: bool) -> None:
+    from ccf_agent.agent import Agent
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cpus)
+    text = GOOD.replace("/tmp/ccf-state", str(tmp_path)) + f"agent:\n  read_ahead: {setting}\n"
+
+    async def decide() -> bool:
+        return Agent(parse_config(text, "cfg.yaml", {"ES_PASSWORD": "x"}))._reads_ahead()
+
+    assert asyncio.run(decide()) is reads_ahead
