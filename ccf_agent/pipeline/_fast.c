@@ -2410,6 +2410,22 @@ static PyObject *keep_memory(PyObject *self, PyObject *noargs)
 #include <pthread.h>
 #include <unistd.h>
 
+/* An array of *cap items of `size` holding at least `need`, doubling from `first`. -1: no memory. */
+static int room(void **items, Py_ssize_t *cap, Py_ssize_t need, Py_ssize_t first, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    Py_ssize_t grown = *cap ? *cap : first;
+    while (grown < need)
+        grown *= 2;
+    void *more = realloc(*items, (size_t)grown * size);
+    if (more == NULL)
+        return -1;
+    *items = more;
+    *cap = grown;
+    return 0;
+}
+
 /* Without the GIL. -1: out of memory. */
 static int scan_block(Scan *s, const unsigned char *data, Py_ssize_t size, const Fold *fold, int objects)
 {
@@ -2418,14 +2434,8 @@ static int scan_block(Scan *s, const unsigned char *data, Py_ssize_t size, const
         const unsigned char *p = data + pos;
         const unsigned char *nl = memchr(p, '\n', size - pos); /* found: the block ends with one */
         Py_ssize_t n = nl - p;
-        if (s->nlines == s->cap) {
-            Py_ssize_t cap = s->cap ? s->cap * 2 : 512;
-            ScanLine *lines = realloc(s->lines, cap * sizeof *lines);
-            if (lines == NULL)
-                return -1;
-            s->lines = lines;
-            s->cap = cap;
-        }
+        if (room((void **)&s->lines, &s->cap, s->nlines + 1, 512, sizeof *s->lines) < 0)
+            return -1;
         ScanLine *l = &s->lines[s->nlines++];
         l->start = pos;
         l->n = n;
@@ -2435,14 +2445,8 @@ static int scan_block(Scan *s, const unsigned char *data, Py_ssize_t size, const
         l->status = SCAN_UNSURE;
         l->count = 0;
         if (objects && n > 0 && p[n - 1] == '}') {
-            if (s->mcap - s->nmembers < MAX_MEMBERS) {
-                Py_ssize_t mcap = s->mcap ? s->mcap * 2 : 8192;
-                Member *members = realloc(s->members, mcap * sizeof *members);
-                if (members == NULL)
-                    return -1;
-                s->members = members;
-                s->mcap = mcap;
-            }
+            if (room((void **)&s->members, &s->mcap, s->nmembers + MAX_MEMBERS, 8192, sizeof *s->members) < 0)
+                return -1;
             Member *m = s->members + s->nmembers;
             if (scan_object(p, n, m, &l->count) == SCAN_OK) {
                 l->status = SCAN_OK;
