@@ -126,10 +126,11 @@ class AgentProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def thread_names(self) -> list[str]:
+    def threads(self) -> dict[int, str]:
+        """The daemon's threads: id -> name."""
         assert self.proc is not None
         tasks = Path(f"/proc/{self.proc.pid}/task")
-        return sorted((t / "comm").read_text().strip() for t in tasks.iterdir())
+        return {int(t.name): (t / "comm").read_text().strip() for t in tasks.iterdir()}
 
     def status(self) -> dict[str, Any] | None:
         try:

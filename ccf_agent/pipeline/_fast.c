@@ -448,9 +448,11 @@ python:
 enum { V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_OTHER };
 enum { SCAN_OK, SCAN_UNSURE };
 
+/* One member of a scanned object: offsets in its line (scan_object takes lines under 2 GiB
+ * only), kept small since a read-ahead scan holds ~12 per line. */
 typedef struct {
-    Py_ssize_t key, key_end;     /* the key's bytes, between its quotes */
-    Py_ssize_t value, value_end; /* the value's bytes (a string's with its quotes) */
+    int32_t key, key_end;     /* the key's bytes, between its quotes */
+    int32_t value, value_end; /* the value's bytes (a string's with its quotes) */
     int kind;
 } Member;
 
@@ -617,7 +619,7 @@ static int scan_object(const unsigned char *p, Py_ssize_t n, Member *m, int *cou
 {
     Py_ssize_t i = skip_ws(p, 0, n);
     int k = 0;
-    if (i >= n || p[i] != '{')
+    if (i >= n || p[i] != '{' || n > INT32_MAX)
         return SCAN_UNSURE;
     i = skip_ws(p, i + 1, n);
     for (;;) {
@@ -2408,6 +2410,7 @@ static PyObject *keep_memory(PyObject *self, PyObject *noargs)
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 /* An array of *cap items of `size` holding at least `need`, doubling from `first`. -1: no memory. */
@@ -2520,6 +2523,13 @@ static void *read_ahead_main(void *arg)
     ReadAhead *r = arg;
 #if defined(__GLIBC__)
     pthread_setname_np(pthread_self(), "ccf-read-ahead"); /* what top -H and perf show */
+#endif
+#ifdef SCHED_BATCH
+    /* Woken once per chunk, a normal thread preempts the event loop's thread whenever the other
+     * CPU is busy; a batch thread waits for a free CPU instead. (A seccomp filter may refuse
+     * this: then it stays a normal thread.) */
+    struct sched_param param = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
 #endif
     pthread_mutex_lock(&r->lock);
     for (;;) {
