@@ -95,6 +95,9 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
       [({"input": i}, p.malformed) for i, p in agent.pipelines.items()])
     m("ccf_agent_bytes_read_total", "counter", "Bytes read from files.",
       [({"input": i.cfg.id}, i.bytes_read) for i in agent.inputs])
+    m("ccf_agent_bytes_read_ahead_total", "counter",
+      "Bytes of those read and scanned ahead by the input's second thread (agent.read_ahead).",
+      [({"input": i.cfg.id}, i.bytes_read_ahead) for i in agent.inputs])
     m("ccf_agent_open_files", "gauge", "Files held open.",
       [({"input": i.cfg.id}, len(i.readers)) for i in agent.inputs])
     lag: dict[str, int] = {i.cfg.id: 0 for i in agent.inputs}

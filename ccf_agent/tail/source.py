@@ -64,6 +64,7 @@ class TailInput:
         self.by_path: dict[str, tuple[int, int]] = {}
         self.watcher: DirWatcher = DirWatcher(self._changed, self._structure_changed)
         self.bytes_read = 0
+        self.bytes_read_ahead = 0  # of those, read and scanned by the read-ahead thread
         self.lost_bytes = 0  # unread bytes of deleted files given up on (deleted_max_*)
 
     # ------------------------------------------------------------------ main loop
@@ -125,6 +126,8 @@ class TailInput:
                 progressed = True
                 for b in batches:
                     self.bytes_read += b.end - b.start
+                    if b.scan is not None:
+                        self.bytes_read_ahead += b.end - b.start
                     self.dispatch(b)
                 await asyncio.sleep(0)  # let outputs and acknowledgements run between chunks
                 if self._rescan.is_set():

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def test_100k_winston_lines_are_stored_once_and_routed(tmp_path: Path, engine: E
     if fast is not None and len(os.sched_getaffinity(0)) > 1:  # agent.read_ahead: auto, on two CPUs
         [tid] = [tid for tid, name in agent.threads().items() if name == "ccf-read-ahead"]  # the 28 MB file's
         assert os.sched_getscheduler(tid) == os.SCHED_BATCH  # its wake-ups leave the event loop's thread be
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics", timeout=10).read().decode()
+        [ahead] = [line for line in metrics.splitlines() if line.startswith("ccf_agent_bytes_read_ahead_total{")]
+        assert float(ahead.rsplit(" ", 1)[1]) > 20e6  # most of the 28 MB file went through it
     assert agent.stop() == 0
 
 

@@ -184,6 +184,21 @@ def test_new_files_are_read_from_the_start(tmp_path: Path) -> None:
     run(go())
 
 
+def test_a_file_longer_than_a_chunk_is_read_ahead_and_counted(tmp_path: Path) -> None:
+    if _fast is None:
+        pytest.skip("the C extension is not built")
+
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            (t.logs / "combined.log").write_text(numbered(0, 20_000))  # ~0.7 MB: about six chunks
+            await t.has_lines(20_000)
+            ahead = t.input.bytes_read_ahead
+            assert 0 < ahead < t.input.bytes_read == (t.logs / "combined.log").stat().st_size
+            assert ahead == sum(b.end - b.start for b in t.batches if b.scan is not None)
+        assert seqs(t.lines) == list(range(20_000))
+    run(go())
+
+
 def test_files_sharing_a_first_line_are_both_read(tmp_path: Path) -> None:
     async def go() -> None:
         t = Tail(tmp_path)
