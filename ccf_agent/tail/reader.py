@@ -79,41 +79,39 @@ class FileReader:
 
     def read(self, size: int = CHUNK) -> list[Batch]:
         """The batches in the next chunk; empty at end of file."""
-        # A long line still open doubles the read: joining it stays linear, not quadratic.
-        size = max(size, len(self.partial))
         ahead = self.ahead
-        got = self._take(ahead) if ahead is not None and ahead.owner is self else None
+        got = self._take(ahead, size) if ahead is not None and ahead.owner is self else None
         if got is not None and got[0]:
-            batches, nread = got
+            batches, full = got
         else:  # nothing read ahead, or only more of an unfinished line: read on now
-            size = max(size, len(self.partial))
-            data = os.pread(self.fd, size, self.offset)
+            want = max(size, len(self.partial))  # a long line still open doubles the read: linear, not quadratic
+            data = os.pread(self.fd, want, self.offset)
             if not data:
                 return []
-            nread = len(data)
-            batches = self._cut(data)
-        if (ahead is not None and nread == size and ahead.owner is None and not self.skipping
-                and self.multiline is None):
+            batches, full = self._cut(data), len(data) == want
+        if full and ahead is not None and ahead.owner is None and not self.skipping and self.multiline is None:
             # More is likely there: the thread reads and scans it while these batches are processed.
             if not ahead.submit(self, self.fd, self.offset, max(size, len(self.partial)), self.partial):
                 log.warning("%s: no read-ahead thread (%s); reading on one core", self.path, ahead.error)
                 self.ahead = None
         return batches
 
-    def _take(self, ahead: Any) -> tuple[list[Batch], int] | None:
-        """The chunk read ahead, as `_cut` would have made it; None when it no longer follows
-        (or found the end of the file, which may have grown since): then read now."""
+    def _take(self, ahead: Any, size: int) -> tuple[list[Batch], bool] | None:
+        """The chunk read ahead, as `_cut` would have made it, and whether it was a full read of
+        `size` (as `read` asked for it); None when it no longer follows (or found the end of the
+        file, which may have grown since): then read now."""
         _, offset, partial, block, rest, nread, scan = ahead.take()
         if offset != self.offset or partial is not self.partial or not nread or self.skipping:
             return None
+        full = nread == max(size, len(partial))
         if block is None or len(block) - 1 > self.max_line:  # not the common case: as if read now
-            return self._cut((rest if block is None else block + rest)[len(partial):]), nread
+            return self._cut((rest if block is None else block + rest)[len(partial):]), full
         start = offset - len(partial)
         self._advance(nread)
         self.partial = rest
         batch = self._batch(start, start + len(block), data=block)
         batch.scan = scan
-        return [batch], nread
+        return [batch], full
 
     def _advance(self, nread: int) -> None:
         self.offset += nread
