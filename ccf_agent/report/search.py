@@ -206,7 +206,10 @@ def build_query(window: Window, fields: Mapping[str, str], sources: Sequence[str
                 "hourly": hourly(), "reasons": terms(error, NO_ERROR),
                 "high": {"filter": {"range": {"amount": {"gt": high_value_cents}}}, "aggs": {"list": {"top_hits": {
                     "size": list_max,
-                    "sort": [{"amount": "desc"}, {"@timestamp": "asc"}, {fields["payoutId"]: "asc"}],
+                    # unmapped_type: an index without payouts (the logs one) must not fail its shard
+                    "sort": [{"amount": {"order": "desc", "unmapped_type": "long"}},
+                             {"@timestamp": {"order": "asc", "unmapped_type": "date"}},
+                             {fields["payoutId"]: {"order": "asc", "unmapped_type": "keyword"}}],
                     "_source": ["payoutId", "userId", "amount", "error", "@timestamp"]}}}}}},
             "auth_failures": {"filter": {"bool": {"filter": [warn, ci("regexp", AUTH_RX), ci("regexp", FAIL_RX)]}},
                               "aggs": {"hourly": hourly()}},
@@ -271,6 +274,15 @@ def _too_many_buckets(answer: Any) -> bool:
     return "too_many_buckets" in str(answer)
 
 
+def shard_failures(answer: Any) -> str | None:
+    shards = answer.get("_shards") or {} if isinstance(answer, dict) else {}
+    if not shards.get("failed"):
+        return None
+    reasons = {f"{(f.get('reason') or {}).get('type')}: {(f.get('reason') or {}).get('reason')}"
+               for f in shards.get("failures") or []}
+    return f"{shards['failed']} of {shards.get('total')} ({'; '.join(sorted(reasons))[:500]})"
+
+
 def _error(status: int, answer: Any) -> str:
     if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
         err = answer["error"]
@@ -305,6 +317,10 @@ async def figures_from_search(outputs: Sequence[OutputConfig], window: Window, s
             status, answer = await cluster.call("POST", f"/{target}/_search?{_IGNORE}", body)
         if status != 200:
             raise SearchError(cluster.redact(f"the report's search on {', '.join(indices)}: {_error(status, answer)}"))
+        failed = shard_failures(answer)
+        if failed:  # a partial answer would be wrong figures that look right
+            raise SearchError(cluster.redact(f"the report's search on {', '.join(indices)} failed on some shards: "
+                                             f"{failed}"))
         figures = parse_response(answer, window, source, top, high_value_cents)
         if estimated:
             figures.notes.append("processing time percentiles are the engine's estimate (too many distinct values "
