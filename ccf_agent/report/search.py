@@ -38,6 +38,7 @@ from ccf_agent.report.figures import (
     Figures,
     HighValue,
     Percentiles,
+    Tally,
     Window,
     nearest_rank,
     number,
@@ -305,10 +306,16 @@ async def figures_from_search(outputs: Sequence[OutputConfig], window: Window, s
         wanted = ",".join(f for name in KEYWORD_FIELDS for f in (name, name + ".keyword")) + "," + ",".join(
             NUMERIC_FIELDS)
         status, mapping = await cluster.call("GET", f"/{target}/_mapping/field/{wanted}?{_IGNORE}")
+        if status == 404:  # none of the indices exists (yet): the search below counts nothing
+            status, mapping = 200, {}
         if status != 200:
             raise SearchError(cluster.redact(f"reading the field mappings of {', '.join(indices)}: {_error(status, mapping)}"))
-        fields = resolve_fields(mapping or {})
         source = f"{cluster.engine} {cluster.version} at {cluster.url}, indices {', '.join(indices)}"
+        if not mapping:  # no index of the window exists: an engine answers without aggregations
+            figures = Tally(window, top, high_value_cents, list_max).figures(source)
+            figures.notes.append(f"none of the indices {', '.join(indices)} exists")
+            return figures
+        fields = resolve_fields(mapping)
         body = build_query(window, fields, sources, top, high_value_cents, list_max)
         status, answer = await cluster.call("POST", f"/{target}/_search?{_IGNORE}", body)
         estimated = status != 200 and _too_many_buckets(answer)
@@ -325,8 +332,6 @@ async def figures_from_search(outputs: Sequence[OutputConfig], window: Window, s
         if estimated:
             figures.notes.append("processing time percentiles are the engine's estimate (too many distinct values "
                                  "for an exact count in one response)")
-        if not (mapping or {}):
-            figures.notes.append(f"none of the indices {', '.join(indices)} exists")
         return figures
     except SetupError as e:
         raise SearchError(str(e)) from e

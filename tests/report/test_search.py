@@ -85,3 +85,16 @@ def test_a_cluster_that_cannot_be_reached_is_exit_1_with_the_reason(tmp_path: Pa
     r = report(write_config(tmp_path, cfg), "--date", DAY.isoformat(), check=False)
     assert r.returncode == 1 and "cannot reach the cluster of output logs" in r.stderr
     assert "hunter2" not in r.stderr and r.stdout == ""
+
+
+def test_a_day_with_no_index_yet_is_a_report_of_zeros_that_says_so(tmp_path: Path, engine: Engine) -> None:
+    from tests.report.helpers import write_config
+
+    cfg = {"inputs": [{"id": "app", "paths": [str(tmp_path / "*.log")], "timezone": TZ}],
+           "outputs": {"logs": {"type": "elasticsearch", "hosts": [engine.url],
+                                "index": engine.index("logs-%{+yyyy.MM.dd}")}}}
+    got = report_json(write_config(tmp_path, cfg), "--date", DAY.isoformat())
+    assert (got["records"], got["errors"], got["failed"], got["failure_rate"]) == (0, 0, 0, None)
+    assert got["hourly"]["processed"] == [0] * 23
+    assert got["notes"] == [f"none of the indices {engine.index('logs-2024.03.30')}, "
+                            f"{engine.index('logs-2024.03.31')} exists"]
