@@ -17,6 +17,8 @@ Exactness. Counts come from filters and are exact; terms use a shard_size far ab
 non-zero `doc_count_error_upper_bound` is noted; percentiles come from a histogram of every
 distinct millisecond value (exact, as the files source computes them), falling back to the
 engine's estimate (noted) when there are too many distinct values for one response.
+
+Case-insensitive `term` and `regexp` queries need Elasticsearch 7.10 or later, or OpenSearch.
 """
 
 from __future__ import annotations
