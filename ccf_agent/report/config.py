@@ -172,9 +172,9 @@ def _smtp(s: Section) -> SmtpConfig:
 
 
 def _tls(s: Section) -> TlsConfig:
+    # No server_name: smtplib checks the certificate against `host` itself.
     tls = TlsConfig(verify=s.get("verify", bool, True), ca_file=s.get("ca_file", str),
-                    cert_file=s.get("cert_file", str), key_file=s.get("key_file", str),
-                    server_name=s.get("server_name", str))
+                    cert_file=s.get("cert_file", str), key_file=s.get("key_file", str))
     s.done()
     if tls.key_file and not tls.cert_file:
         raise s.err("key_file", "key_file needs cert_file")
