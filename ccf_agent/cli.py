@@ -1,4 +1,4 @@
-"""Command line: run, check, status, setup."""
+"""Command line: run, check, status, setup, report, demo."""
 
 from __future__ import annotations
 
@@ -78,6 +78,18 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return run_setup(config)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _setup_logging("warning")
+    from ccf_agent.report.run import Request, UsageError, run_report
+
+    try:
+        return run_report(config, Request(args.date, args.since, args.format, args.out, args.send, args.source))
+    except UsageError as e:
+        print(f"ccf-agent report: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging("warning")
     from ccf_agent.demo import demo
@@ -104,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
                                      "incomplete)")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_setup)
+    p = sub.add_parser("report", help="the daily report: errors, payouts, failures, hourly series, alerts fired")
+    p.add_argument("-c", "--config", required=True)
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--date", help="the day to report, YYYY-MM-DD in the report's time zone (default: yesterday)")
+    when.add_argument("--since", help="the last stretch of time instead of a day, e.g. 24h")
+    p.add_argument("--format", choices=("text", "html", "json"), default="text")
+    p.add_argument("--out", help="write to this file ({date} stands for the report's date) instead of stdout")
+    p.add_argument("--send", action="store_true", help="also post to the notifiers and mail it (report.smtp)")
+    p.add_argument("--source", choices=("auto", "search", "files"), default="auto",
+                   help="the search engine (auto: when the config has an elasticsearch output) or the log files")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("demo", help="ship sample Winston logs to local files (no server needed)")
     p.add_argument("--dir", help="scratch directory (default: a new temporary one)")
     p.add_argument("--lines", type=int, default=20_000)

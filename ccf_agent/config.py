@@ -313,6 +313,7 @@ class Config:
     processors: Any = None  # pipeline.options.Processors: enrich, redact, drop, sample
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
     read_ahead: bool | None = None  # a thread per input reads and scans ahead; None: when 2+ CPUs are ours
+    report: Any = None  # report.config.ReportConfig: `ccf-agent report`
 
 
 # Each output type is one module with `create(cfg, dead_letters) -> Output`; a module may add
@@ -361,10 +362,12 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     agent.done()
     processors = _section(doc, root, "processors", "ccf_agent.pipeline.options", "parse_processors")
     alerts = _section(doc, root, "alerts", "ccf_agent.alerts.config", "parse_alerts")
+    report = _section(doc, root, "report", "ccf_agent.report.config", "parse_report")
+    report.check(outputs, alerts)  # names outputs and notifiers of other sections
     root.done()
     default = "default" if "default" in outputs else next(iter(outputs))
     return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
-                  max_inflight, hostname, processors, alerts, read_ahead)
+                  max_inflight, hostname, processors, alerts, read_ahead, report)
 
 
 def _section(doc: _Doc, root: _Reader, key: str, module: str, parser: str) -> Any:

@@ -60,6 +60,9 @@ sys.exit(not any(n.startswith("ccf_agent/pipeline/_fast") and n.endswith(".so") 
 # 2. The .deb, with the wheel in dist/ for debian/rules to install into the venv.
 cp -r "$SRC/packaging/debian" "$SRC/debian"
 cp "$SRC/systemd/ccf-agent.service" "$SRC/debian/ccf-agent.service"
+for unit in service timer; do  # the daily report: installed, not enabled
+    cp "$SRC/systemd/ccf-agent-report.$unit" "$SRC/debian/ccf-agent.ccf-agent-report.$unit"
+done
 cp "$SRC/packaging/README.md" "$SRC/debian/README.Debian"
 cat > "$SRC/debian/changelog" <<EOF
 ccf-agent ($VERSION-1) bookworm; urgency=medium

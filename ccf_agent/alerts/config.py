@@ -84,6 +84,7 @@ class AlertsConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     external_url: str = "http://localhost:5066/status"
     state_flush_interval: float = 2.0
+    notifiers_off: frozenset[str] = frozenset()  # named, but switched off by an empty url
 
 
 class _Section:
@@ -182,6 +183,7 @@ def parse_alerts(raw: dict | None, where: Where) -> AlertsConfig:
         labels=labels,
         external_url=top.get("external_url", str, "http://localhost:5066/status"),
         state_flush_interval=top.duration("state_flush_interval", 2.0),
+        notifiers_off=frozenset(n for n, c in notifiers.items() if not c.url),
     )
     top.done()
     return cfg

@@ -41,6 +41,9 @@ FUTURE_SKEW = 5.0   # seconds an event may be stamped ahead of the wall clock an
 IDLE_AFTER = 10.0   # seconds without a batch before a lagging clock follows the wall clock
 STATE_VERSION = 1
 LOG_EVERY = 60.0    # a failing notifier is logged on its first failure, then at most this often
+# Fired alerts kept for `ccf-agent report` (alerts fired that day): enough for a month of a noisy day.
+HISTORY_MAX = 2000
+HISTORY_AGE = 35 * 86400.0
 
 
 class AlertEngine:
@@ -63,6 +66,8 @@ class AlertEngine:
             n: {"type": c.type, "last_attempt": None, "last_ok": None, "ok": None, "error": None,
                 "failures": 0} for n, c in cfg.notifiers.items()}
         self._now: float | None = None      # the engine clock (event time)
+        # Firing episodes, oldest first: {rule, severity, at, wall, value, paged, resolved_at}.
+        self.history: list[dict[str, Any]] = []
         self._last_observe = clock()         # so a restart waits for the backlog before going idle
         self._dirty = False
         self._errors, self._last_error_log = 0, 0.0
@@ -141,12 +146,14 @@ class AlertEngine:
             if rule.state != before:
                 self._dirty = True
             if edge == FIRING:
+                self._fired(rule, now, wall, live)
                 rule.notified = False
                 rule.notify_due = wall + rule.cfg.group_wait
                 self.log.info("alert %s firing (value %.4g)%s", rule.cfg.name, rule.value,
                               "" if live else " in backlog: not paging")
             elif edge == "resolved":
                 self.log.info("alert %s resolved (value %.4g)", rule.cfg.name, rule.value)
+                self._resolved(rule, now)
                 if rule.notified:
                     self._enqueue(rule, "resolved", rule.cfg.notifiers, wall, now)
                 rule.notified, rule.notify_due, rule.last_sent = False, None, {}
@@ -167,6 +174,20 @@ class AlertEngine:
                     due.append(n)
             if due:
                 self._enqueue(rule, "firing", due, wall, now, repeat=True)
+
+    def _fired(self, rule: Rule, now: float, wall: float, live: bool) -> None:
+        """One firing episode for the history (`at`: event time, as the report's day is)."""
+        self.history.append({"rule": rule.cfg.name, "severity": rule.cfg.severity, "at": now, "wall": wall,
+                             "value": rule.value, "paged": live, "resolved_at": None})
+        if len(self.history) > HISTORY_MAX or self.history[0]["wall"] < wall - HISTORY_AGE:
+            self.history = [h for h in self.history[-HISTORY_MAX:] if h["wall"] >= wall - HISTORY_AGE]
+
+    def _resolved(self, rule: Rule, now: float) -> None:
+        for h in reversed(self.history):
+            if h["rule"] == rule.cfg.name:
+                if h["resolved_at"] is None:
+                    h["resolved_at"] = now
+                return
 
     def _enqueue(self, rule: Rule, status: str, notifiers: tuple[str, ...] | list[str], wall: float,
                  now: float, repeat: bool = False) -> None:
@@ -317,6 +338,7 @@ class AlertEngine:
             "rules": {r.cfg.name: r.to_json() for r in self._rules},
             "outbox": self._outbox.to_json(),
             "notifiers": self._nstatus,
+            "history": self.history,
         })
 
     def _write(self, data: bytes) -> None:
@@ -343,12 +365,26 @@ class AlertEngine:
         for name, rd in data.get("rules", {}).items():
             if name in self._by_name:
                 self._by_name[name].load(rd)
+        history = data.get("history")
+        if isinstance(history, list):
+            self.history = [h for h in history if isinstance(h, dict)]
         orphans = self._outbox.load(data.get("outbox", {}))
         if orphans:
             self.log.warning("dropped %d queued alert notice(s) for notifiers no longer configured", len(orphans))
         for n, st in data.get("notifiers", {}).items():
             if n in self._nstatus and isinstance(st, Mapping):
                 self._nstatus[n].update({k: v for k, v in st.items() if k in self._nstatus[n] and k != "type"})
+
+
+def read_history(state_dir: Path | str) -> list[dict[str, Any]]:
+    """The fired alerts an engine saved under `state_dir` (oldest first; [] when none or unreadable),
+    read without an engine: for `ccf-agent report`, beside a running agent."""
+    try:
+        data = orjson.loads((Path(state_dir) / "alerts" / "state.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return []
+    history = data.get("history") if isinstance(data, dict) else None
+    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
 
 def format_status(st: Mapping[str, Any]) -> str:

@@ -86,18 +86,34 @@ def format_webhook(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
 
 
 def format_slack(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
-    alert = alert_object(notice)
-    return {"attachments": [{
-        "color": SLACK_COLORS[alert["level"]],
-        "title": _title(alert),
-        "fields": [{"title": t, "value": v, "short": True} for t, v in _fields(alert)],
-    }]}
+    return slack_payload(alert_object(notice))
 
 
 def format_teams(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
-    alert = alert_object(notice)
+    return teams_payload(alert_object(notice))
+
+
+def format_discord(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
+    return discord_payload(alert_object(notice))
+
+
+# The guide's alert object in each service's shape: for alert notices and for anything else the
+# agent posts the guide's way (the daily report). `link`: a page the message points to.
+
+def slack_payload(alert: dict[str, Any], link: str | None = None) -> dict[str, Any]:
+    attachment = {
+        "color": SLACK_COLORS[alert["level"]],
+        "title": _title(alert),
+        "fields": [{"title": t, "value": v, "short": True} for t, v in _fields(alert)],
+    }
+    if link:
+        attachment["title_link"] = link
+    return {"attachments": [attachment]}
+
+
+def teams_payload(alert: dict[str, Any], link: str | None = None) -> dict[str, Any]:
     title = _title(alert)
-    return {
+    card: dict[str, Any] = {
         "@type": "MessageCard",
         "@context": "https://schema.org/extensions",
         "themeColor": HEX_COLORS[SLACK_COLORS[alert["level"]]],
@@ -105,18 +121,23 @@ def format_teams(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
         "title": title,
         "sections": [{"facts": [{"name": t, "value": v} for t, v in _fields(alert)], "markdown": False}],
     }
+    if link:
+        card["potentialAction"] = [{"@type": "OpenUri", "name": "Open", "targets": [{"os": "default", "uri": link}]}]
+    return card
 
 
-def format_discord(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
-    alert = alert_object(notice)
+def discord_payload(alert: dict[str, Any], link: str | None = None) -> dict[str, Any]:
     # Discord rejects embeds over its limits (25 fields, 256-char titles, 1024-char values).
     fields = [{"name": t[:256], "value": (v or "-")[:1024], "inline": True} for t, v in _fields(alert)][:25]
-    return {"embeds": [{
+    embed: dict[str, Any] = {
         "title": _title(alert)[:256],
         "color": int(HEX_COLORS[SLACK_COLORS[alert["level"]]], 16),
         "timestamp": alert["timestamp"],
         "fields": fields,
-    }]}
+    }
+    if link:
+        embed["url"] = link
+    return {"embeds": [embed]}
 
 
 def format_alertmanager(notice: Notice, cfg: NotifierConfig, now: float) -> Any:
@@ -154,9 +175,15 @@ def endpoint(cfg: NotifierConfig) -> str:
 async def deliver(session: aiohttp.ClientSession, cfg: NotifierConfig, notice: Notice, now: float) -> None:
     """POST one notice; raises DeliveryError (permanent for 4xx other than 408/429)."""
     body = orjson.dumps(FORMATTERS[cfg.type](notice, cfg, now))
-    headers = {"Content-Type": "application/json", "Idempotency-Key": notice["id"], **cfg.headers}
+    await post(session, cfg, body, {"Content-Type": "application/json", "Idempotency-Key": notice["id"]})
+
+
+async def post(session: aiohttp.ClientSession, cfg: NotifierConfig, body: bytes | aiohttp.FormData,
+               headers: dict[str, str]) -> None:
+    """POST to a notifier's endpoint (with its own headers): every notifier request goes through here.
+    Raises DeliveryError, permanent for 4xx other than 408/429; never shows the URL (a secret)."""
     try:
-        async with session.post(endpoint(cfg), data=body, headers=headers,
+        async with session.post(endpoint(cfg), data=body, headers={**headers, **cfg.headers},
                                 timeout=aiohttp.ClientTimeout(total=cfg.timeout)) as resp:
             if 200 <= resp.status < 300:
                 return

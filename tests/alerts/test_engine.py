@@ -248,3 +248,34 @@ def test_an_unreadable_state_file_is_set_aside_and_the_engine_starts_fresh(tmp_p
     assert e.status()["rules"][0]["state"] == "inactive"
     assert (tmp_path / "alerts" / "state.json.corrupt").exists()
 
+
+
+def test_each_firing_episode_is_kept_with_its_event_time_and_resolve_across_a_restart(tmp_path):
+    from ccf_agent.alerts.engine import read_history
+
+    clock = Clock()
+    e = engine(tmp_path, [failure_rate()], clock=clock)
+    observe(e, clock, [payout("failed")] * 5 + [payout()] * 15, at=clock.t - 3600)  # from a backlog: no page
+    observe(e, clock, [payout()] * 100, at=clock.t - 3000)
+    observe(e, clock, [payout("failed")] * 5 + [payout()] * 15)
+    e.close()
+    clock.t += 300
+    e2 = engine(tmp_path, [failure_rate()], clock=clock)
+    e2.tick(clock.t)
+    e2.close()
+    assert [(h["rule"], h["at"], h["paged"], h["resolved_at"]) for h in read_history(tmp_path)] == [
+        ("HighPayoutFailureRate", clock.t - 300 - 3600, False, clock.t - 300 - 3000),
+        ("HighPayoutFailureRate", clock.t - 300, True, clock.t)]
+
+
+def test_the_history_forgets_episodes_older_than_its_age(tmp_path):
+    from ccf_agent.alerts.engine import HISTORY_AGE, read_history
+
+    clock = Clock()
+    e = engine(tmp_path, [high_value(window="1m")], clock=clock)
+    observe(e, clock, [payout("failed", 20000)])
+    clock.t += HISTORY_AGE + 120
+    e.tick(clock.t)
+    observe(e, clock, [payout("failed", 20000)])
+    e.close()
+    assert [h["at"] for h in read_history(tmp_path)] == [clock.t]

@@ -136,6 +136,19 @@ def test_systemd_analyze_verifies_the_installed_unit(installed: Path) -> None:
     assert (r.returncode, r.stdout + r.stderr) == (0, "")
 
 
+def test_the_daily_report_timer_is_installed_but_not_enabled(installed: Path) -> None:
+    for unit in ("ccf-agent-report.service", "ccf-agent-report.timer"):
+        assert (Path("/lib/systemd/system") / unit).read_text() == (ROOT / "systemd" / unit).read_text()
+    assert not Path("/etc/systemd/system/timers.target.wants/ccf-agent-report.timer").exists()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verifies_the_installed_report_units(installed: Path) -> None:
+    r = subprocess.run(["systemd-analyze", "verify", "/lib/systemd/system/ccf-agent-report.timer",
+                        "/lib/systemd/system/ccf-agent-report.service"], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A scratch directory the service user can reach (pytest's tmp_path sits under a 0700 one)."""
@@ -170,6 +183,20 @@ def test_the_packaged_daemon_runs_as_its_user_and_stops_cleanly(installed: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_the_packaged_report_counts_the_logs_as_the_service_user(installed: Path, shared_dir: Path) -> None:
+    logs = shared_dir / "logs"
+    logs.mkdir()
+    (logs / "combined.log").write_text(
+        '{"level":"error","message":"Payout failed","payoutId":"p1","amount":25000,"timestamp":"2024-01-15 10:00:00"}\n')
+    config = {"state_dir": "/var/lib/ccf-agent", "inputs": [{"id": "app", "paths": [str(logs / "*.log")]}],
+              "outputs": {"logs": {"type": "file", "path": str(shared_dir / "out.ndjson")}}}
+    (shared_dir / "agent.yaml").write_text(yaml.safe_dump(config))
+    r = subprocess.run(["/usr/bin/ccf-agent", "report", "-c", str(shared_dir / "agent.yaml"), "--date", "2024-01-15"],
+                       **AS_SERVICE_USER, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:4] == ["Total Errors: 1", "Successful Payouts: 0", "Failed Payouts: 1"]
 
 
 def test_remove_keeps_config_and_state_and_purge_deletes_them(installed: Path) -> None:
