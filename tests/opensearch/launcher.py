@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import fcntl
 import hashlib
 import json
 import os
@@ -24,21 +23,24 @@ import threading
 import time
 import urllib.request
 import uuid
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.jvm import JvmBuild, java
+
 HERE = Path(__file__).resolve().parent
-POM = HERE / "pom.xml"
-JAVA_SRC = HERE / "src/main/java/ccf/testnode/CcfTestNode.java"
+JVM_BUILD = JvmBuild(
+    what="OpenSearch test node",
+    size_hint="~70 MB",
+    pom=HERE / "pom.xml",
+    java_src=HERE / "src/main/java/ccf/testnode/CcfTestNode.java",
+    lib=HERE / "lib",
+    target=HERE / "target",
+    jar_name="ccf-test-node.jar",
+    marker_jar="opensearch-*.jar",
+)
 MAIN_CLASS = "ccf.testnode.CcfTestNode"
-LIB = HERE / "lib"
-TARGET = HERE / "target"
-CLASSES = TARGET / "classes"
-# A jar rather than the classes dir, because the JVM's class-data-sharing archive (see start())
-# refuses directories on the classpath.
-JAR = TARGET / "ccf-test-node.jar"
-STAMP = TARGET / "build.stamp"
+TARGET = JVM_BUILD.target
 
 READY_PREFIX = "CCF_NODE_READY "
 READY_TIMEOUT_S = 120.0
@@ -68,73 +70,15 @@ JVM_OPTS = [
 ]
 
 
-def _java(tool: str) -> str:
-    """Path of a JDK tool, preferring $JAVA_HOME like mvn does."""
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / tool).exists():
-        return str(Path(java_home) / "bin" / tool)
-    found = shutil.which(tool)
-    if not found:
-        raise RuntimeError(f"{tool} not found: install a JDK 17 (apt-get install openjdk-17-jdk-headless)")
-    return found
-
-
-def _source_hash() -> str:
-    h = hashlib.sha256()
-    for path in (POM, JAVA_SRC):
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def _up_to_date(digest: str) -> bool:
-    return (
-        STAMP.exists()
-        and STAMP.read_text().strip() == digest
-        and JAR.exists()
-        and any(LIB.glob("opensearch-*.jar"))
-    )
-
-
-def _run(cmd: list[str]) -> None:
-    """Run a build step quietly (Maven 3.8 prints colour codes even with -B -q); show output on failure."""
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
-
-
 def build() -> None:
     """Fetch the jars into lib/ and compile the launcher into target/; a no-op when up to date."""
-    digest = _source_hash()
-    if _up_to_date(digest):
-        return
-    TARGET.mkdir(exist_ok=True)
-    # A file lock, so parallel test processes do not build over each other.
-    with open(TARGET / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _up_to_date(digest):  # another process finished the build while we waited
-            return
-        STAMP.unlink(missing_ok=True)
-        # Start from an empty lib/ so jars of an older pom never linger on the classpath.
-        shutil.rmtree(LIB, ignore_errors=True)
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise RuntimeError("mvn not found: install Maven 3.8+ (apt-get install maven)")
-        print("building the OpenSearch test node (first time: ~70 MB from Maven Central)", file=sys.stderr)
-        _run([mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={LIB}"])
-        shutil.rmtree(CLASSES, ignore_errors=True)
-        for old in TARGET.glob("*.jsa"):  # class-data archives of the old classpath
-            old.unlink()
-        _run([_java("javac"), "--release", "17", "-d", str(CLASSES), "-cp", f"{LIB}/*", str(JAVA_SRC)])
-        with zipfile.ZipFile(JAR, "w") as jar:  # a jar needs no manifest to sit on a classpath
-            for cls in sorted(CLASSES.rglob("*.class")):
-                jar.write(cls, cls.relative_to(CLASSES).as_posix())
-        STAMP.write_text(digest + "\n")
+    JVM_BUILD.build()
 
 
 def _cds_archive() -> Path:
     """Class-data-sharing archive of the node's classes for this JDK: starts ~30% faster with it."""
-    java = Path(_java("java")).resolve()
-    key = hashlib.sha256(f"{java}:{java.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    java_bin = Path(java("java")).resolve()
+    key = hashlib.sha256(f"{java_bin}:{java_bin.stat().st_mtime_ns}".encode()).hexdigest()[:12]
     return TARGET / f"cds-{key}.jsa"
 
 
@@ -217,17 +161,15 @@ def start(
     else:  # first start with this JDK/classpath: the JVM dumps the archive when it exits
         cds_dump = (TARGET / f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp", archive)
         cds_opts = [f"-XX:ArchiveClassesAtExit={cds_dump[0]}"]
-    # An explicit, sorted classpath: the archive is only valid for the exact same one.
-    classpath = [JAR, *sorted(LIB.glob("*.jar"))]
     cmd = [
-        _java("java"),
+        java("java"),
         f"-Xms{heap}",
         f"-Xmx{heap}",
         f"-Djava.io.tmpdir={home / 'tmp'}",
         *JVM_OPTS,
         *cds_opts,
         "-cp",
-        os.pathsep.join(map(str, classpath)),
+        JVM_BUILD.classpath(),
         MAIN_CLASS,
         str(home),
         str(port),
