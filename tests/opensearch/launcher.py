@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import hashlib
 import json
 import os
 import shutil
@@ -22,11 +21,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.jvm import JvmBuild, java
+from tests.jvm import CdsDump, JvmBuild, java
 
 HERE = Path(__file__).resolve().parent
 JVM_BUILD = JvmBuild(
@@ -40,7 +38,6 @@ JVM_BUILD = JvmBuild(
     marker_jar="opensearch-*.jar",
 )
 MAIN_CLASS = "ccf.testnode.CcfTestNode"
-TARGET = JVM_BUILD.target
 
 READY_PREFIX = "CCF_NODE_READY "
 READY_TIMEOUT_S = 120.0
@@ -75,13 +72,6 @@ def build() -> None:
     JVM_BUILD.build()
 
 
-def _cds_archive() -> Path:
-    """Class-data-sharing archive of the node's classes for this JDK: starts ~30% faster with it."""
-    java_bin = Path(java("java")).resolve()
-    key = hashlib.sha256(f"{java_bin}:{java_bin.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    return TARGET / f"cds-{key}.jsa"
-
-
 def _http_json(url: str, timeout: float = 60.0) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.load(resp)
@@ -96,14 +86,14 @@ class Node:
         home: Path,
         owns_home: bool,
         log_path: Path,
-        cds_dump: tuple[Path, Path] | None,
+        cds_dump: CdsDump | None,
     ) -> None:
         self.proc = proc
         self.home = home
         self.log_path = log_path
         self.url = ""
         self._owns_home = owns_home
-        self._cds_dump = cds_dump  # (temp file the JVM writes at exit, final archive path)
+        self._cds_dump = cds_dump
 
     @property
     def pid(self) -> int:
@@ -132,11 +122,7 @@ class Node:
                     self.proc.kill()
                     self.proc.wait()
         if self._cds_dump:
-            tmp, final = self._cds_dump
-            # Only a clean exit writes a complete archive; the rename makes it appear atomically.
-            if self.proc.returncode == 0 and tmp.exists():
-                os.replace(tmp, final)
-            tmp.unlink(missing_ok=True)
+            self._cds_dump.finish(clean_exit=self.proc.returncode == 0)
             self._cds_dump = None
         if self._owns_home:
             shutil.rmtree(self.home, ignore_errors=True)
@@ -154,13 +140,8 @@ def start(
     home = Path(tempfile.mkdtemp(prefix="ccf-opensearch-")) if home is None else Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "node.log"
-    archive = _cds_archive()
-    cds_dump: tuple[Path, Path] | None = None
-    if archive.exists():
-        cds_opts = [f"-XX:SharedArchiveFile={archive}"]
-    else:  # first start with this JDK/classpath: the JVM dumps the archive when it exits
-        cds_dump = (TARGET / f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp", archive)
-        cds_opts = [f"-XX:ArchiveClassesAtExit={cds_dump[0]}"]
+    # Starts ~30% faster with the archive; the first start on a machine writes it when it stops.
+    cds_opts, cds_dump = JVM_BUILD.cds_options()
     cmd = [
         java("java"),
         f"-Xms{heap}",
