@@ -10,10 +10,13 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,27 @@ class CdsDump:
         if clean_exit and self.tmp.exists():
             os.replace(self.tmp, self.final)
         self.tmp.unlink(missing_ok=True)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def serve_until_stopped(alive: Callable[[], bool], stop: Callable[[], None]) -> None:
+    """The `run` command's loop: wait until Ctrl-C, SIGTERM or the server's own exit, then stop it.
+    SIGTERM becomes a normal stop too, so the server's data dir is cleaned up either way."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set() and alive():
+            stopping.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
 
 
 def run_quietly(cmd: list[str]) -> None:

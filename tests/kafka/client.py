@@ -10,9 +10,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from tests.kafka.launcher import USERS, Broker
@@ -46,6 +47,29 @@ def connect(
     if listener in ("SSL", "SASL_SSL"):
         conn["ssl_context"] = create_ssl_context(cafile=ca_file or str(target.ca_file))
     return conn
+
+
+async def refusal(conn: Connection) -> tuple[KafkaConnectionError, BaseException]:
+    """How a broker refuses a producer with these settings: what AIOKafkaProducer.start() raises
+    (it only says it could not bootstrap, and logs the cause), and what one connection of its own
+    (aiokafka.conn.create_conn, with the same settings) raises: the cause."""
+    producer = AIOKafkaProducer(**conn)
+    try:
+        await producer.start()
+    except KafkaConnectionError as e:
+        started: KafkaConnectionError = e
+    else:
+        raise AssertionError(f"the producer started with {conn}")
+    finally:
+        await producer.stop()
+    host, port = conn["bootstrap_servers"].rsplit(":", 1)
+    options = {k: v for k, v in conn.items() if k != "bootstrap_servers"}
+    try:
+        probe = await create_conn(host, int(port), **options)
+    except Exception as cause:  # whatever it is, the test asserts it
+        return started, cause
+    probe.close()
+    raise AssertionError(f"a connection with {conn} was accepted")
 
 
 def topic_name(test_name: str) -> str:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.jvm import CdsDump, JvmBuild, java
+from tests.jvm import CdsDump, JvmBuild, java, log_tail, serve_until_stopped
 
 HERE = Path(__file__).resolve().parent
 JVM_BUILD = JvmBuild(
@@ -324,10 +324,7 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def start(self) -> None:
         """Start the JVM (again) on the same config and wait until the broker serves metadata."""
@@ -541,16 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = threading.Event()
-    # SIGTERM becomes a normal stop too, so the broker's home is cleaned up either way.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.is_set() and broker.running():
-            stop.wait(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.close()
+    serve_until_stopped(broker.running, broker.close)
     return 0
 
 

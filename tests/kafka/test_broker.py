@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.conn import create_conn
 from aiokafka.errors import (
-    KafkaConnectionError,
     MessageSizeTooLargeError,
     NotEnoughReplicasError,
     SaslAuthenticationFailed,
@@ -23,7 +21,15 @@ from aiokafka.errors import (
 from aiokafka.structs import RecordMetadata
 
 from tests.kafka import launcher
-from tests.kafka.client import Connection, connect, create_topic, in_sync_replicas, read_topic, wait_for
+from tests.kafka.client import (
+    Connection,
+    connect,
+    create_topic,
+    in_sync_replicas,
+    read_topic,
+    refusal,
+    wait_for,
+)
 from tests.kafka.launcher import Broker
 
 pytestmark = pytest.mark.kafka
@@ -74,24 +80,10 @@ def test_a_scram_user_produces_and_consumes_over_sasl_plaintext(
 
 
 def test_a_wrong_scram_password_is_an_authentication_failure(kafka_broker: Broker) -> None:
-    conn = connect(kafka_broker, "SASL_PLAINTEXT", password="not-the-password")
-
-    async def attempt() -> None:
-        producer = AIOKafkaProducer(**conn)
-        try:
-            # The producer only says it could not bootstrap; the reason is in its log ...
-            with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
-                await producer.start()
-        finally:
-            await producer.stop()
-        # ... and in what one connection of its own raises.
-        refused = "invalid credentials with SASL mechanism SCRAM-SHA-512"
-        with pytest.raises(SaslAuthenticationFailed, match=refused):
-            await create_conn("127.0.0.1", kafka_broker.ports.sasl_plaintext,
-                              security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
-                              sasl_plain_username="ccf", sasl_plain_password="not-the-password")
-
-    asyncio.run(attempt())
+    started, cause = asyncio.run(refusal(connect(kafka_broker, "SASL_PLAINTEXT", password="not-the-password")))
+    assert "Unable to bootstrap" in str(started)
+    assert isinstance(cause, SaslAuthenticationFailed)
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in str(cause)
 
 
 def test_tls_verified_against_the_test_ca_produces_and_consumes(
@@ -107,21 +99,10 @@ def test_scram_over_tls_produces_and_consumes(kafka_broker: Broker, kafka_topic:
 
 def test_a_broker_certificate_from_an_unknown_ca_is_refused(kafka_broker: Broker, tmp_path: Path) -> None:
     other_ca = launcher.make_ca(tmp_path, subject="/CN=some other CA")
-    conn = connect(kafka_broker, "SSL", ca_file=str(other_ca))
-
-    async def attempt() -> None:
-        producer = AIOKafkaProducer(**conn)
-        try:
-            with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
-                await producer.start()
-        finally:
-            await producer.stop()
-        unknown = "self-signed certificate in certificate chain"
-        with pytest.raises(ssl.SSLCertVerificationError, match=unknown):
-            await create_conn("127.0.0.1", kafka_broker.ports.ssl, security_protocol="SSL",
-                              ssl_context=conn["ssl_context"])
-
-    asyncio.run(attempt())
+    started, cause = asyncio.run(refusal(connect(kafka_broker, "SSL", ca_file=str(other_ca))))
+    assert "Unable to bootstrap" in str(started)
+    assert isinstance(cause, ssl.SSLCertVerificationError)
+    assert "certificate verify failed" in str(cause)
 
 
 def test_a_record_over_the_topic_limit_fails_its_whole_batch(kafka_bootstrap: str, kafka_topic: str) -> None:

@@ -14,7 +14,6 @@ import atexit
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.jvm import CdsDump, JvmBuild, java
+from tests.jvm import CdsDump, JvmBuild, java, log_tail, serve_until_stopped
 
 HERE = Path(__file__).resolve().parent
 JVM_BUILD = JvmBuild(
@@ -100,10 +99,7 @@ class Node:
         return self.proc.pid
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._cds_dump:
@@ -237,16 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = threading.Event()
-    # SIGTERM becomes a normal stop too, so the node's data dir is cleaned up either way.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.is_set() and node.proc.poll() is None:
-            stop.wait(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
+    serve_until_stopped(lambda: node.proc.poll() is None, node.stop)
     return 0
 
 
