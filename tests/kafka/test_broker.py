@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +129,9 @@ def test_a_record_over_the_topic_limit_fails_its_whole_batch(kafka_bootstrap: st
 
 
 def test_a_dedicated_broker_keeps_what_it_acknowledged_through_a_stop_and_a_kill(
-    start_kafka: Any, kafka_topic: str
+    start_kafka: Callable[..., Broker], kafka_topic: str
 ) -> None:
-    broker: Broker = start_kafka()
+    broker = start_kafka()
     conn = connect(broker)
     ports = broker.ports
     asyncio.run(create_topic(conn, kafka_topic, partitions=3))
