@@ -1,13 +1,19 @@
-"""Shared fixtures: the OpenSearch node (once per session) and the agent as a subprocess."""
+"""Shared fixtures: the OpenSearch node and the Kafka broker (each started once per session, on
+first use) and the agent as a subprocess."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.harness import AgentProcess, Engine
+
+if TYPE_CHECKING:
+    from tests.kafka.launcher import Broker
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +22,53 @@ def es_url() -> str:
     from tests.opensearch.launcher import ensure_node
 
     return ensure_node()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """host:port of a real Kafka broker's PLAINTEXT listener, started once per test session on first
+    use, or CCF_TEST_KAFKA when set."""
+    from tests.kafka.launcher import ensure_bootstrap
+
+    return ensure_bootstrap()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Broker:
+    """The session's own broker with all its listeners (SCRAM, TLS): skipped with CCF_TEST_KAFKA,
+    whose SASL and TLS settings the suite does not know. Never stop it: use start_kafka for that."""
+    from tests.kafka.launcher import ENV_BOOTSTRAP, ensure_broker
+
+    if os.environ.get(ENV_BOOTSTRAP):
+        pytest.skip(f"needs the suite's own Kafka broker ({ENV_BOOTSTRAP} is set)")
+    return ensure_broker()
+
+
+@pytest.fixture
+def start_kafka() -> Iterator[Callable[..., Broker]]:
+    """start_kafka(settings=..., join=...) -> a broker of the test's own, which it may stop, kill and
+    start again; closed at teardown (its log tail printed, which pytest shows on failure)."""
+    from tests.kafka import launcher
+
+    started: list[Broker] = []
+
+    def start(**kwargs: Any) -> Broker:
+        broker = launcher.start(**kwargs)
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in reversed(started):
+        print(f"----- kafka node {broker.node_id} log ({broker.log_path}) -----\n{broker.log_tail()}")
+        broker.close()
+
+
+@pytest.fixture
+def kafka_topic(request: pytest.FixtureRequest) -> str:
+    """A topic name of the test's own (the topic itself is made by the broker or the test)."""
+    from tests.kafka.client import topic_name
+
+    return topic_name(request.node.name)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine of this kind: system packages, a virtualenv with
-# the project and its test dependencies, then pytest. The OpenSearch node (from Maven Central),
-# the go-lumber server and the bench sink are built by the tests' own fixtures on first use.
+# the project and its test dependencies, then pytest. The OpenSearch node and the Kafka broker (from
+# Maven Central) are built here and started by the tests' fixtures on first use; the go-lumber
+# server and the bench sink are built by the fixtures too.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k rotation`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,9 @@ fi
   exit 1
 }
 
-# Build the search engine's classpath up front so its download time shows here, not in a test.
+# Build the search engine's and the Kafka broker's classpaths up front so their download time
+# shows here, not in a test.
 .venv/bin/python -m tests.opensearch.launcher build
+.venv/bin/python -m tests.kafka.launcher build
 
 exec .venv/bin/python -m pytest "$@"

@@ -11,34 +11,32 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import fcntl
-import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-import uuid
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.jvm import CdsDump, JvmBuild, java, log_tail, serve_until_stopped
+
 HERE = Path(__file__).resolve().parent
-POM = HERE / "pom.xml"
-JAVA_SRC = HERE / "src/main/java/ccf/testnode/CcfTestNode.java"
+JVM_BUILD = JvmBuild(
+    what="OpenSearch test node",
+    size_hint="~70 MB",
+    pom=HERE / "pom.xml",
+    java_src=HERE / "src/main/java/ccf/testnode/CcfTestNode.java",
+    lib=HERE / "lib",
+    target=HERE / "target",
+    jar_name="ccf-test-node.jar",
+    marker_jar="opensearch-*.jar",
+)
 MAIN_CLASS = "ccf.testnode.CcfTestNode"
-LIB = HERE / "lib"
-TARGET = HERE / "target"
-CLASSES = TARGET / "classes"
-# A jar rather than the classes dir, because the JVM's class-data-sharing archive (see start())
-# refuses directories on the classpath.
-JAR = TARGET / "ccf-test-node.jar"
-STAMP = TARGET / "build.stamp"
 
 READY_PREFIX = "CCF_NODE_READY "
 READY_TIMEOUT_S = 120.0
@@ -68,74 +66,9 @@ JVM_OPTS = [
 ]
 
 
-def _java(tool: str) -> str:
-    """Path of a JDK tool, preferring $JAVA_HOME like mvn does."""
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / tool).exists():
-        return str(Path(java_home) / "bin" / tool)
-    found = shutil.which(tool)
-    if not found:
-        raise RuntimeError(f"{tool} not found: install a JDK 17 (apt-get install openjdk-17-jdk-headless)")
-    return found
-
-
-def _source_hash() -> str:
-    h = hashlib.sha256()
-    for path in (POM, JAVA_SRC):
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def _up_to_date(digest: str) -> bool:
-    return (
-        STAMP.exists()
-        and STAMP.read_text().strip() == digest
-        and JAR.exists()
-        and any(LIB.glob("opensearch-*.jar"))
-    )
-
-
-def _run(cmd: list[str]) -> None:
-    """Run a build step quietly (Maven 3.8 prints colour codes even with -B -q); show output on failure."""
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
-
-
 def build() -> None:
     """Fetch the jars into lib/ and compile the launcher into target/; a no-op when up to date."""
-    digest = _source_hash()
-    if _up_to_date(digest):
-        return
-    TARGET.mkdir(exist_ok=True)
-    # A file lock, so parallel test processes do not build over each other.
-    with open(TARGET / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _up_to_date(digest):  # another process finished the build while we waited
-            return
-        STAMP.unlink(missing_ok=True)
-        # Start from an empty lib/ so jars of an older pom never linger on the classpath.
-        shutil.rmtree(LIB, ignore_errors=True)
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise RuntimeError("mvn not found: install Maven 3.8+ (apt-get install maven)")
-        print("building the OpenSearch test node (first time: ~70 MB from Maven Central)", file=sys.stderr)
-        _run([mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={LIB}"])
-        shutil.rmtree(CLASSES, ignore_errors=True)
-        for old in TARGET.glob("*.jsa"):  # class-data archives of the old classpath
-            old.unlink()
-        _run([_java("javac"), "--release", "17", "-d", str(CLASSES), "-cp", f"{LIB}/*", str(JAVA_SRC)])
-        with zipfile.ZipFile(JAR, "w") as jar:  # a jar needs no manifest to sit on a classpath
-            for cls in sorted(CLASSES.rglob("*.class")):
-                jar.write(cls, cls.relative_to(CLASSES).as_posix())
-        STAMP.write_text(digest + "\n")
-
-
-def _cds_archive() -> Path:
-    """Class-data-sharing archive of the node's classes for this JDK: starts ~30% faster with it."""
-    java = Path(_java("java")).resolve()
-    key = hashlib.sha256(f"{java}:{java.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    return TARGET / f"cds-{key}.jsa"
+    JVM_BUILD.build()
 
 
 def _http_json(url: str, timeout: float = 60.0) -> dict:
@@ -152,24 +85,21 @@ class Node:
         home: Path,
         owns_home: bool,
         log_path: Path,
-        cds_dump: tuple[Path, Path] | None,
+        cds_dump: CdsDump | None,
     ) -> None:
         self.proc = proc
         self.home = home
         self.log_path = log_path
         self.url = ""
         self._owns_home = owns_home
-        self._cds_dump = cds_dump  # (temp file the JVM writes at exit, final archive path)
+        self._cds_dump = cds_dump
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._cds_dump:
@@ -188,11 +118,7 @@ class Node:
                     self.proc.kill()
                     self.proc.wait()
         if self._cds_dump:
-            tmp, final = self._cds_dump
-            # Only a clean exit writes a complete archive; the rename makes it appear atomically.
-            if self.proc.returncode == 0 and tmp.exists():
-                os.replace(tmp, final)
-            tmp.unlink(missing_ok=True)
+            self._cds_dump.finish(clean_exit=self.proc.returncode == 0)
             self._cds_dump = None
         if self._owns_home:
             shutil.rmtree(self.home, ignore_errors=True)
@@ -210,24 +136,17 @@ def start(
     home = Path(tempfile.mkdtemp(prefix="ccf-opensearch-")) if home is None else Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "node.log"
-    archive = _cds_archive()
-    cds_dump: tuple[Path, Path] | None = None
-    if archive.exists():
-        cds_opts = [f"-XX:SharedArchiveFile={archive}"]
-    else:  # first start with this JDK/classpath: the JVM dumps the archive when it exits
-        cds_dump = (TARGET / f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp", archive)
-        cds_opts = [f"-XX:ArchiveClassesAtExit={cds_dump[0]}"]
-    # An explicit, sorted classpath: the archive is only valid for the exact same one.
-    classpath = [JAR, *sorted(LIB.glob("*.jar"))]
+    # Starts ~30% faster with the archive; the first start on a machine writes it when it stops.
+    cds_opts, cds_dump = JVM_BUILD.cds_options()
     cmd = [
-        _java("java"),
+        java("java"),
         f"-Xms{heap}",
         f"-Xmx{heap}",
         f"-Djava.io.tmpdir={home / 'tmp'}",
         *JVM_OPTS,
         *cds_opts,
         "-cp",
-        os.pathsep.join(map(str, classpath)),
+        JVM_BUILD.classpath(),
         MAIN_CLASS,
         str(home),
         str(port),
@@ -314,16 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = threading.Event()
-    # SIGTERM becomes a normal stop too, so the node's data dir is cleaned up either way.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.is_set() and node.proc.poll() is None:
-            stop.wait(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
+    serve_until_stopped(lambda: node.proc.poll() is None, node.stop)
     return 0
 
 
