@@ -26,6 +26,7 @@ from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
 from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
+from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
@@ -79,6 +80,7 @@ class Agent:
 
     def _build(self, config: Config) -> None:
         self.config = config
+        LOG_SCRUBBER.add(config_secrets(config))  # a reload's new credentials too; old ones stay hidden
         self.flow = Flow(config.max_inflight_bytes)
         self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
         self.router = Router(config.routes, config.default_output)

@@ -24,14 +24,19 @@ def _load(path: str) -> Config:
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str, config: Config | None = None) -> None:
+    from ccf_agent.credentials import LOG_SCRUBBER, ScrubbingFormatter, config_secrets
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    if config is not None:
+        LOG_SCRUBBER.add(config_secrets(config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, config)
     from ccf_agent.agent import Agent
 
     try:
@@ -72,7 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging("warning")
+    _setup_logging("warning", config)
     from ccf_agent.setup import run_setup
 
     return run_setup(config)

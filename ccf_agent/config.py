@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ccf_agent.conditions import Condition, ConditionError, compile_condition
+from ccf_agent.credentials import safe_url
 
 KeyPath = tuple[str | int, ...]
 
@@ -467,9 +468,11 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
         for j, h in enumerate(hosts):
             if kind in URL_HOSTS and not re.match(r"^https?://[^/\s]+", h):
-                raise doc.error(("outputs", name, "hosts", j), f"must be a URL like https://es1:9200, not '{h}'")
+                raise doc.error(("outputs", name, "hosts", j),
+                                f"must be a URL like https://es1:9200, not '{safe_url(h)}'")
             if kind == "logstash" and not re.match(r"^[^\s/:]+:\d+$", h):
-                raise doc.error(("outputs", name, "hosts", j), f"must be host:port like logstash1:5044, not '{h}'")
+                raise doc.error(("outputs", name, "hosts", j),
+                                f"must be host:port like logstash1:5044, not '{safe_url(h)}'")
         t = r.sub("tls")
         tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
                         cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
