@@ -25,7 +25,7 @@ from ccf_agent.acks import Flow
 from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
+from ccf_agent.config import OUTPUT_MODULES, Config, ConfigError, OutputConfig
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
@@ -43,6 +43,36 @@ def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
     module = importlib.import_module(OUTPUT_MODULES[cfg.type])
     output: Output = module.create(cfg, dead)
     return output
+
+
+def _refused(config: Config, path: tuple[str | int, ...], e: Exception) -> ConfigError:
+    message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    if config.error_at is None:
+        return ConfigError(config.path, None, "", message)
+    return config.error_at(path, message)
+
+
+def build_outputs(config: Config, dead: DeadLetters) -> dict[str, Output]:
+    """Every output of the config. A constructor's refusal (a TLS file that holds no certificate, a
+    combination only the module knows is wrong) is a ConfigError at that output's line."""
+    outputs = {}
+    for name, cfg in config.outputs.items():
+        try:
+            outputs[name] = build_output(cfg, dead)
+        except (ValueError, OSError) as e:
+            raise _refused(config, ("outputs", name), e) from e
+    return outputs
+
+
+def preflight(config: Config) -> None:
+    """Build what `run` builds from a config, offline (no file written, no connection made), so that
+    `check` and a reload refuse what the constructors themselves would refuse."""
+    build_outputs(config, DeadLetters(config.state_dir))  # DeadLetters touches the disk only to write
+    for i, inp in enumerate(config.inputs):
+        try:
+            Pipeline(inp, config.hostname, config.processors)
+        except (ValueError, OSError) as e:
+            raise _refused(config, ("inputs", i), e) from e
 
 
 def _lock_state_dir(state_dir: Path) -> int | None:
@@ -82,7 +112,7 @@ class Agent:
         self.config = config
         LOG_SCRUBBER.add(config_secrets(config))  # a reload's new credentials too; old ones stay hidden
         self.flow = Flow(config.max_inflight_bytes)
-        self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
+        self.outputs: dict[str, Output] = build_outputs(config, self.dead)
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
         # Records reach the rules already redacted; the engine redacts notifications once more.
@@ -195,10 +225,11 @@ class Agent:
         return self.exit_code
 
     def _apply_reload(self) -> None:
-        from ccf_agent.config import ConfigError, load_config
+        from ccf_agent.config import load_config
 
         try:
             new = load_config(self.config.path)
+            preflight(new)
         except ConfigError as e:
             self.last_reload_error = str(e)
             log.error("reload rejected, keeping the running config: %s", e)

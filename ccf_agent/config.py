@@ -7,12 +7,14 @@ operator at the exact spot. Secrets come from `${ENV_VAR}` or `${file:/path}` on
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -131,6 +133,8 @@ class _Reader:
             v = float(v)
         if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
             raise self.doc.error((*self.path, key), f"must be {_kind_name(kind)}, not {_kind(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.doc.error((*self.path, key), f"must be a finite number, not {v}")
         return v
 
     def positive(self, key: str, kind: type, default: Any) -> Any:
@@ -187,7 +191,7 @@ def parse_duration(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float):
-        return float(v)
+        return float(v) if math.isfinite(v) else None  # YAML's .nan and .inf
     m = _DURATION_RE.match(str(v))
     if not m:
         return None
@@ -209,14 +213,21 @@ def parse_size(v: Any) -> int | None:
     return int(float(m.group(1)) * mult)
 
 
-def _duration(r: _Reader, key: str, default: float) -> float:
+def _duration(r: _Reader, key: str, default: float, minimum: float = 0.0) -> float:
+    """A duration; `minimum` above 0 for the ones a loop waits on (0 there is a busy loop at 100% CPU)."""
     r.used.add(key)
     if key not in r.value or r.value[key] is None:
         return default
     v = parse_duration(r.value[key])
     if v is None or v < 0:
         raise r.doc.error((*r.path, key), f"must be a duration like 250ms, 5s, 2m or 1h, not {r.value[key]!r}")
+    if v < minimum:
+        raise r.doc.error((*r.path, key), f"must be at least {format_duration(minimum)}, not {r.value[key]!r}")
     return v
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _size(r: _Reader, key: str, default: int) -> int:
@@ -314,6 +325,9 @@ class Config:
     processors: Any = None  # pipeline.options.Processors: enrich, redact, drop, sample
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
     read_ahead: bool | None = None  # a thread per input reads and scans ahead; None: when 2+ CPUs are ours
+    # error_at(key_path, message): a ConfigError naming the file:line of that key, for what only
+    # building the parts finds (agent.preflight): `check` and a reload refuse it like a typo.
+    error_at: Callable[[KeyPath, str], ConfigError] | None = field(default=None, compare=False, repr=False)
 
 
 # Each output type is one module with `create(cfg, dead_letters) -> Output`; a module may add
@@ -345,13 +359,16 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     state_dir = root.get("state_dir", str, required=True)
     status = root.sub("status")
     listen = status.get("listen", str, "127.0.0.1:5066")
+    if listen not in LISTEN_OFF and split_listen(listen) is None:
+        raise doc.error(("status", "listen"), f"must be host:port with a port from 1 to 65535 (like 127.0.0.1:5066), "
+                        f"or off, not '{listen}'")
     status.done()
     inputs = _inputs(doc, root)
     outputs = _outputs(doc, root)
     routes = _routes(doc, root, outputs)
     agent = root.sub("agent")
     hostname = agent.get("hostname", str)
-    flush = _duration(agent, "registry_flush_interval", 1.0)
+    flush = _duration(agent, "registry_flush_interval", 1.0, minimum=0.01)
     shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
     max_inflight = _size(agent, "max_inflight_bytes", 4 << 20)
     read_ahead = agent.get("read_ahead", (bool, str), "auto")
@@ -365,7 +382,36 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     root.done()
     default = "default" if "default" in outputs else next(iter(outputs))
     return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
-                  max_inflight, hostname, processors, alerts, read_ahead)
+                  max_inflight, hostname, processors, alerts, read_ahead, doc.error)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """What an HTTP client refuses in a header, at the first request rather than at load (aiohttp:
+    "Forbidden control character detected in headers"). The value is never echoed: it may be a secret."""
+    if not _TOKEN.match(name):
+        return f"'{name}' is not a valid header name"
+    if _CONTROL.search(value):
+        return ("holds a control character such as a newline (an environment variable or secret file with a "
+                "trailing line break?)")
+    return None
+
+
+LISTEN_OFF = ("", "off", "none")
+
+
+def split_listen(listen: str) -> tuple[str, int] | None:
+    """`host:port` or `[v6]:port` (an empty host is loopback); None when it is not one."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if any(c in host for c in " /[]@") or (":" in host and not listen.strip().startswith("[")):
+        return None
+    return host or "127.0.0.1", int(port)
 
 
 def _section(doc: _Doc, root: _Reader, key: str, module: str, parser: str) -> Any:
@@ -416,8 +462,8 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
             start_at=r.choice("start_at", ("beginning", "end"), "beginning"),
             max_line_bytes=_size(r, "max_line_bytes", 1 << 20),
             fingerprint_bytes=_size(r, "fingerprint_bytes", 1024),
-            scan_interval=_duration(r, "scan_interval", 10.0),
-            poll_interval=_duration(r, "poll_interval", 0.25),
+            scan_interval=_duration(r, "scan_interval", 10.0, minimum=0.01),
+            poll_interval=_duration(r, "poll_interval", 0.25, minimum=0.005),
             rotate_wait=_duration(r, "rotate_wait", 5.0),
             partial_flush=_duration(r, "partial_flush", 10.0),
             close_inactive=_duration(r, "close_inactive", 300.0),
@@ -467,12 +513,12 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
         hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
         for j, h in enumerate(hosts):
-            if kind in URL_HOSTS and not re.match(r"^https?://[^/\s]+", h):
+            if kind in URL_HOSTS and not _url_ok(h):
                 raise doc.error(("outputs", name, "hosts", j),
                                 f"must be a URL like https://es1:9200, not '{safe_url(h)}'")
-            if kind == "logstash" and not re.match(r"^[^\s/:]+:\d+$", h):
+            if kind == "logstash" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
                 raise doc.error(("outputs", name, "hosts", j),
-                                f"must be host:port like logstash1:5044, not '{safe_url(h)}'")
+                                f"must be host:port like logstash1:5044 (port 1 to 65535), not '{safe_url(h)}'")
         t = r.sub("tls")
         tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
                         cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
@@ -496,19 +542,39 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             max_in_flight=r.positive("max_in_flight", int, 2),
             max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
             compression=r.choice("compression", ("none", "gzip"), "none"),
-            timeout=_duration(r, "timeout", 30.0),
-            backoff_initial=_duration(r, "backoff_initial", 0.1),
-            backoff_max=_duration(r, "backoff_max", 30.0),
+            timeout=_duration(r, "timeout", 30.0, minimum=0.01),
+            backoff_initial=_duration(r, "backoff_initial", 0.1, minimum=0.001),
+            backoff_max=_duration(r, "backoff_max", 30.0, minimum=0.001),
             options=_output_options(doc, r, ("outputs", name), kind),
         )
         if cfg.password and not cfg.username:
             raise doc.error(("outputs", name, "password"), "password needs username")
+        for key, header in (("api_key", "Authorization"), ("bearer_token", "Authorization")):
+            value = getattr(cfg, key)
+            problem = header_problem(header, value) if value else None
+            if problem:
+                raise doc.error(("outputs", name, key), problem)
+        if cfg.backoff_max < cfg.backoff_initial:
+            raise doc.error(("outputs", name, "backoff_max"), "must be at least backoff_initial")
         problem = _output_problem(cfg)
+        if isinstance(problem, tuple):  # (key path within the output, message)
+            raise doc.error(("outputs", name, *problem[0]), problem[1])
         if problem:
             raise doc.error(("outputs", name), problem)
         r.done()
         out[name] = cfg
     return out
+
+
+def _url_ok(url: str) -> bool:
+    """http(s)://host[:port][/path] with a port in range (a bad one fails every request, not the load)."""
+    if not re.match(r"^https?://[^/\s]+", url) or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port out of range, a bad [v6] literal
+        return False
 
 
 def _output_options(doc: _Doc, r: _Reader, path: KeyPath, kind: str) -> Any:
@@ -523,8 +589,9 @@ def _output_options(doc: _Doc, r: _Reader, path: KeyPath, kind: str) -> Any:
     return module.parse_options(raw, lambda p, m: doc.error((*path, *p), m))
 
 
-def _output_problem(cfg: OutputConfig) -> str | None:
-    """A module may check its own keys against the common ones with `config_problem(cfg)`."""
+def _output_problem(cfg: OutputConfig) -> str | tuple[KeyPath, str] | None:
+    """A module may check its own keys against the common ones with `config_problem(cfg)`: a message
+    for the output as a whole, or (key path, message) for one key."""
     import importlib
 
     check = getattr(importlib.import_module(OUTPUT_MODULES[cfg.type]), "config_problem", None)

@@ -170,5 +170,5 @@ async def deliver(session: aiohttp.ClientSession, cfg: NotifierConfig, notice: N
     except aiohttp.ClientConnectorError as e:
         # Only the OS error: aiohttp's own message may carry the URL, and the URL is the secret.
         raise DeliveryError(f"cannot connect: {e.os_error.strerror or type(e.os_error).__name__}") from e
-    except (aiohttp.ClientError, OSError) as e:
+    except (aiohttp.ClientError, OSError, ValueError) as e:  # ValueError: a request aiohttp refuses to send
         raise DeliveryError(f"{type(e).__name__}") from e

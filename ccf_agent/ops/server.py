@@ -11,17 +11,13 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from ccf_agent.config import LISTEN_OFF, split_listen
 from ccf_agent.ops.metrics import render_metrics
 
 if TYPE_CHECKING:
     from ccf_agent.agent import Agent
 
 log = logging.getLogger("ccf_agent.ops")
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class StatusServer:
@@ -31,7 +27,8 @@ class StatusServer:
 
     async def start(self) -> None:
         listen = self.agent.config.status_listen
-        if listen in ("", "off", "none"):
+        address = None if listen in LISTEN_OFF else split_listen(listen)
+        if address is None:  # the loader refused any other value
             return
         app = web.Application()
         app.router.add_get("/status", self._status)
@@ -39,7 +36,7 @@ class StatusServer:
         app.router.add_get("/metrics", self._metrics)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        host, port = split_listen(listen)
+        host, port = address
         try:
             await web.TCPSite(self.runner, host, port).start()
         except OSError as e:

@@ -8,17 +8,17 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from ccf_agent.config import Config
-from ccf_agent.ops.server import split_listen
+from ccf_agent.config import LISTEN_OFF, Config, split_listen
 from ccf_agent.registry import read_registry
 
 EXIT_RUNNING, EXIT_NOT_RUNNING = 0, 3
 
 
 def fetch_status(config: Config, timeout: float = 3.0) -> dict[str, Any] | None:
-    if config.status_listen in ("", "off", "none"):
+    address = None if config.status_listen in LISTEN_OFF else split_listen(config.status_listen)
+    if address is None:
         return None
-    host, port = split_listen(config.status_listen)
+    host, port = address
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read())

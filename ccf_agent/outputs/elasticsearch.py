@@ -161,8 +161,22 @@ def options_of(cfg: OutputConfig) -> EsOptions:
     return cfg.options if isinstance(cfg.options, EsOptions) else EsOptions()
 
 
-def config_problem(cfg: OutputConfig) -> str | None:
+def index_problem(index: str) -> str | None:
+    """What Elasticsearch refuses in an index name (its date pattern filled in): it would answer
+    every record's create with invalid_index_name_exception, and every record be dead-lettered."""
+    name = IndexNamer(index).name(b"2024-12-31")
+    if not name or len(name.encode()) > 255 or not _INDEX_NAME.match(name):
+        return ("must be a lowercase index name of at most 255 bytes, starting with a letter or digit, without "
+                f"spaces or any of \\ / * ? \" < > | , # : (a date pattern like %{{+yyyy.MM.dd}} may follow), "
+                f"not {index!r}")
+    return None
+
+
+def config_problem(cfg: OutputConfig) -> str | tuple[tuple[str, ...], str] | None:
     """Checks across common and own keys that the loader cannot make on either alone."""
+    problem = index_problem(cfg.index)
+    if problem:
+        return ("index",), problem
     if options_of(cfg).data_stream and _DATE_PATTERN.search(cfg.index):
         return (f"data_stream: a data stream is one name (index {cfg.index!r} has a date pattern); "
                 "its backing indices roll over by themselves")
@@ -395,7 +409,7 @@ class ElasticsearchOutput(Output):
         super().__init__(cfg)
         problem = config_problem(cfg)
         if problem:
-            raise ValueError(f"output {cfg.name}: {problem}")
+            raise ValueError(f"output {cfg.name}: {problem if isinstance(problem, str) else problem[1]}")
         self.opts = options_of(cfg)
         self.namer = IndexNamer(cfg.index)
         self.dead = dead_letters

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig
+from ccf_agent.config import OutputConfig, header_problem
 from ccf_agent.credentials import basic_auth, safe_url, split_userinfo
 from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
@@ -59,6 +59,9 @@ def parse_options(raw: Mapping[str, Any], where: Where) -> HttpOptions:
             raise where(("headers", name), "must be a string")
         if name.lower() in _RESERVED_HEADERS:
             raise where(("headers", name), "is set by the agent itself")
+        problem = header_problem(str(name), str(value))
+        if problem:
+            raise where(("headers", name), problem)
     return HttpOptions(fmt, {str(k): str(v) for k, v in headers.items()})
 
 
@@ -232,7 +235,7 @@ class HttpOutput(Output):
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:  # ValueError: aiohttp refused it
             raise Rejected(self._describe(e, shown), unknown_fate=_maybe_received(e)) from e
         self.stats.observe_latency(time.monotonic() - started)
         answer = raw[:300].decode("utf-8", "replace").strip()
@@ -260,7 +263,7 @@ class HttpOutput(Output):
 
 def _maybe_received(e: BaseException) -> bool:
     """False only when the request certainly never reached the server (no connection was made)."""
-    return not isinstance(e, aiohttp.ClientConnectorError)
+    return not isinstance(e, aiohttp.ClientConnectorError | ValueError)  # ValueError: refused before sending
 
 
 def _parse_retry_after(value: str | None) -> float | None:
