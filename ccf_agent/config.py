@@ -250,6 +250,9 @@ class TlsConfig:
     cert_file: str | None = None
     key_file: str | None = None
     server_name: str | None = None
+    # The output's config has a `tls` section, whatever it holds (even `{verify: true}`, the
+    # default): for an output whose hosts carry no scheme (logstash) that is what asks for TLS.
+    present: bool = False
 
 
 @dataclass(frozen=True)
@@ -519,10 +522,11 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             if kind == "logstash" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
                 raise doc.error(("outputs", name, "hosts", j),
                                 f"must be host:port like logstash1:5044 (port 1 to 65535), not '{safe_url(h)}'")
+        present = "tls" in r.value
         t = r.sub("tls")
         tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
                         cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
-                        server_name=t.get("server_name", str))
+                        server_name=t.get("server_name", str), present=present)
         t.done()
         if tls.key_file and not tls.cert_file:
             raise doc.error(("outputs", name, "tls", "key_file"), "key_file needs cert_file")

@@ -59,7 +59,10 @@ def render(s: dict[str, Any]) -> str:
     lines += ["", "Outputs:"]
     for o in s["outputs"]:
         health = "healthy" if o["healthy"] else "UNHEALTHY"
-        lines.append(f"  {o['name']} ({o['type']}{', ' + o['engine'] if o.get('engine') else ''})  {health}  "
+        kind = o["type"] + (f", {o['engine']}" if o.get("engine") else "")
+        if "tls" in o:  # outputs whose hosts carry no scheme say whether they encrypt
+            kind += ", tls" if o["tls"] else ", PLAINTEXT"
+        lines.append(f"  {o['name']} ({kind})  {health}  "
                      f"acked {o['docs_acked']}  queued {o['queued_docs']}  in flight {o['in_flight']}  "
                      f"retried {o['docs_retried']}  {o['docs_per_second_1m']} docs/s (1m)")
         if o.get("last_error"):
