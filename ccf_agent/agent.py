@@ -27,6 +27,7 @@ from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
 from ccf_agent.config import OUTPUT_MODULES, Config, ConfigError, OutputConfig
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
+from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
@@ -45,8 +46,8 @@ def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
     return output
 
 
-def _refused(config: Config, path: tuple[str | int, ...], e: Exception) -> ConfigError:
-    message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+def _refused(config: Config, path: tuple[str | int, ...], why: Exception | str) -> ConfigError:
+    message = why.strerror if isinstance(why, OSError) and why.strerror else str(why)
     if config.error_at is None:
         return ConfigError(config.path, None, "", message)
     return config.error_at(path, message)
@@ -67,6 +68,10 @@ def build_outputs(config: Config, dead: DeadLetters) -> dict[str, Output]:
 def preflight(config: Config) -> None:
     """Build what `run` builds from a config, offline (no file written, no connection made), so that
     `check` and a reload refuse what the constructors themselves would refuse."""
+    # Its owner is checked by `run` itself: `check` run by root for a service user cannot tell.
+    problem = state_dir_problem(config.state_dir, check_owner=os.geteuid() != 0)
+    if problem:
+        raise _refused(config, ("state_dir",), problem)
     build_outputs(config, DeadLetters(config.state_dir))  # DeadLetters touches the disk only to write
     for i, inp in enumerate(config.inputs):
         try:
@@ -78,7 +83,7 @@ def preflight(config: Config) -> None:
 def _lock_state_dir(state_dir: Path) -> int | None:
     """An exclusive lock on `state_dir/lock`, held while the agent runs (released by the kernel
     even on kill -9); None when another process holds it."""
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = open_plain(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -179,8 +184,15 @@ class Agent:
         self._reload.set()
 
     async def run(self) -> int:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock_state_dir(self.state_dir)
+        try:
+            self.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+            problem = state_dir_problem(self.state_dir)
+            lock = None if problem else _lock_state_dir(self.state_dir)
+        except OSError as e:  # a link planted at lock, a directory we may not create
+            problem = f"{e.filename or self.state_dir}: {e.strerror}"
+        if problem:
+            log.critical("refusing state_dir: %s", problem)
+            return 2
         if lock is None:
             log.critical("another ccf-agent is running with state_dir %s: two agents would ship every record "
                          "twice and overwrite each other's offsets; stop it or use another state_dir",
