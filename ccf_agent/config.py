@@ -38,6 +38,30 @@ class ConfigError(Exception):
 _ENV_RE = re.compile(r"\$\{([^}]*)\}")
 
 
+MAX_DEPTH = 64  # a config nests a handful of levels; PyYAML's composer recurses once per level
+MAX_VALUES = 100_000  # values after aliases are expanded: a "billion laughs" document stops here
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with a bound on nesting: its composer recurses per level, so a
+    5,000-deep document ended in RecursionError (a traceback) rather than a config error."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
 class _Doc:
     """The parsed YAML as plain data, plus the line of every key path."""
 
@@ -45,14 +69,19 @@ class _Doc:
         self.file = file
         self.env = env
         self.lines: dict[KeyPath, int] = {}
+        self.values = 0
+        loader = _Loader(text)
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = loader.get_single_node()
+            self.loader = loader
+            self.data = self._convert(node, ()) if node is not None else {}
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             raise ConfigError(file, mark.line + 1 if mark else None, "", f"invalid YAML: {e.problem}") from e
         except yaml.YAMLError as e:
             raise ConfigError(file, None, "", f"invalid YAML: {e}") from e
-        self.data = self._convert(node, ()) if node is not None else {}
+        finally:
+            loader.dispose()
 
     def line(self, path: KeyPath) -> int | None:
         while path:
@@ -65,24 +94,50 @@ class _Doc:
         return ConfigError(self.file, self.line(path), _dotted(path), message)
 
     def _convert(self, node: yaml.Node, path: KeyPath) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
+        """Plain data from a node. Aliases are expanded here (the composer shares their node), so
+        this is where an alias bomb or an alias inside its own anchor is stopped."""
+        self.values += 1
+        line = node.start_mark.line + 1
+        if self.values > MAX_VALUES:
+            raise ConfigError(self.file, line, _dotted(path),
+                              f"the document expands to more than {MAX_VALUES} values (YAML aliases?)")
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(self.file, line, _dotted(path), f"nested deeper than {MAX_DEPTH} levels "
+                              "(an alias inside its own anchor?)")
+        self.lines.setdefault(path, line)
         if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
-                if key in out:
-                    raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted((*path, key)), "duplicate key")
-                self.lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = self._convert(value_node, (*path, key))
-            return out
+            return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node)  # type: ignore[arg-type]
+        value = self.loader.construct_object(node)
         if isinstance(value, str) and "${" in value:
             value = self._substitute(value, path)
         return value
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        own: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
+            if key_node.tag == _MERGE:
+                continue
+            if key_node.value in own:
+                raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted((*path, key_node.value)),
+                                  "duplicate key")
+            own.add(key_node.value)
+        # `<<: *defaults` (YAML's merge key) by PyYAML's own rules: merged keys first, the mapping's
+        # own keys after them, and the last one of a name wins.
+        self.loader.flatten_mapping(node)
+        pairs: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
+            pairs[key_node.value] = (key_node, value_node)
+        out: dict[str, Any] = {}
+        for key, (key_node, value_node) in pairs.items():
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = self._convert(value_node, (*path, key))
+        return out
 
     def _substitute(self, value: str, path: KeyPath) -> str:
         def repl(m: re.Match[str]) -> str:
