@@ -111,6 +111,7 @@ class Agent:
         self.exit_code = 0
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self.status_server: Any = None  # ops.server.StatusServer, once running
         self._build(config)
 
     def _build(self, config: Config) -> None:
@@ -213,7 +214,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         from ccf_agent.ops.server import StatusServer
 
-        server = StatusServer(self)
+        server = self.status_server = StatusServer(self)
         await server.start()
         self._up = asyncio.Event()  # set once the first generation's inputs and outputs run
         try:

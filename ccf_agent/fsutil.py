@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 import threading
 from collections.abc import Callable
@@ -136,3 +137,31 @@ class SnapshotOrder:
             write()
             self._written = seq
             return True
+
+
+def descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def descriptors_held() -> int | None:
+    """How many descriptors the process holds; None when that cannot be told (no /proc, or not one
+    descriptor left to list it with)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the one listing it
+    except OSError:
+        return None
+
+
+def descriptors_free(reserve: int) -> int:
+    """Descriptors that may be taken before only `reserve` (at most a quarter of the limit) are left;
+    0 when not even one is (EMFILE)."""
+    limit = descriptor_limit()
+    held = descriptors_held()
+    if held is None:
+        try:
+            os.close(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                return 0
+        return limit  # cannot count them: leave it to EMFILE
+    return limit - held - min(reserve, limit // 4)
