@@ -76,7 +76,7 @@ def preflight(config: Config) -> None:
     for i, inp in enumerate(config.inputs):
         try:
             Pipeline(inp, config.hostname, config.processors)
-        except (ValueError, OSError) as e:
+        except (ValueError, TypeError, OSError) as e:  # TypeError: fields orjson cannot encode
             raise _refused(config, ("inputs", i), e) from e
 
 

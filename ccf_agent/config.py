@@ -110,6 +110,8 @@ class _Doc:
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
         value = self.loader.construct_object(node)
+        if isinstance(value, bytes):  # fields are shipped as JSON, which has no bytes
+            raise ConfigError(self.file, line, _dotted(path), "binary values (!!binary) are not supported")
         if isinstance(value, str) and "${" in value:
             value = self._substitute(value, path)
         return value
@@ -340,7 +342,7 @@ class InputConfig:
 class OutputConfig:
     name: str
     type: str
-    hosts: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = field(default=(), repr=False)  # may carry user:password@ or ?token=
     index: str = "ccf-logs"
     path: str | None = None  # type: file
     username: str | None = None

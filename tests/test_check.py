@@ -126,3 +126,9 @@ def test_check_refuses_a_file_output_whose_path_is_a_directory(tmp_path: Path) -
     r = check(tmp_path, BASE.replace("  beats:\n", f"  archive:\n    type: file\n    path: {tmp_path}\n  beats:\n"))
     assert r.returncode == 2
     assert f"agent.yaml:21: outputs.archive.path: {tmp_path} is a directory" in r.stderr
+
+
+def test_a_binary_value_is_refused_at_its_line() -> None:
+    # run (and check, once it built the pipelines) ended in "TypeError: Type is not JSON serializable".
+    err = refusal("    scan_interval: 10s\n", "    scan_interval: 10s\n    fields: {v: !!binary aGk=}\n")
+    assert str(err) == "agent.yaml:10: inputs[0].fields.v: binary values (!!binary) are not supported"

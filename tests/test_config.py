@@ -52,8 +52,9 @@ def test_good_config_parses_into_typed_values() -> None:
 
 
 def test_secrets_are_not_in_the_repr() -> None:
-    cfg = parse_config(GOOD, "cfg.yaml", {"ES_PASSWORD": "s3cret"})
-    assert "s3cret" not in repr(cfg)
+    cfg = parse_config(GOOD.replace("https://es1:9200", "https://u:urlpass@es1:9200", 1), "cfg.yaml",
+                       {"ES_PASSWORD": "s3cret"})
+    assert "s3cret" not in repr(cfg) and "urlpass" not in repr(cfg)
 
 
 def test_unknown_key_names_its_line() -> None:
