@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -316,3 +318,19 @@ def test_log_files_leave_descriptors_for_the_rest_and_the_shortage_is_logged(tmp
     assert text.count("cannot open") <= 2  # once per shortage, not per file or per scan
     assert "file descriptors available again" in text
     assert "cannot write registry" not in text  # the reserve kept descriptors for the state files
+
+
+def test_status_says_running_while_a_client_holds_every_connection(tmp_path: Path) -> None:
+    agent = AgentProcess(tmp_path, _config(tmp_path)).start()
+    held = [socket.create_connection(("127.0.0.1", agent.port), timeout=10) for _ in range(16)]
+    try:
+        for s in held:
+            s.sendall(b"GET /status HTTP/1.1\r\n")
+        r = subprocess.run([sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path)],
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        for s in held:
+            s.close()
+        agent.kill()
+    assert r.returncode == 0, r.stdout  # it said "not running" and exited 3
+    assert "ccf-agent is running (pid" in r.stdout and "did not answer (busy or blocked?)" in r.stdout
