@@ -118,8 +118,11 @@ def notifier_secrets(url: str, headers: Iterable[tuple[str, str]]) -> list[str]:
         path = urlsplit(url).path
     except ValueError:
         path = ""
+    segments = [p for p in path.split("/") if p]
     if len(path.strip("/")) >= 16:
         out.append(path)
+    # The token itself: the last segment (Slack, Discord), or any long one (Teams' GUIDs).
+    out += [p for i, p in enumerate(segments) if len(p) >= 20 or (i == len(segments) - 1 and len(p) >= 8)]
     return out
 
 
