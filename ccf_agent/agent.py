@@ -61,7 +61,7 @@ def build_outputs(config: Config, dead: DeadLetters) -> dict[str, Output]:
         try:
             outputs[name] = build_output(cfg, dead)
         except (ValueError, OSError) as e:
-            raise _refused(config, ("outputs", name), e) from e
+            raise _refused(config, ("outputs", name), str(e).removeprefix(f"output {name}: ")) from e
     return outputs
 
 

@@ -567,11 +567,17 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         raise doc.error(("outputs",), "needs at least one output")
     out = {}
     for name, item in raw.items():
+        if not _NAME.match(name):
+            # It names a file under state_dir/dead_letter/: no path separators, no "..".
+            raise doc.error(("outputs", name), "an output's name must be letters, digits, '_', '-' or '.', "
+                            "starting with a letter, digit or '_'")
         r = _Reader(doc, ("outputs", name), item)
         kind = r.get("type", str, required=True)
         if kind not in OUTPUT_TYPES:
             raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
         hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
+        if kind != "file" and not hosts:
+            raise doc.error(("outputs", name, "hosts"), "needs at least one host")
         for j, h in enumerate(hosts):
             if kind in URL_HOSTS and not _url_ok(h):
                 raise doc.error(("outputs", name, "hosts", j),
@@ -594,7 +600,7 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         cfg = OutputConfig(
             name=name, type=kind, hosts=hosts,
             index=r.get("index", str, "ccf-logs"),
-            path=r.get("path", str, required=kind == "file"),
+            path=_path(r, "path", required=kind == "file"),
             username=r.get("username", str), password=r.get("password", str),
             api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
             batch_max_docs=r.positive("batch_max_docs", int, 5000),
@@ -625,6 +631,16 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         r.done()
         out[name] = cfg
     return out
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def _path(r: _Reader, key: str, required: bool) -> str | None:
+    path: str | None = r.get(key, str, required=required)
+    if path is not None and not path.strip():
+        raise r.doc.error((*r.path, key), "must not be empty")
+    return path
 
 
 def _url_ok(url: str) -> bool:

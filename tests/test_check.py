@@ -85,12 +85,21 @@ def test_the_base_config_passes() -> None:
     # aiohttp refuses a control character in a header at the first request
     ("headers: {X-Source: ccf}", 'headers: {X-Source: "a\\nb"}', "agent.yaml:25: outputs.collector.headers.X-Source"),
     ("headers: {X-Source: ccf}", "headers: {'X Source': ccf}", "agent.yaml:25: outputs.collector.headers.X Source"),
+    # no host at all: the first delivery failed picking one
+    ('hosts: ["https://es1:9200"]', "hosts: []", "agent.yaml:14: outputs.logs.hosts"),
     # 0 notified on every tick, four times a second, while an alert fires
     ("repeat_interval: 4h", "repeat_interval: 0", "agent.yaml:27: alerts.repeat_interval"),
     ("threshold: 5", "threshold: .nan", "agent.yaml:31: alerts.rules[0].threshold"),
 ])
 def test_check_refuses_what_run_chokes_on(old: str, new: str, where: str) -> None:
     assert str(refusal(old, new)).startswith(where + ":")
+
+
+@pytest.mark.parametrize("name", ["'../../tmp/evil'", "'a/b'", "'.hidden'", "''"])
+def test_an_output_name_that_is_no_file_name_is_refused(name: str) -> None:
+    # The name picks its dead-letter file: state_dir/dead_letter/<name>.ndjson.
+    err = refusal("  beats:\n", f"  {name}:\n")
+    assert str(err).startswith(f"agent.yaml:19: outputs.{name.strip(chr(39))}: an output's name must be")
 
 
 def test_a_token_with_a_line_break_is_refused_without_showing_it() -> None:
@@ -118,8 +127,14 @@ def test_check_builds_the_outputs_so_a_tls_file_that_is_no_certificate_is_refuse
     (tmp_path / "ca.pem").write_text("not a certificate\n")
     r = check(tmp_path, BASE.replace("    timeout: 30s\n", f"    timeout: 30s\n    tls: {{ca_file: {tmp_path}/ca.pem}}\n"))
     assert r.returncode == 2, r.stdout
-    assert f"{tmp_path}/agent.yaml:12: outputs.logs: " in r.stderr
+    assert f"{tmp_path}/agent.yaml:12: outputs.logs: cannot load the TLS files" in r.stderr
     assert "cannot load the TLS files" in r.stderr
+
+
+def test_check_refuses_a_file_output_without_a_path(tmp_path: Path) -> None:
+    r = check(tmp_path, BASE.replace("  beats:\n", "  archive:\n    type: file\n    path: ''\n  beats:\n"))
+    assert r.returncode == 2
+    assert "agent.yaml:21: outputs.archive.path: must not be empty" in r.stderr
 
 
 def test_check_refuses_a_file_output_whose_path_is_a_directory(tmp_path: Path) -> None:
