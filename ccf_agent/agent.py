@@ -25,7 +25,9 @@ from ccf_agent.acks import Flow
 from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import OUTPUT_MODULES, Config, OutputConfig
+from ccf_agent.config import OUTPUT_MODULES, Config, ConfigError, OutputConfig
+from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
+from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
@@ -44,10 +46,44 @@ def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
     return output
 
 
+def _refused(config: Config, path: tuple[str | int, ...], why: Exception | str) -> ConfigError:
+    message = why.strerror if isinstance(why, OSError) and why.strerror else str(why)
+    if config.error_at is None:
+        return ConfigError(config.path, None, "", message)
+    return config.error_at(path, message)
+
+
+def build_outputs(config: Config, dead: DeadLetters) -> dict[str, Output]:
+    """Every output of the config. A constructor's refusal (a TLS file that holds no certificate, a
+    combination only the module knows is wrong) is a ConfigError at that output's line."""
+    outputs = {}
+    for name, cfg in config.outputs.items():
+        try:
+            outputs[name] = build_output(cfg, dead)
+        except (ValueError, OSError) as e:
+            raise _refused(config, ("outputs", name), str(e).removeprefix(f"output {name}: ")) from e
+    return outputs
+
+
+def preflight(config: Config) -> None:
+    """Build what `run` builds from a config, offline (no file written, no connection made), so that
+    `check` and a reload refuse what the constructors themselves would refuse."""
+    # Its owner is checked by `run` itself: `check` run by root for a service user cannot tell.
+    problem = state_dir_problem(config.state_dir, check_owner=os.geteuid() != 0)
+    if problem:
+        raise _refused(config, ("state_dir",), problem)
+    build_outputs(config, DeadLetters(config.state_dir))  # DeadLetters touches the disk only to write
+    for i, inp in enumerate(config.inputs):
+        try:
+            Pipeline(inp, config.hostname, config.processors)
+        except (ValueError, TypeError, OSError) as e:  # TypeError: fields orjson cannot encode
+            raise _refused(config, ("inputs", i), e) from e
+
+
 def _lock_state_dir(state_dir: Path) -> int | None:
     """An exclusive lock on `state_dir/lock`, held while the agent runs (released by the kernel
     even on kill -9); None when another process holds it."""
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = open_plain(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -75,12 +111,14 @@ class Agent:
         self.exit_code = 0
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self.status_server: Any = None  # ops.server.StatusServer, once running
         self._build(config)
 
     def _build(self, config: Config) -> None:
         self.config = config
+        LOG_SCRUBBER.add(config_secrets(config))  # a reload's new credentials too; old ones stay hidden
         self.flow = Flow(config.max_inflight_bytes)
-        self.outputs: dict[str, Output] = {name: build_output(o, self.dead) for name, o in config.outputs.items()}
+        self.outputs: dict[str, Output] = build_outputs(config, self.dead)
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
         # Records reach the rules already redacted; the engine redacts notifications once more.
@@ -147,8 +185,15 @@ class Agent:
         self._reload.set()
 
     async def run(self) -> int:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock_state_dir(self.state_dir)
+        try:
+            self.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+            problem = state_dir_problem(self.state_dir)
+            lock = None if problem else _lock_state_dir(self.state_dir)
+        except OSError as e:  # a link planted at lock, a directory we may not create
+            problem = f"{e.filename or self.state_dir}: {e.strerror}"
+        if problem:
+            log.critical("refusing state_dir: %s", problem)
+            return 2
         if lock is None:
             log.critical("another ccf-agent is running with state_dir %s: two agents would ship every record "
                          "twice and overwrite each other's offsets; stop it or use another state_dir",
@@ -169,7 +214,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         from ccf_agent.ops.server import StatusServer
 
-        server = StatusServer(self)
+        server = self.status_server = StatusServer(self)
         await server.start()
         self._up = asyncio.Event()  # set once the first generation's inputs and outputs run
         try:
@@ -193,10 +238,11 @@ class Agent:
         return self.exit_code
 
     def _apply_reload(self) -> None:
-        from ccf_agent.config import ConfigError, load_config
+        from ccf_agent.config import load_config
 
         try:
             new = load_config(self.config.path)
+            preflight(new)
         except ConfigError as e:
             self.last_reload_error = str(e)
             log.error("reload rejected, keeping the running config: %s", e)

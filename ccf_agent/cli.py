@@ -16,27 +16,41 @@ EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
 
 
-def _load(path: str) -> Config:
+def _load(path: str, build: bool = False) -> Config:
+    """The config; with `build`, also every part `run` builds from it (agent.preflight)."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        if build:
+            from ccf_agent.agent import preflight
+
+            preflight(config)
+        return config
     except ConfigError as e:
         print(f"ccf-agent: config error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str, config: Config | None = None) -> None:
+    from ccf_agent.credentials import LOG_SCRUBBER, ScrubbingFormatter, config_secrets
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    if config is not None:
+        LOG_SCRUBBER.add(config_secrets(config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, config)
     from ccf_agent.agent import Agent
 
     try:
-        agent = Agent(config)
-    except (OSError, ValueError) as e:  # e.g. a TLS file that is not a certificate
+        agent = Agent(config)  # builds the outputs: the same refusals as `check` (agent.preflight)
+    except ConfigError as e:
+        print(f"ccf-agent: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, ValueError) as e:
         print(f"ccf-agent: cannot start with {args.config}: {e}", file=sys.stderr)
         return EXIT_CONFIG
     # What is alive now (modules, config, the agent) lives as long as the process: keep it out
@@ -58,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, build=True)
     print(f"{args.config}: OK ({len(config.inputs)} inputs, {len(config.outputs)} outputs, "
           f"{len(config.routes)} routes)")
     return 0
@@ -72,7 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging("warning")
+    _setup_logging("warning", config)
     from ccf_agent.setup import run_setup
 
     return run_setup(config)

@@ -7,16 +7,19 @@ operator at the exact spot. Secrets come from `${ENV_VAR}` or `${file:/path}` on
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from ccf_agent.conditions import Condition, ConditionError, compile_condition
+from ccf_agent.credentials import safe_url
 
 KeyPath = tuple[str | int, ...]
 
@@ -35,6 +38,30 @@ class ConfigError(Exception):
 _ENV_RE = re.compile(r"\$\{([^}]*)\}")
 
 
+MAX_DEPTH = 64  # a config nests a handful of levels; PyYAML's composer recurses once per level
+MAX_VALUES = 100_000  # values after aliases are expanded: a "billion laughs" document stops here
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with a bound on nesting: its composer recurses per level, so a
+    5,000-deep document ended in RecursionError (a traceback) rather than a config error."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
 class _Doc:
     """The parsed YAML as plain data, plus the line of every key path."""
 
@@ -42,14 +69,19 @@ class _Doc:
         self.file = file
         self.env = env
         self.lines: dict[KeyPath, int] = {}
+        self.values = 0
+        loader = _Loader(text)
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = loader.get_single_node()
+            self.loader = loader
+            self.data = self._convert(node, ()) if node is not None else {}
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             raise ConfigError(file, mark.line + 1 if mark else None, "", f"invalid YAML: {e.problem}") from e
         except yaml.YAMLError as e:
             raise ConfigError(file, None, "", f"invalid YAML: {e}") from e
-        self.data = self._convert(node, ()) if node is not None else {}
+        finally:
+            loader.dispose()
 
     def line(self, path: KeyPath) -> int | None:
         while path:
@@ -62,24 +94,52 @@ class _Doc:
         return ConfigError(self.file, self.line(path), _dotted(path), message)
 
     def _convert(self, node: yaml.Node, path: KeyPath) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
+        """Plain data from a node. Aliases are expanded here (the composer shares their node), so
+        this is where an alias bomb or an alias inside its own anchor is stopped."""
+        self.values += 1
+        line = node.start_mark.line + 1
+        if self.values > MAX_VALUES:
+            raise ConfigError(self.file, line, _dotted(path),
+                              f"the document expands to more than {MAX_VALUES} values (YAML aliases?)")
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(self.file, line, _dotted(path), f"nested deeper than {MAX_DEPTH} levels "
+                              "(an alias inside its own anchor?)")
+        self.lines.setdefault(path, line)
         if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
-                if key in out:
-                    raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted((*path, key)), "duplicate key")
-                self.lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = self._convert(value_node, (*path, key))
-            return out
+            return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node)  # type: ignore[arg-type]
+        value = self.loader.construct_object(node)
+        if isinstance(value, bytes):  # fields are shipped as JSON, which has no bytes
+            raise ConfigError(self.file, line, _dotted(path), "binary values (!!binary) are not supported")
         if isinstance(value, str) and "${" in value:
             value = self._substitute(value, path)
         return value
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        own: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
+            if key_node.tag == _MERGE:
+                continue
+            if key_node.value in own:
+                raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted((*path, key_node.value)),
+                                  "duplicate key")
+            own.add(key_node.value)
+        # `<<: *defaults` (YAML's merge key) by PyYAML's own rules: merged keys first, the mapping's
+        # own keys after them, and the last one of a name wins.
+        self.loader.flatten_mapping(node)
+        pairs: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(self.file, key_node.start_mark.line + 1, _dotted(path), "keys must be strings")
+            pairs[key_node.value] = (key_node, value_node)
+        out: dict[str, Any] = {}
+        for key, (key_node, value_node) in pairs.items():
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = self._convert(value_node, (*path, key))
+        return out
 
     def _substitute(self, value: str, path: KeyPath) -> str:
         def repl(m: re.Match[str]) -> str:
@@ -130,6 +190,8 @@ class _Reader:
             v = float(v)
         if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
             raise self.doc.error((*self.path, key), f"must be {_kind_name(kind)}, not {_kind(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.doc.error((*self.path, key), f"must be a finite number, not {v}")
         return v
 
     def positive(self, key: str, kind: type, default: Any) -> Any:
@@ -186,7 +248,7 @@ def parse_duration(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float):
-        return float(v)
+        return float(v) if math.isfinite(v) else None  # YAML's .nan and .inf
     m = _DURATION_RE.match(str(v))
     if not m:
         return None
@@ -208,14 +270,21 @@ def parse_size(v: Any) -> int | None:
     return int(float(m.group(1)) * mult)
 
 
-def _duration(r: _Reader, key: str, default: float) -> float:
+def _duration(r: _Reader, key: str, default: float, minimum: float = 0.0) -> float:
+    """A duration; `minimum` above 0 for the ones a loop waits on (0 there is a busy loop at 100% CPU)."""
     r.used.add(key)
     if key not in r.value or r.value[key] is None:
         return default
     v = parse_duration(r.value[key])
     if v is None or v < 0:
         raise r.doc.error((*r.path, key), f"must be a duration like 250ms, 5s, 2m or 1h, not {r.value[key]!r}")
+    if v < minimum:
+        raise r.doc.error((*r.path, key), f"must be at least {format_duration(minimum)}, not {r.value[key]!r}")
     return v
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _size(r: _Reader, key: str, default: int) -> int:
@@ -238,6 +307,9 @@ class TlsConfig:
     cert_file: str | None = None
     key_file: str | None = None
     server_name: str | None = None
+    # The output's config has a `tls` section, whatever it holds (even `{verify: true}`, the
+    # default): for an output whose hosts carry no scheme (logstash) that is what asks for TLS.
+    present: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,7 +342,7 @@ class InputConfig:
 class OutputConfig:
     name: str
     type: str
-    hosts: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = field(default=(), repr=False)  # may carry user:password@ or ?token=
     index: str = "ccf-logs"
     path: str | None = None  # type: file
     username: str | None = None
@@ -314,6 +386,9 @@ class Config:
     alerts: Any = None  # alerts.config.AlertsConfig, or None without an `alerts:` section
     read_ahead: bool | None = None  # a thread per input reads and scans ahead; None: when 2+ CPUs are ours
     report: Any = None  # report.config.ReportConfig: `ccf-agent report`
+    # error_at(key_path, message): a ConfigError naming the file:line of that key, for what only
+    # building the parts finds (agent.preflight): `check` and a reload refuse it like a typo.
+    error_at: Callable[[KeyPath, str], ConfigError] | None = field(default=None, compare=False, repr=False)
 
 
 # Each output type is one module with `create(cfg, dead_letters) -> Output`; a module may add
@@ -345,13 +420,16 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     state_dir = root.get("state_dir", str, required=True)
     status = root.sub("status")
     listen = status.get("listen", str, "127.0.0.1:5066")
+    if listen not in LISTEN_OFF and split_listen(listen) is None:
+        raise doc.error(("status", "listen"), f"must be host:port with a port from 1 to 65535 (like 127.0.0.1:5066), "
+                        f"or off, not '{listen}'")
     status.done()
     inputs = _inputs(doc, root)
     outputs = _outputs(doc, root)
     routes = _routes(doc, root, outputs)
     agent = root.sub("agent")
     hostname = agent.get("hostname", str)
-    flush = _duration(agent, "registry_flush_interval", 1.0)
+    flush = _duration(agent, "registry_flush_interval", 1.0, minimum=0.01)
     shutdown_timeout = _duration(agent, "shutdown_timeout", 10.0)
     max_inflight = _size(agent, "max_inflight_bytes", 4 << 20)
     read_ahead = agent.get("read_ahead", (bool, str), "auto")
@@ -367,7 +445,36 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     root.done()
     default = "default" if "default" in outputs else next(iter(outputs))
     return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
-                  max_inflight, hostname, processors, alerts, read_ahead, report)
+                  max_inflight, hostname, processors, alerts, read_ahead, report, doc.error)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """What an HTTP client refuses in a header, at the first request rather than at load (aiohttp:
+    "Forbidden control character detected in headers"). The value is never echoed: it may be a secret."""
+    if not _TOKEN.match(name):
+        return f"'{name}' is not a valid header name"
+    if _CONTROL.search(value):
+        return ("holds a control character such as a newline (an environment variable or secret file with a "
+                "trailing line break?)")
+    return None
+
+
+LISTEN_OFF = ("", "off", "none")
+
+
+def split_listen(listen: str) -> tuple[str, int] | None:
+    """`host:port` or `[v6]:port` (an empty host is loopback); None when it is not one."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if any(c in host for c in " /[]@") or (":" in host and not listen.strip().startswith("[")):
+        return None
+    return host or "127.0.0.1", int(port)
 
 
 def _section(doc: _Doc, root: _Reader, key: str, module: str, parser: str) -> Any:
@@ -418,8 +525,8 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
             start_at=r.choice("start_at", ("beginning", "end"), "beginning"),
             max_line_bytes=_size(r, "max_line_bytes", 1 << 20),
             fingerprint_bytes=_size(r, "fingerprint_bytes", 1024),
-            scan_interval=_duration(r, "scan_interval", 10.0),
-            poll_interval=_duration(r, "poll_interval", 0.25),
+            scan_interval=_duration(r, "scan_interval", 10.0, minimum=0.01),
+            poll_interval=_duration(r, "poll_interval", 0.25, minimum=0.005),
             rotate_wait=_duration(r, "rotate_wait", 5.0),
             partial_flush=_duration(r, "partial_flush", 10.0),
             close_inactive=_duration(r, "close_inactive", 300.0),
@@ -463,20 +570,29 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         raise doc.error(("outputs",), "needs at least one output")
     out = {}
     for name, item in raw.items():
+        if not _NAME.match(name):
+            # It names a file under state_dir/dead_letter/: no path separators, no "..".
+            raise doc.error(("outputs", name), "an output's name must be letters, digits, '_', '-' or '.', "
+                            "starting with a letter, digit or '_'")
         r = _Reader(doc, ("outputs", name), item)
         kind = r.get("type", str, required=True)
         if kind not in OUTPUT_TYPES:
             raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
         hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
+        if kind != "file" and not hosts:
+            raise doc.error(("outputs", name, "hosts"), "needs at least one host")
         for j, h in enumerate(hosts):
-            if kind in URL_HOSTS and not re.match(r"^https?://[^/\s]+", h):
-                raise doc.error(("outputs", name, "hosts", j), f"must be a URL like https://es1:9200, not '{h}'")
-            if kind == "logstash" and not re.match(r"^[^\s/:]+:\d+$", h):
-                raise doc.error(("outputs", name, "hosts", j), f"must be host:port like logstash1:5044, not '{h}'")
+            if kind in URL_HOSTS and not _url_ok(h):
+                raise doc.error(("outputs", name, "hosts", j),
+                                f"must be a URL like https://es1:9200, not '{safe_url(h)}'")
+            if kind == "logstash" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
+                raise doc.error(("outputs", name, "hosts", j),
+                                f"must be host:port like logstash1:5044 (port 1 to 65535), not '{safe_url(h)}'")
+        present = "tls" in r.value
         t = r.sub("tls")
         tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
                         cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
-                        server_name=t.get("server_name", str))
+                        server_name=t.get("server_name", str), present=present)
         t.done()
         if tls.key_file and not tls.cert_file:
             raise doc.error(("outputs", name, "tls", "key_file"), "key_file needs cert_file")
@@ -487,7 +603,7 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
         cfg = OutputConfig(
             name=name, type=kind, hosts=hosts,
             index=r.get("index", str, "ccf-logs"),
-            path=r.get("path", str, required=kind == "file"),
+            path=_path(r, "path", required=kind == "file"),
             username=r.get("username", str), password=r.get("password", str),
             api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
             batch_max_docs=r.positive("batch_max_docs", int, 5000),
@@ -496,19 +612,49 @@ def _outputs(doc: _Doc, root: _Reader) -> dict[str, OutputConfig]:
             max_in_flight=r.positive("max_in_flight", int, 2),
             max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
             compression=r.choice("compression", ("none", "gzip"), "none"),
-            timeout=_duration(r, "timeout", 30.0),
-            backoff_initial=_duration(r, "backoff_initial", 0.1),
-            backoff_max=_duration(r, "backoff_max", 30.0),
+            timeout=_duration(r, "timeout", 30.0, minimum=0.01),
+            backoff_initial=_duration(r, "backoff_initial", 0.1, minimum=0.001),
+            backoff_max=_duration(r, "backoff_max", 30.0, minimum=0.001),
             options=_output_options(doc, r, ("outputs", name), kind),
         )
         if cfg.password and not cfg.username:
             raise doc.error(("outputs", name, "password"), "password needs username")
+        for key, header in (("api_key", "Authorization"), ("bearer_token", "Authorization")):
+            value = getattr(cfg, key)
+            problem = header_problem(header, value) if value else None
+            if problem:
+                raise doc.error(("outputs", name, key), problem)
+        if cfg.backoff_max < cfg.backoff_initial:
+            raise doc.error(("outputs", name, "backoff_max"), "must be at least backoff_initial")
         problem = _output_problem(cfg)
+        if isinstance(problem, tuple):  # (key path within the output, message)
+            raise doc.error(("outputs", name, *problem[0]), problem[1])
         if problem:
             raise doc.error(("outputs", name), problem)
         r.done()
         out[name] = cfg
     return out
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def _path(r: _Reader, key: str, required: bool) -> str | None:
+    path: str | None = r.get(key, str, required=required)
+    if path is not None and not path.strip():
+        raise r.doc.error((*r.path, key), "must not be empty")
+    return path
+
+
+def _url_ok(url: str) -> bool:
+    """http(s)://host[:port][/path] with a port in range (a bad one fails every request, not the load)."""
+    if not re.match(r"^https?://[^/\s]+", url) or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port out of range, a bad [v6] literal
+        return False
 
 
 def _output_options(doc: _Doc, r: _Reader, path: KeyPath, kind: str) -> Any:
@@ -523,8 +669,9 @@ def _output_options(doc: _Doc, r: _Reader, path: KeyPath, kind: str) -> Any:
     return module.parse_options(raw, lambda p, m: doc.error((*path, *p), m))
 
 
-def _output_problem(cfg: OutputConfig) -> str | None:
-    """A module may check its own keys against the common ones with `config_problem(cfg)`."""
+def _output_problem(cfg: OutputConfig) -> str | tuple[KeyPath, str] | None:
+    """A module may check its own keys against the common ones with `config_problem(cfg)`: a message
+    for the output as a whole, or (key path, message) for one key."""
     import importlib
 
     check = getattr(importlib.import_module(OUTPUT_MODULES[cfg.type]), "config_problem", None)

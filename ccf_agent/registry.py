@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from ccf_agent.fsutil import SnapshotOrder, fsync_dir, write_all
+from ccf_agent.fsutil import SnapshotOrder, create_fresh, fsync_dir, read_plain, write_all
 
 log = logging.getLogger("ccf_agent.registry")
 
@@ -109,7 +109,7 @@ class Registry:
     # ------------------------------------------------------------------ persistence
 
     def load(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         candidates = [self.path, self.path.with_suffix(".json.tmp"), self.path.with_suffix(".json.prev")]
         best: tuple[float, list[dict[str, object]]] | None = None
         for p in candidates:
@@ -164,8 +164,8 @@ class Registry:
     def _replace(self, doc: bytes) -> None:
         """Temp file, fsync, the previous version kept as .prev, rename, fsync the directory."""
         tmp = self.path.with_suffix(".json.tmp")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        fd = create_fresh(tmp, 0o640)
         try:
             write_all(fd, doc)
         finally:
@@ -178,7 +178,7 @@ class Registry:
 
 def _read_version(path: Path) -> tuple[float, list[dict[str, object]]] | None:
     try:
-        raw = path.read_bytes()
+        raw = read_plain(path)
         doc = orjson.loads(raw)
         entries = doc["entries"]
         body = orjson.dumps(entries)

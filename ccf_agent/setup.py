@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 
 from ccf_agent.config import Config, OutputConfig
+from ccf_agent.credentials import Scrubber, output_secrets
 from ccf_agent.outputs.base import client_ssl_context
 from ccf_agent.outputs.elasticsearch import (
     Host,
@@ -35,7 +36,6 @@ from ccf_agent.outputs.elasticsearch import (
     describe_connection_error,
     index_pattern,
     options_of,
-    secrets_of,
 )
 
 COMPONENT = "ccf-agent-mappings"
@@ -171,7 +171,7 @@ class Cluster:
     def __init__(self, cfg: OutputConfig) -> None:
         self.cfg = cfg
         self.hosts = [Host.parse(h) for h in cfg.hosts]
-        self.secrets = secrets_of(cfg)
+        self.redact = Scrubber(output_secrets(cfg))
         headers = {"Content-Type": "application/json"}
         header = auth_header(cfg)
         if header:
@@ -189,11 +189,6 @@ class Cluster:
 
     async def close(self) -> None:
         await self.session.close()
-
-    def redact(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
 
     async def connect(self) -> None:
         problems = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -97,8 +98,10 @@ class Engine:
 class AgentProcess:
     """`ccf-agent run` as its own process, the way an operator runs it."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None,
+                 nofile: int | None = None) -> None:
         self.workdir = workdir
+        self.nofile = nofile  # RLIMIT_NOFILE of the agent process (soft and hard), or inherited
         self.port = free_port()
         config = {**config, "status": {"listen": f"127.0.0.1:{self.port}"}}
         config.setdefault("state_dir", str(workdir / "state"))
@@ -115,8 +118,14 @@ class AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         log.write(f"\n===== start {self.starts} =====\n".encode())
         log.flush()
+        nofile = self.nofile
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen([sys.executable, "-m", "ccf_agent", "run", "-c", str(self.config_path)],
-                                     stdout=log, stderr=log, cwd=ROOT, env=self.env)
+                                     stdout=log, stderr=log, cwd=ROOT, env=self.env, preexec_fn=limit)
         log.close()
         wait_until(lambda: self.status() is not None or not self.alive, 30, "the agent's status endpoint")
         assert self.alive, f"agent exited at start:\n{self.log()}"

@@ -52,8 +52,9 @@ def test_good_config_parses_into_typed_values() -> None:
 
 
 def test_secrets_are_not_in_the_repr() -> None:
-    cfg = parse_config(GOOD, "cfg.yaml", {"ES_PASSWORD": "s3cret"})
-    assert "s3cret" not in repr(cfg)
+    cfg = parse_config(GOOD.replace("https://es1:9200", "https://u:urlpass@es1:9200", 1), "cfg.yaml",
+                       {"ES_PASSWORD": "s3cret"})
+    assert "s3cret" not in repr(cfg) and "urlpass" not in repr(cfg)
 
 
 def test_unknown_key_names_its_line() -> None:
@@ -165,3 +166,54 @@ def test_read_ahead_on_auto_follows_the_cpus_the_agent_may_use(
         return Agent(parse_config(text, "cfg.yaml", {"ES_PASSWORD": "x"}))._reads_ahead()
 
     assert asyncio.run(decide()) is reads_ahead
+
+
+# ---------------------------------------------------------------------------- hostile YAML
+
+
+def check_exit(tmp_path: Path, text: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    return subprocess.run([sys.executable, "-m", "ccf_agent", "check", "-c", str(cfg)], capture_output=True,
+                          text=True, env={"ES_PASSWORD": "x", "PATH": "/usr/bin:/bin"}, timeout=timeout)
+
+
+def test_an_alias_bomb_is_a_config_error_not_a_hang(tmp_path: Path) -> None:
+    # "Billion laughs": 9 levels of 9 aliases expand to 9**9 strings (it ran at 100% CPU, growing).
+    levels = ["a0: &a0 [lol]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    r = check_exit(tmp_path, GOOD + "x:\n" + "".join(f"  {lv}\n" for lv in levels), timeout=20)
+    assert r.returncode == 2
+    assert "expands to more than 100000 values (YAML aliases?)" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("nested", "message"), [
+    ("x: " + "[" * 5000 + "]" * 5000 + "\n", "bad.yaml:19: invalid YAML: nested deeper than 64 levels"),
+    ("x:\n" + "".join("  " * i + "- \n" for i in range(1, 3000)), "bad.yaml:83: invalid YAML: nested deeper"),
+    ("routes:\n  - name: deep\n    output: logs\n    when: " + "{not: " * 3000 + "{field: a, exists: true}"
+     + "}" * 3000 + "\n", "bad.yaml:22: invalid YAML: nested deeper than 64 levels"),
+    ("x: &a [*a]\n", "bad.yaml:19: x[0][0]"),  # an alias inside its own anchor
+])
+def test_deep_nesting_is_a_config_error_not_a_traceback(tmp_path: Path, nested: str, message: str) -> None:
+    r = check_exit(tmp_path, GOOD.split("routes:")[0] + nested)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_yaml_merge_key_is_merged() -> None:
+    text = GOOD.replace("""  payouts:
+    type: elasticsearch
+    hosts: ["https://es1:9200"]
+    index: ccf-payouts
+""", """  payouts:
+    <<: *logs
+    index: ccf-payouts
+""").replace("  logs:\n", "  logs: &logs\n")
+    cfg = parse_config(text, "cfg.yaml", {"ES_PASSWORD": "s3cret"})
+    payouts = cfg.outputs["payouts"]
+    assert (payouts.type, payouts.hosts, payouts.index) == ("elasticsearch", ("https://es1:9200",), "ccf-payouts")
+    assert (payouts.username, payouts.password) == ("elastic", "s3cret")
+
+
+def test_a_key_twice_in_one_mapping_is_still_an_error_next_to_a_merge_key() -> None:
+    e = error_of(GOOD.replace("  logs:\n", "  logs: &logs\n") + "x:\n  <<: *logs\n  a: 1\n  a: 2\n")
+    assert (e.key, e.message) == ("x.a", "duplicate key")

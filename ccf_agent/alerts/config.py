@@ -22,6 +22,7 @@ file:line error, so every problem here is reported at the exact key.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 
 from ccf_agent.alerts.template import Template, TemplateError, compile_template
 from ccf_agent.conditions import Condition, ConditionError, compile_condition
-from ccf_agent.config import parse_duration
+from ccf_agent.config import format_duration, header_problem, parse_duration
 
 Where = Callable[[tuple, str], Exception]
 
@@ -110,9 +111,11 @@ class _Section:
             v = float(v)
         if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
             raise self.err(key, f"must be {_kind(kind)}, not {_kind(type(v))}")
+        if isinstance(v, float) and not math.isfinite(v):  # YAML's .nan passes every comparison's else branch
+            raise self.err(key, f"must be a finite number, not {v}")
         return v
 
-    def duration(self, key: str, default: float | None, required: bool = False) -> Any:
+    def duration(self, key: str, default: float | None, required: bool = False, minimum: float = 0.0) -> Any:
         self.used.add(key)
         raw = self.value.get(key)
         if raw is None:
@@ -122,6 +125,8 @@ class _Section:
         v = parse_duration(raw)
         if v is None or v < 0:
             raise self.err(key, f"must be a duration like 250ms, 5s, 2m or 1h, not {raw!r}")
+        if v < minimum:
+            raise self.err(key, f"must be at least {format_duration(minimum)}, not {raw!r}")
         return v
 
     def strmap(self, key: str) -> dict[str, str]:
@@ -163,7 +168,8 @@ def parse_alerts(raw: dict | None, where: Where) -> AlertsConfig:
         return AlertsConfig()
     top = _Section(where, (), raw)
     notifiers = _notifiers(top)
-    repeat = top.duration("repeat_interval", 4 * 3600.0)
+    # A repeat or resend interval of 0 would notify on every tick (4 a second) while an alert fires.
+    repeat = top.duration("repeat_interval", 4 * 3600.0, minimum=1.0)
     labels = _labels(top, "labels")
     rules_raw = top.get("rules", list, [])
     rules = []
@@ -210,14 +216,25 @@ def _notifiers(top: _Section) -> dict[str, NotifierConfig]:
             # Never echo the value: a webhook URL is a secret.
             raise s.err("url", "must be an http:// or https:// URL (write it as ${ENV_VAR} or ${file:/path})")
         headers = s.strmap("headers")
+        for hname, value in headers.items():
+            problem = header_problem(hname, value)
+            if problem:
+                raise s.where((*s.path, "headers", hname), problem)
         token = s.get("bearer_token", str)
         if token:
+            problem = header_problem("Authorization", token)
+            if problem:
+                raise s.err("bearer_token", problem)
             headers["Authorization"] = f"Bearer {token}"
+        if "@" in url.partition("://")[2].partition("/")[0] and any(k.lower() == "authorization" for k in headers):
+            # aiohttp refuses such a request: every notice would fail. Never echo the URL.
+            raise s.err("url", "carries user:password@ while bearer_token or an Authorization header is set too: "
+                        "give the credentials one way only")
         default_resend = 60.0 if kind == "alertmanager" else None
         cfg = NotifierConfig(
             name=name, type=kind, url=url, headers=headers,
             timeout=s.duration("timeout", 10.0),
-            resend_interval=s.duration("resend_interval", default_resend),
+            resend_interval=s.duration("resend_interval", default_resend, minimum=1.0),
             backoff_initial=s.duration("backoff_initial", 0.5),
             backoff_max=s.duration("backoff_max", 30.0),
             max_outbox=s.get("max_outbox", int, 1000),
@@ -275,7 +292,7 @@ def _rule(s: _Section, notifiers: Mapping[str, NotifierConfig], repeat: float) -
         window=window, threshold=threshold, min_count=min_count,
         for_=s.duration("for", 0.0),
         severity=severity, labels=_labels(s, "labels"), annotations=annotations,
-        repeat_interval=s.duration("repeat_interval", repeat),
+        repeat_interval=s.duration("repeat_interval", repeat, minimum=1.0),
         group_wait=s.duration("group_wait", 0.0),
         notifiers=tuple(n for n in wanted if notifiers[n].url),
     )

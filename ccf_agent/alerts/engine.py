@@ -33,9 +33,10 @@ import orjson
 
 from ccf_agent.alerts.config import AlertsConfig, NotifierConfig
 from ccf_agent.alerts.notifiers import DeliveryError, deliver, iso
-from ccf_agent.alerts.outbox import Notice, Outbox, atomic_write
+from ccf_agent.alerts.outbox import Notice, Outbox
 from ccf_agent.alerts.rules import FIRING, Rule, make_rule
 from ccf_agent.alerts.select import Selector
+from ccf_agent.fsutil import atomic_write, ensure_dir, read_plain
 
 FUTURE_SKEW = 5.0   # seconds an event may be stamped ahead of the wall clock and still move it
 IDLE_AFTER = 10.0   # seconds without a batch before a lagging clock follows the wall clock
@@ -343,12 +344,12 @@ class AlertEngine:
 
     def _write(self, data: bytes) -> None:
         with self._write_lock:  # the persister's thread and close() must not share a tmp file
-            self._dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self._dir)
             atomic_write(self._path, data)
 
     def _load(self) -> None:
         try:
-            data = orjson.loads(self._path.read_bytes())
+            data = orjson.loads(read_plain(self._path))
             if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
                 raise ValueError("unknown state version")
         except FileNotFoundError:

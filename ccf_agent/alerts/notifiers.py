@@ -197,5 +197,5 @@ async def post(session: aiohttp.ClientSession, cfg: NotifierConfig, body: bytes 
     except aiohttp.ClientConnectorError as e:
         # Only the OS error: aiohttp's own message may carry the URL, and the URL is the secret.
         raise DeliveryError(f"cannot connect: {e.os_error.strerror or type(e.os_error).__name__}") from e
-    except (aiohttp.ClientError, OSError) as e:
+    except (aiohttp.ClientError, OSError, ValueError) as e:  # ValueError: a request aiohttp refuses to send
         raise DeliveryError(f"{type(e).__name__}") from e

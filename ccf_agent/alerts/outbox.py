@@ -14,8 +14,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ccf_agent.fsutil import atomic_write  # noqa: F401 - re-exported for the engine
-
 Notice = dict[str, Any]  # JSON-ready: id, notifier, rule, status, repeat, created, ... (see engine)
 
 

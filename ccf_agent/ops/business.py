@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from ccf_agent.conditions import P_EQUALS, P_HAS
-from ccf_agent.fsutil import SnapshotOrder, atomic_write
+from ccf_agent.fsutil import SnapshotOrder, atomic_write, read_plain
 from ccf_agent.pipeline.native import fast as _fast  # conditions' evaluator in C, or None
 
 log = logging.getLogger("ccf_agent.ops.business")
@@ -180,7 +180,7 @@ class BusinessMetrics:
     def load(self, state_dir: str | os.PathLike[str]) -> None:
         path = Path(state_dir) / STATE_FILE
         try:
-            doc = orjson.loads(path.read_bytes())
+            doc = orjson.loads(read_plain(path))
             value = doc["last_payout_job_timestamp"]
         except FileNotFoundError:
             return

@@ -107,6 +107,13 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
     m("ccf_agent_lag_bytes", "gauge", "Bytes written to files but not yet acknowledged by every output.",
       [({"input": k}, v) for k, v in lag.items()])
     m("ccf_agent_inflight_bytes", "gauge", "Bytes read and not yet acknowledged.", [({}, agent.flow.inflight)])
+    server = agent.status_server
+    if server is not None:
+        m("ccf_agent_status_connections_total", "counter",
+          "Connections to this endpoint not served: refused (over the cap or descriptors short), cut (no "
+          "complete request or answer within its deadline), malformed (answered 400).",
+          [({"outcome": "refused"}, server.refused), ({"outcome": "cut"}, server.cut),
+           ({"outcome": "malformed"}, server.malformed)])
     counters = [(i, k, v) for i, p in agent.pipelines.items() for k, v in p.counters.items()]
     m("ccf_agent_redactions_total", "counter", "Values masked or removed before leaving the host.",
       [({"input": i, "kind": k.split(":", 1)[1]}, v) for i, k, v in counters if k.startswith("redacted:")])

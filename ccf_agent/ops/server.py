@@ -1,16 +1,33 @@
 """The local HTTP endpoint: `/status` for `ccf-agent status`, `/health`, `/metrics`.
 
-Bound to loopback by default (`status.listen`): it describes the host's files.
+Bound to loopback by default (`status.listen`): it describes the host's files. Any local user can
+connect, so the endpoint must never cost the daemon what shipping needs: each connection holds a
+file descriptor, the same descriptors the tail opens log files with. So:
+
+- at most MAX_CONNECTIONS at once, and no more than two while descriptors run short (FD_RESERVE
+  left): others are closed as soon as they are accepted, and that is logged (once a minute at most);
+- a connection must send a complete request within REQUEST_WAIT of opening (or of its previous
+  answer), and be done with it within REQUEST_MAX: a half-sent request, or a client that does
+  not read its answer, is cut then. aiohttp has no timeout for reading a request's head (its
+  keepalive timer does that only in some versions, and never bounds a slow reader of the answer),
+  hence the deadline kept here per connection;
+- a malformed request gets aiohttp's 400 and one counted log line a minute, not a traceback each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from ccf_agent.config import LISTEN_OFF, split_listen
+from ccf_agent.fsutil import descriptor_limit, descriptors_free, descriptors_held
 from ccf_agent.ops.metrics import render_metrics
 
 if TYPE_CHECKING:
@@ -18,36 +35,147 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ccf_agent.ops")
 
+MAX_CONNECTIONS = 16  # ccf-agent status, a Prometheus scraper and a health checker need a few
+FD_RESERVE = 64  # descriptors kept free (twice the tail's reserve, so this endpoint gives way first)
+REQUEST_WAIT = 5.0  # seconds from connecting (or from the previous answer) to a complete request head
+REQUEST_MAX = 10.0  # seconds from the request head to the answer sent
+REPORT_EVERY = 60.0  # seconds between two log lines about refused or malformed connections
 
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()
+
+
+class _Connection(web.RequestHandler):
+    """aiohttp's handler for one connection, with the deadline aiohttp does not keep itself."""
+
+    def __init__(self, server: StatusServer, **kwargs: Any) -> None:
+        assert server.runner is not None and server.runner.server is not None
+        super().__init__(server.runner.server, loop=asyncio.get_running_loop(), **kwargs)
+        self.guard = server
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.guard.open += 1
+        self.expire_in(REQUEST_WAIT)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.guard.open -= 1
+        if self.deadline is not None:
+            self.deadline.cancel()
+        super().connection_lost(exc)
+
+    def expire_in(self, seconds: float) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        if self.transport is not None:
+            self.guard.cut += 1
+            self.transport.abort()
+            self.guard.report()
+
+
+class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger: a malformed request is counted (and reported once a minute), not
+    logged with its traceback; anything else goes to our log as aiohttp meant it."""
+
+    def __init__(self, server: StatusServer) -> None:
+        super().__init__(log, {})
+        self.server = server
+
+    def _malformed(self, exc_info: Any) -> bool:
+        if not isinstance(exc_info, HttpProcessingError):
+            return False
+        # The client's bytes end up in the message: one line, printable, short.
+        self.server.last_malformed = repr(str(exc_info.message).split("\n", 1)[0][:100])
+        self.server.malformed += 1
+        self.server.report()
+        return True
+
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        if not self._malformed(exc_info):  # aiohttp logs a non-HTTP first line at debug level
+            super().debug(msg, *args, exc_info=exc_info, **kwargs)
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if not self._malformed(exc_info):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class StatusServer:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.AbstractServer | None = None
+        self.open = 0  # connections now
+        self.refused = 0  # connections closed at once: over the cap, or descriptors short
+        self.cut = 0  # connections closed at their deadline
+        self.malformed = 0  # requests aiohttp answered 400
+        self.last_malformed = ""
+        self._reported = (0, 0, 0)
+        self._report_at = 0.0
 
     async def start(self) -> None:
         listen = self.agent.config.status_listen
-        if listen in ("", "off", "none"):
+        address = None if listen in LISTEN_OFF else split_listen(listen)
+        if address is None:  # the loader refused any other value
             return
-        app = web.Application()
+        app = web.Application(middlewares=[self._within_deadline])
         app.router.add_get("/status", self._status)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        host, port = split_listen(listen)
+        host, port = address
         try:
-            await web.TCPSite(self.runner, host, port).start()
+            self.listener = await asyncio.get_running_loop().create_server(
+                self._accept, host, port, reuse_address=True)
         except OSError as e:
             log.error("status endpoint %s unavailable: %s (shipping continues)", listen, e.strerror)
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         if self.runner is not None:
             await self.runner.cleanup()
+
+    def _accept(self) -> asyncio.Protocol:
+        """The protocol for a connection just accepted: aiohttp's, or a refusal."""
+        if self.open >= MAX_CONNECTIONS or (self.open >= 2 and descriptors_free(FD_RESERVE) <= 0):
+            self.refused += 1
+            self.report()
+            return _Refused()
+        return _Connection(self, logger=_QuietLog(self), access_log=None, keepalive_timeout=REQUEST_WAIT,
+                           lingering_time=1.0, max_headers=64)
+
+    @web.middleware
+    async def _within_deadline(self, request: web.Request,
+                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """The request head is in: the answer must be sent within REQUEST_MAX, and the next request
+        (keep-alive) must come within REQUEST_WAIT after that."""
+        conn = request.protocol
+        if isinstance(conn, _Connection):
+            conn.expire_in(REQUEST_MAX + REQUEST_WAIT)
+        return await handler(request)
+
+    def report(self) -> None:
+        """One log line a minute at most about connections refused, cut or malformed."""
+        now = time.monotonic()
+        counts = (self.refused, self.cut, self.malformed)
+        if now - self._report_at < REPORT_EVERY or counts == self._reported:
+            return
+        new = [c - r for c, r in zip(counts, self._reported, strict=True)]
+        self._reported, self._report_at = counts, now
+        held = descriptors_held()
+        log.warning("status endpoint: %d connection(s) refused (open: %d of %d allowed; the agent holds %s of its "
+                    "%d descriptors), %d cut at their deadline, %d malformed request(s)%s since the last report; "
+                    "shipping is not affected", new[0], self.open, MAX_CONNECTIONS, "all" if held is None else held,
+                    descriptor_limit(), new[1], new[2], f" (last: {self.last_malformed})" if new[2] else "")
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.agent.status()), content_type="application/json")

@@ -21,6 +21,7 @@ from typing import Any
 from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig, TlsConfig
+from ccf_agent.credentials import Scrubber, output_secrets
 
 log = logging.getLogger("ccf_agent.outputs")
 
@@ -74,6 +75,8 @@ class Output(ABC):
         self.in_flight = 0
         self.stats = OutputStats()
         self.healthy = True
+        # Error texts reach the log, /status, /health and `ccf-agent status`: never with a credential.
+        self.scrub = Scrubber(output_secrets(cfg))
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -132,9 +135,12 @@ class Output(ABC):
             if f.token is not None:
                 f.token.done()
 
-    def note_error(self, message: str) -> None:
+    def note_error(self, message: str) -> str:
+        """Remember the latest error; returns it with the output's credentials hidden, for the log."""
+        message = self.scrub(message)
         self.stats.last_error = message
         self.stats.last_error_at = time.time()
+        return message
 
     async def wait_for_work(self) -> None:
         """Until something is queued; meanwhile the output counts as idle (what `drain` waits for)."""

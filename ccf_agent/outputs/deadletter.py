@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ccf_agent.fsutil import write_all
+from ccf_agent.fsutil import ensure_dir, open_plain, write_all
 
 log = logging.getLogger("ccf_agent.outputs.deadletter")
 
@@ -58,10 +58,10 @@ class DeadLetters:
         }) + b"\n" for it in items)
         path = self.path_for(output)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.dir)
             if path.exists() and path.stat().st_size + len(data) > self.max_bytes:
                 self._rotate(path)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 write_all(fd, data)
             finally:

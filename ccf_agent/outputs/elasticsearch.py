@@ -24,7 +24,6 @@ cluster pushing back for minutes sees a few probes per backoff interval, not a r
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import email.utils
 import logging
@@ -38,7 +37,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -46,6 +45,7 @@ import orjson
 from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig, parse_duration
+from ccf_agent.credentials import basic_auth, split_userinfo
 from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
 from ccf_agent.pipeline.native import fast as _fast  # the bulk body in C, or None
@@ -161,8 +161,22 @@ def options_of(cfg: OutputConfig) -> EsOptions:
     return cfg.options if isinstance(cfg.options, EsOptions) else EsOptions()
 
 
-def config_problem(cfg: OutputConfig) -> str | None:
+def index_problem(index: str) -> str | None:
+    """What Elasticsearch refuses in an index name (its date pattern filled in): it would answer
+    every record's create with invalid_index_name_exception, and every record be dead-lettered."""
+    name = IndexNamer(index).name(b"2024-12-31")
+    if not name or len(name.encode()) > 255 or not _INDEX_NAME.match(name):
+        return ("must be a lowercase index name of at most 255 bytes, starting with a letter or digit, without "
+                f"spaces or any of \\ / * ? \" < > | , # : (a date pattern like %{{+yyyy.MM.dd}} may follow), "
+                f"not {index!r}")
+    return None
+
+
+def config_problem(cfg: OutputConfig) -> str | tuple[tuple[str, ...], str] | None:
     """Checks across common and own keys that the loader cannot make on either alone."""
+    problem = index_problem(cfg.index)
+    if problem:
+        return ("index",), problem
     if options_of(cfg).data_stream and _DATE_PATTERN.search(cfg.index):
         return (f"data_stream: a data stream is one name (index {cfg.index!r} has a date pattern); "
                 "its backing indices roll over by themselves")
@@ -172,31 +186,14 @@ def config_problem(cfg: OutputConfig) -> str | None:
 # ---------------------------------------------------------------------------------- TLS, auth, hosts
 
 
-def _basic(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
 def auth_header(cfg: OutputConfig) -> str | None:
     if cfg.api_key:
         return f"ApiKey {cfg.api_key}"
     if cfg.bearer_token:
         return f"Bearer {cfg.bearer_token}"
     if cfg.username:
-        return _basic(cfg.username, cfg.password or "")
+        return basic_auth(cfg.username, cfg.password or "")
     return None
-
-
-def secrets_of(cfg: OutputConfig) -> list[str]:
-    """Every secret an error message must never show (also in URL userinfo)."""
-    out = [s for s in (cfg.password, cfg.api_key, cfg.bearer_token) if s]
-    for h in cfg.hosts:
-        p = urlsplit(h).password
-        if p:
-            out += [p, unquote(p)]
-    header = auth_header(cfg)
-    if header:
-        out.append(header.split(" ", 1)[1])
-    return [s for s in out if len(s) >= 3]
 
 
 @dataclass
@@ -210,13 +207,10 @@ class Host:
 
     @classmethod
     def parse(cls, url: str, discovered: bool = False) -> Host:
-        parts = urlsplit(url)
-        auth = None
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = netloc.rsplit("@", 1)[1]
-            auth = _basic(unquote(parts.username or ""), unquote(parts.password or ""))
-        return cls(f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}", auth, discovered=discovered)
+        bare, user, password = split_userinfo(url)
+        parts = urlsplit(bare)
+        auth = basic_auth(user, password or "") if user is not None else None
+        return cls(f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}", auth, discovered=discovered)
 
 
 def parse_publish_address(address: str, scheme: str) -> str | None:
@@ -415,7 +409,7 @@ class ElasticsearchOutput(Output):
         super().__init__(cfg)
         problem = config_problem(cfg)
         if problem:
-            raise ValueError(f"output {cfg.name}: {problem}")
+            raise ValueError(f"output {cfg.name}: {problem if isinstance(problem, str) else problem[1]}")
         self.opts = options_of(cfg)
         self.namer = IndexNamer(cfg.index)
         self.dead = dead_letters
@@ -425,7 +419,6 @@ class ElasticsearchOutput(Output):
         self.engine: str | None = None
         self.session: aiohttp.ClientSession | None = None
         self.problem: str | None = None  # kind of the current trouble, None while delivering fine
-        self._secrets = secrets_of(cfg)
         self._logged: tuple[str, float] = ("", 0.0)
         self.headers = {"Content-Type": "application/x-ndjson"}
         if cfg.compression == "gzip":
@@ -842,7 +835,7 @@ class ElasticsearchOutput(Output):
                 self.set_discovered(discovered_urls(info, scheme), auth)
             except (RequestFailed, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
                 log.warning("output %s: node discovery through %s failed: %s", self.name, host.url,
-                            self._redact(str(e)))
+                            self.scrub(str(e)))
             await asyncio.sleep(self.opts.discovery_interval)
 
     def set_discovered(self, urls: Sequence[str], auth: str | None) -> None:
@@ -895,7 +888,7 @@ class ElasticsearchOutput(Output):
         self.problem = None
 
     def _report(self, kind: str, message: str) -> None:
-        message = self._redact(message)
+        message = self.scrub(message)
         self.healthy = False
         self.problem = kind
         self.note_error(message)
@@ -903,11 +896,6 @@ class ElasticsearchOutput(Output):
         if message != self._logged[0] or now - self._logged[1] > 60:
             log.warning("output %s: %s", self.name, message)
             self._logged = (message, now)
-
-    def _redact(self, text: str) -> str:
-        for s in self._secrets:
-            text = text.replace(s, "***")
-        return text
 
     def _auth_message(self, status: int, url: str) -> str:
         if status == 401:

@@ -8,6 +8,7 @@ unacknowledged tail: readers dedupe on `_id`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from ccf_agent.config import OutputConfig
 from ccf_agent.fsutil import write_all
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
+
+log = logging.getLogger("ccf_agent.outputs.file")
 
 
 class FileOutput(Output):
@@ -29,8 +32,7 @@ class FileOutput(Output):
         return b"".join(parts)
 
     async def run(self) -> None:
-        assert self.cfg.path is not None
-        fd = await asyncio.to_thread(_open_append, self.cfg.path)
+        fd = await self._open()
         try:
             while True:
                 await self.wait_for_work()
@@ -55,6 +57,27 @@ class FileOutput(Output):
         finally:
             os.close(fd)
 
+    async def _open(self) -> int:
+        """The file, once it can be opened: until then records wait queued (reading pauses when the
+        queue is full) and the error shows in status, instead of the daemon dying on it."""
+        assert self.cfg.path is not None
+        logged = None
+        while True:
+            try:
+                fd = await asyncio.to_thread(_open_append, self.cfg.path)
+            except OSError as e:
+                self.healthy = False
+                message = self.note_error(f"cannot open {self.cfg.path}: {e.strerror or e}; retrying")
+                if message != logged:
+                    log.error("output %s: %s", self.name, message)
+                    logged = message
+                await asyncio.sleep(1.0)
+                continue
+            if logged is not None:
+                log.info("output %s: %s opened", self.name, self.cfg.path)
+                self.healthy = True
+            return fd
+
     def status(self) -> dict[str, Any]:
         s = super().status()
         s["path"] = self.cfg.path
@@ -64,6 +87,12 @@ class FileOutput(Output):
 def _open_append(path: str) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def config_problem(cfg: OutputConfig) -> tuple[tuple[str, ...], str] | None:
+    if cfg.path and os.path.isdir(cfg.path):
+        return ("path",), f"{cfg.path} is a directory; name the file to append to"
+    return None
 
 
 def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:

@@ -14,7 +14,6 @@ server may have stored them before the answer was lost) are counted in `stats.du
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import logging
 import ssl
@@ -27,7 +26,8 @@ from typing import Any
 import aiohttp
 
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig
+from ccf_agent.config import OutputConfig, header_problem
+from ccf_agent.credentials import basic_auth, safe_url, split_userinfo
 from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
 
@@ -59,7 +59,24 @@ def parse_options(raw: Mapping[str, Any], where: Where) -> HttpOptions:
             raise where(("headers", name), "must be a string")
         if name.lower() in _RESERVED_HEADERS:
             raise where(("headers", name), "is set by the agent itself")
+        problem = header_problem(str(name), str(value))
+        if problem:
+            raise where(("headers", name), problem)
     return HttpOptions(fmt, {str(k): str(v) for k, v in headers.items()})
+
+
+def config_problem(cfg: OutputConfig) -> str | None:
+    """One source of credentials: aiohttp refuses a request that has both an Authorization header and
+    credentials in its URL, so such a config would pass `check` and fail every delivery."""
+    in_url = [j for j, h in enumerate(cfg.hosts) if split_userinfo(h)[1] is not None]
+    headers = cfg.options.headers if isinstance(cfg.options, HttpOptions) else {}
+    other = [k for k, v in (("api_key", cfg.api_key), ("bearer_token", cfg.bearer_token),
+                            ("username", cfg.username)) if v]
+    other += [f"headers.{k}" for k in headers if k.lower() == "authorization"]
+    if in_url and other:
+        return (f"hosts[{in_url[0]}] carries user:password@ and {other[0]} is set too: give the credentials "
+                "one way only")
+    return None
 
 
 class Rejected(Exception):
@@ -82,7 +99,18 @@ class HttpOutput(Output):
         super().__init__(cfg)
         self.options = options or HttpOptions()
         self.dead = dead_letters
-        self.urls = list(cfg.hosts)
+        problem = config_problem(cfg)
+        if problem:
+            raise ValueError(f"output {cfg.name}: {problem}")
+        # user:password@ becomes that request's Basic auth; the URL itself, as requested and as
+        # shown in messages and /status, carries no credentials.
+        self.urls: list[str] = []
+        self.url_auth: list[dict[str, str] | None] = []
+        for h in cfg.hosts:
+            bare, user, password = split_userinfo(h)
+            self.urls.append(bare)
+            self.url_auth.append({"Authorization": basic_auth(user, password or "")} if user is not None else None)
+        self.shown = [safe_url(u) for u in self.urls]
         if not self.urls:
             raise ValueError(f"output {cfg.name}: http needs at least one URL in hosts")
         self._next_url = 0
@@ -95,8 +123,7 @@ class HttpOutput(Output):
         elif cfg.bearer_token:
             headers["Authorization"] = f"Bearer {cfg.bearer_token}"
         elif cfg.username:
-            token = base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
+            headers["Authorization"] = basic_auth(cfg.username, cfg.password or "")
         headers.update(self.options.headers)
         self.headers = headers
         needs_tls = any(u.startswith("https://") for u in self.urls)
@@ -157,9 +184,9 @@ class HttpOutput(Output):
                     self.stats.docs_retried += chunk.count
                     if e.unknown_fate:
                         self.stats.duplicates += chunk.count
-                    self.note_error(str(e))
+                    message = self.note_error(str(e))
                     if attempt == 0 or attempt % 10 == 0:
-                        log.warning("output %s: %s; retrying", self.name, e)
+                        log.warning("output %s: %s; retrying", self.name, message)
                     delay = backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
                     await asyncio.sleep(max(delay, e.retry_after or 0.0))
                     attempt += 1
@@ -185,6 +212,7 @@ class HttpOutput(Output):
 
     def _dead_letter(self, chunk: _Chunk, status: int, answer: str) -> None:
         self.stats.docs_dead += chunk.count
+        answer = self.scrub(answer)  # a collector may quote the request's credentials back
         self.note_error(f"{status} from the collector, {chunk.count} records dead-lettered: {answer}")
         log.error("output %s: the collector rejected %d records with %d (%s); written to %s",
                   self.name, chunk.count, status, answer, self.dead.path_for(self.name))
@@ -194,25 +222,26 @@ class HttpOutput(Output):
     async def _post(self, chunk: _Chunk) -> tuple[int, str]:
         """(status, start of the answer) for any final answer; raises Rejected for retryable ones."""
         assert self.session is not None
-        url = self.urls[self._next_url]
-        self._next_url = (self._next_url + 1) % len(self.urls)
+        k = self._next_url
+        url, shown = self.urls[k], self.shown[k]
+        self._next_url = (k + 1) % len(self.urls)
         data = self.wire(chunk.body)
         if self.cfg.compression == "gzip":
             data = zlib.compress(data, 1, wbits=31)
         started = time.monotonic()
         self.stats.requests += 1
         try:
-            async with self.session.post(url, data=data) as resp:
+            async with self.session.post(url, data=data, headers=self.url_auth[k]) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise Rejected(self._describe(e, url), unknown_fate=_maybe_received(e)) from e
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:  # ValueError: aiohttp refused it
+            raise Rejected(self._describe(e, shown), unknown_fate=_maybe_received(e)) from e
         self.stats.observe_latency(time.monotonic() - started)
         answer = raw[:300].decode("utf-8", "replace").strip()
         if status in _RETRY_STATUSES or status >= 500:
             hint = " (check the credentials of this output)" if status in (401, 403, 407) else ""
-            raise Rejected(f"{url} answered {status}{hint}: {answer}", _parse_retry_after(retry_after))
+            raise Rejected(f"{shown} answered {status}{hint}: {answer}", _parse_retry_after(retry_after))
         return status, answer
 
     def _describe(self, e: BaseException, url: str) -> str:
@@ -227,14 +256,14 @@ class HttpOutput(Output):
 
     def status(self) -> dict[str, Any]:
         s = super().status()
-        s["hosts"] = self.urls
+        s["hosts"] = self.shown
         s["format"] = self.options.format
         return s
 
 
 def _maybe_received(e: BaseException) -> bool:
     """False only when the request certainly never reached the server (no connection was made)."""
-    return not isinstance(e, aiohttp.ClientConnectorError)
+    return not isinstance(e, aiohttp.ClientConnectorError | ValueError)  # ValueError: refused before sending
 
 
 def _parse_retry_after(value: str | None) -> float | None:

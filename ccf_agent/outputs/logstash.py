@@ -65,7 +65,7 @@ class LogstashOptions:
     ttl: float = 0.0  # seconds; 0 = keep connections until they fail
     compression_level: int = 3
     window_max: int = 2048  # Beats' bulk_max_size
-    tls_enabled: bool | None = None  # None: TLS when the `tls` section sets anything
+    tls_enabled: bool | None = None  # None: TLS when the output has a `tls` section
 
 
 def parse_options(raw: Mapping[str, Any], where: Where) -> LogstashOptions:
@@ -209,7 +209,9 @@ class LogstashOutput(Output):
         groups = [[h] for h in hosts] if o.loadbalance else [hosts]
         self.workers = [_Worker(g, WindowSizer(10, o.window_max)) for g in groups]
         tls = cfg.tls
-        use_tls = o.tls_enabled if o.tls_enabled is not None else tls != type(tls)()
+        # Any `tls` section means TLS, even one that only repeats a default ({verify: true}): sending
+        # plaintext to an operator who wrote one is the one outcome that must not happen.
+        use_tls = o.tls_enabled if o.tls_enabled is not None else tls.present or tls != type(tls)()
         self.ssl: ssl.SSLContext | None = client_ssl_context(tls, cfg.name) if use_tls else None
         self.server_name = tls.server_name
         self.progress_acks = 0

@@ -28,6 +28,7 @@ from typing import Any
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
+from ccf_agent.fsutil import descriptor_limit, descriptors_free, descriptors_held
 from ccf_agent.registry import Entry, Registry, content_hash, stream_id_for
 from ccf_agent.tail.multiline import Multiline
 from ccf_agent.tail.reader import CHUNK, TAIL_BYTES, FileReader, fingerprint, same_prefix, tail_matches
@@ -37,6 +38,8 @@ log = logging.getLogger("ccf_agent.tail")
 
 COMPRESSED = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip", "*.lz4")
 MIN_POLL = 0.005
+FD_RESERVE = 32  # descriptors log files leave to output connections, state files and the status endpoint
+FD_RETRY = 1.0  # seconds between attempts to open files while descriptors are short
 
 
 class TailInput:
@@ -66,6 +69,11 @@ class TailInput:
         self.bytes_read = 0
         self.bytes_read_ahead = 0  # of those, read and scanned by the read-ahead thread
         self.lost_bytes = 0  # unread bytes of deleted files given up on (deleted_max_*)
+        self.retry_open = False  # a file could not be opened for want of descriptors: scan again soon
+        self._retry_at = 0.0
+        self.fd_short_since: float | None = None  # monotonic start of the current shortage
+        self.open_failures = 0  # opens that failed for want of descriptors
+        self.scans = 0
 
     # ------------------------------------------------------------------ main loop
 
@@ -77,8 +85,10 @@ class TailInput:
         try:
             while True:
                 now = time.monotonic()
-                if now >= next_scan or self._rescan.is_set():
+                if now >= next_scan or self._rescan.is_set() or (self.retry_open and now >= self._retry_at):
                     self._rescan.clear()
+                    self.retry_open = False
+                    self._retry_at = now + FD_RETRY
                     self.scan()  # marks dirty the files with news: grown, shrunk, moved
                     next_scan = now + self.cfg.scan_interval
                 elif not notified:
@@ -92,6 +102,8 @@ class TailInput:
                 if notified:
                     # Only rotated files wait on a timer; everything else waits for an event.
                     timeout = next_scan - time.monotonic()
+                    if self.retry_open:
+                        timeout = min(timeout, FD_RETRY)
                     if any(r.moved_at is not None or r.partial or r.holds_event for r in self.readers.values()):
                         timeout = min(timeout, self.cfg.poll_interval)
                 else:
@@ -259,13 +271,21 @@ class TailInput:
     # ------------------------------------------------------------------ discovery
 
     def scan(self) -> None:
+        self.scans += 1
         candidates: dict[str, bool] = {}
-        for pattern in self.cfg.rotated_paths:
-            for p in glob.glob(pattern):
-                candidates[p] = False
-        for pattern in self.cfg.paths:
-            for p in glob.glob(pattern):
-                candidates[p] = True
+        # Log files may take the descriptors the process has, less a reserve for output connections,
+        # state files and the status endpoint: a shortage must not stop offsets being saved. (glob
+        # lists directories through a descriptor too and, without one, silently finds nothing.)
+        room = descriptors_free(FD_RESERVE)
+        if room <= 0:
+            self._short_of_descriptors("the directories of " + ", ".join(self.cfg.paths))
+        else:
+            for pattern in self.cfg.rotated_paths:
+                for p in glob.glob(pattern):
+                    candidates[p] = False
+            for pattern in self.cfg.paths:
+                for p in glob.glob(pattern):
+                    candidates[p] = True
         self._check_files()
         self._watch_dirs()
         added = False
@@ -281,7 +301,10 @@ class TailInput:
             held = self.by_path.get(path)
             if held is not None and held != key and held in self.readers:
                 self.dirty.add(held)  # its path now names another file: let _at_eof see the move
-            if not stat.S_ISREG(st.st_mode) or key in self.readers:
+            if not stat.S_ISREG(st.st_mode):
+                self._not_a_file(path, st.st_mode)
+                continue
+            if key in self.readers:
                 continue
             if self._unchanged_closed(st):
                 continue
@@ -291,11 +314,29 @@ class TailInput:
                                 "(close_inactive)", self.cfg.id, len(self.readers))
                     self._warned.add("max_open_files")
                 break
+            if room <= 0:
+                self._short_of_descriptors(path)
+                break
+            held = len(self.readers)
             added |= self._open(path, may_start, held_fps)
+            room -= len(self.readers) - held
+        if room > 0 and not self.retry_open:
+            self._descriptors_back()
         self._first_scan = False
         if added:
             # New streams are persisted before any of their records leave, so their ids are stable.
             self.registry.save()
+
+    def _not_a_file(self, path: str, mode: int) -> None:
+        """A match that is no regular file (a FIFO, a device, a directory named *.log) is not read: say
+        so once per path, so an operator is not left wondering why it never ships."""
+        if path in self._warned:
+            return
+        self._warned.add(path)
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        log.warning("input %s: %s is %s, not a log file: not read", self.cfg.id, path, kind)
 
     def _check_files(self) -> None:
         """One fstat per open file per scan: files with news become dirty, and files truncated (or
@@ -304,10 +345,13 @@ class TailInput:
         Idle files cost one system call here and nothing else."""
         for reader in list(self.readers.values()):
             try:
-                size = os.fstat(reader.fd).st_size
+                st = os.fstat(reader.fd)
             except OSError:
                 continue
-            if size != reader.offset or reader.moved_at is not None:
+            size = st.st_size
+            # A deleted file, even one read to its end, is finished like a rotated one (_at_eof):
+            # otherwise its descriptor, and its disk space, were held until the agent stopped.
+            if size != reader.offset or reader.moved_at is not None or st.st_nlink == 0:
                 self.dirty.add(reader.dev_ino)
             if reader.moved_at is not None or size == reader.checked_size:
                 continue
@@ -380,17 +424,24 @@ class TailInput:
 
     def _open(self, path: str, may_start: bool, held_fps: set[str]) -> bool:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO swapped in since the scan's stat must not block the event loop in open.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:
             if e.errno in (errno.EACCES, errno.EPERM):
                 if path not in self._warned:
                     log.warning("permission denied reading %s: give the agent's user read access "
                                 "(e.g. the adm group); retrying every scan", path)
                     self._warned.add(path)
+            elif e.errno in (errno.EMFILE, errno.ENFILE):
+                self._short_of_descriptors(path, e.strerror)
             return False
-        self._warned.discard(path)
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                self._not_a_file(path, st.st_mode)
+                return False
+            self._warned.discard(path)
             fp = fingerprint(fd, self.cfg.fingerprint_bytes)
             choice = self._resolve(fd, path, fp, st, may_start, held_fps) if fp else None
         except OSError as e:
@@ -415,6 +466,26 @@ class TailInput:
         held_fps.add(entry.fingerprint)
         log.info("%s %s at offset %d (size %d)", "reading" if is_new else "resuming", path, offset, st.st_size)
         return is_new
+
+    def _short_of_descriptors(self, what: str, why: str | None = None) -> None:
+        """Out of descriptors, or down to the reserve: say so once per shortage, and try again every
+        second rather than at the next full scan."""
+        self.retry_open = True
+        self.open_failures += 1
+        if self.fd_short_since is None:
+            self.fd_short_since = time.monotonic()
+            limit, held = descriptor_limit(), descriptors_held()
+            log.warning("input %s: cannot open %s: %s (the agent holds %s of its %d descriptors, %d of them log "
+                        "files of this input, and keeps %d for outputs and state files): retrying every %gs; "
+                        "raise LimitNOFILE= or lower max_open_files", self.cfg.id, what,
+                        why or "too few file descriptors left", "all" if held is None else held, limit,
+                        len(self.readers), min(FD_RESERVE, limit // 4), FD_RETRY)
+
+    def _descriptors_back(self) -> None:
+        if self.fd_short_since is not None:
+            log.warning("input %s: file descriptors available again after %.1fs", self.cfg.id,
+                        time.monotonic() - self.fd_short_since)
+            self.fd_short_since = None
 
     def _resolve(self, fd: int, path: str, fp: str, st: os.stat_result, may_start: bool,
                  held_fps: set[str]) -> tuple[Entry, int, bool] | None:

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from ccf_agent.samples import lines
-from tests.harness import AgentProcess, write_lines
+from tests.harness import AgentProcess, wait_until, write_lines
 
 
 def status(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,3 +65,24 @@ def test_a_second_agent_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -
         assert first.alive
     finally:
         first.kill()
+
+
+def test_status_of_a_daemon_with_its_endpoint_off_says_it_runs(tmp_path: Path) -> None:
+    # It said "not running" and exited 3: the lock the daemon holds on its state_dir tells otherwise.
+    (tmp_path / "logs").mkdir()
+    write_lines(tmp_path / "logs" / "combined.log", lines(50))
+    agent = AgentProcess(tmp_path, {"inputs": [{"id": "app", "paths": [str(tmp_path / "logs" / "*.log")]}],
+                                    "outputs": {"archive": {"type": "file", "path": str(tmp_path / "o.ndjson")}}})
+    agent.config["status"] = {"listen": "off"}
+    agent.config_path.write_text(yaml.safe_dump(agent.config))
+    proc = subprocess.Popen([sys.executable, "-m", "ccf_agent", "run", "-c", str(agent.config_path)],
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: (tmp_path / "o.ndjson").exists(), 30, "the daemon to ship")
+        r = status(agent)
+        assert r.returncode == 0, r.stdout
+        assert f"ccf-agent is running (pid {proc.pid}) but its status endpoint off is off" in r.stdout
+        assert json.loads(status(agent, "--json").stdout)["running"] is True
+    finally:
+        proc.kill()
+        proc.wait()

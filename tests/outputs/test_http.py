@@ -6,7 +6,11 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,7 @@ from ccf_agent.config import ConfigError, OutputConfig, parse_config
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.http import HttpOptions, HttpOutput, _parse_retry_after
 from ccf_agent.samples import lines
-from tests.harness import AgentProcess, wait_until, write_lines
+from tests.harness import AgentProcess, free_port, wait_until, write_lines
 from tests.outputs.collector import Collector
 from tests.outputs.helpers import agent_config, output_status, sample_events
 
@@ -56,6 +60,23 @@ def test_a_bad_value_is_a_config_error_at_its_line(extra: str, message: str) -> 
     with pytest.raises(ConfigError) as err:
         parse_config(BASE + "    " + extra + "\n", "agent.yaml")
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("other", ["bearer_token: tok", "api_key: key", "username: u", "headers: {Authorization: x}"])
+def test_credentials_in_a_url_and_in_a_key_are_a_config_error(other: str) -> None:
+    # aiohttp refuses such a request ("Cannot combine AUTHORIZATION header..."): every delivery failed.
+    text = BASE.replace("https://logs.example.org", "https://u:PASS55@logs.example.org") + f"    {other}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "agent.yaml")
+    assert "agent.yaml:6: outputs.collector: hosts[0] carries user:password@ and" in str(err.value)
+    assert "PASS55" not in str(err.value)
+
+
+def test_a_bad_url_is_not_echoed_with_its_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(BASE.replace("https://logs.example.org:8080", "ftp://u:PASS55@logs.example.org"), "a.yaml")
+    assert "a.yaml:8: outputs.collector.hosts[0]: must be a URL" in str(err.value)
+    assert "PASS55" not in str(err.value)
 
 
 def _output(tmp_path: Path, fmt: str) -> HttpOutput:
@@ -202,3 +223,42 @@ def test_an_unreachable_collector_holds_records_until_it_answers(
     agent.wait_caught_up()
 
     assert sorted(collector.stored_seqs()) == list(range(500))
+
+
+def test_user_and_password_in_a_url_are_sent_as_basic_auth(
+    tmp_path: Path, logs: Path, agents: list[AgentProcess], collectors: list[Collector]
+) -> None:
+    collector = Collector().start()
+    collectors.append(collector)
+    write_lines(logs / "combined.log", lines(100))
+    _run(tmp_path, agents, collector, hosts=[collector.url.replace("http://", "http://shipper:p%40ss@")]).wait_caught_up()
+
+    assert collector.stored_seqs() == list(range(100))
+    assert {s.headers["Authorization"] for s in collector.seen} == {"Basic " + base64.b64encode(b"shipper:p@ss").decode()}
+
+
+def test_credentials_in_a_url_never_show_in_the_log_status_or_health(
+    tmp_path: Path, logs: Path, agents: list[AgentProcess]
+) -> None:
+    port = free_port()  # nobody listens: every request fails and its error is shown everywhere
+    write_lines(logs / "combined.log", lines(10))
+    config = agent_config(logs, {"collector": {
+        "type": "http", "hosts": [f"http://u:PASS55@127.0.0.1:{port}/ingest?access_token=TOKEN77"],
+        "backoff_initial": "10ms", "backoff_max": "50ms"}})
+    agent = AgentProcess(tmp_path, config)
+    agents.append(agent)
+    agent.start()
+    wait_until(lambda: output_status(agent, "collector").get("request_errors", 0) >= 2, 30, "failed requests")
+
+    cli = [sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path)]
+    text = subprocess.run(cli, capture_output=True, text=True, timeout=30).stdout
+    as_json = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=30).stdout
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/health") as r:  # noqa: S310
+            health = r.read().decode()
+    except urllib.error.HTTPError as e:  # 503: degraded, as it should be
+        health = e.read().decode()
+    assert "lastError" in health
+    assert f"cannot connect to http://127.0.0.1:{port}/ingest?access_token=***" in text
+    for shown in (agent.log(), json.dumps(agent.status()), health, text, as_json):
+        assert "PASS55" not in shown and "TOKEN77" not in shown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,34 @@ def test_verification_off_ships_but_warns_loudly(
 
     assert len(srv.events()) == 2_000
     assert "TLS CERTIFICATE VERIFICATION IS OFF" in agent.log()
+
+
+@pytest.mark.parametrize("tls", [{"verify": True}, {}], ids=["verify-true", "empty"])
+def test_any_tls_section_means_tls_even_one_that_repeats_a_default(
+    tmp_path: Path, logs: Path, agents: list[AgentProcess], start_lumber: StartLumber, tls: dict[str, Any]
+) -> None:
+    # A plaintext server: an agent that was asked for TLS must not hand it a single record.
+    srv = start_lumber()
+    agent = _ship(tmp_path, logs, agents, srv.port, tls)
+    wait_until(lambda: output_status(agent, "beats").get("request_errors", 0) >= 2, 30, "failed handshakes")
+
+    out = output_status(agent, "beats")
+    assert out["tls"] is True and out["docs_acked"] == 0
+    assert srv.events() == []
+    shown = subprocess.run([sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path)],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert "beats (logstash, tls)" in shown
+
+
+def test_status_says_plaintext_when_there_is_no_tls_section(
+    tmp_path: Path, logs: Path, agents: list[AgentProcess], start_lumber: StartLumber
+) -> None:
+    srv = start_lumber()
+    write_lines(logs / "combined.log", lines(10))
+    agent = AgentProcess(tmp_path, agent_config(logs, {"beats": logstash_output(srv.port)}))
+    agents.append(agent)
+    agent.start().wait_caught_up()
+
+    shown = subprocess.run([sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path)],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert "beats (logstash, PLAINTEXT)" in shown

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
+from ccf_agent.credentials import output_secrets
 from ccf_agent.outputs import elasticsearch as es
 from ccf_agent.outputs.base import client_ssl_context
 from ccf_agent.outputs.deadletter import DeadLetters
@@ -25,7 +26,6 @@ from ccf_agent.outputs.elasticsearch import (
     discovered_urls,
     index_pattern,
     parse_retry_after,
-    secrets_of,
     settle_items,
 )
 from tests.outputs_es.fakes import events
@@ -220,7 +220,7 @@ def test_error_messages_never_carry_a_secret(tmp_path: Path) -> None:
     cfg = OutputConfig(name="o", type="elasticsearch", hosts=("https://u:url-pass@es:9200",), index="x",
                        api_key="the-api-key")
     o = ElasticsearchOutput(cfg, DeadLetters(tmp_path))
-    assert {"url-pass", "the-api-key"} <= set(secrets_of(cfg))
+    assert {"url-pass", "the-api-key"} <= set(output_secrets(cfg))
     o._report("auth", "echoed the-api-key and url-pass back")
     assert o.status()["last_error"] == "echoed *** and *** back"
     assert o.status()["hosts"] == [{"url": "https://es:9200", "alive": True}]

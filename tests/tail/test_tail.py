@@ -621,3 +621,34 @@ def test_a_file_replaced_by_a_directory_stops_nothing_else(tmp_path: Path) -> No
             await t.has_lines(15)
         assert sorted(seqs(t.lines)) == [*range(5), *range(100, 110)]
     run(go())
+
+
+def test_a_deleted_file_read_to_its_end_is_closed(tmp_path: Path) -> None:
+    # It was held open until the agent stopped: a descriptor, and the file's disk space, per deletion.
+    async def go() -> None:
+        async with Tail(tmp_path, rotate_wait=0.1) as t:
+            (t.logs / "combined.log").write_text(numbered(0, 5))
+            await t.has_lines(5)
+            os.unlink(t.logs / "combined.log")
+            await t.until(lambda: not t.input.readers, "the deleted file to be closed")
+    run(go())
+
+
+def test_a_fifo_a_device_link_and_a_directory_named_like_a_log_are_each_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def go() -> None:
+        t = Tail(tmp_path)
+        os.mkfifo(t.logs / "pipe.log")
+        (t.logs / "zero.log").symlink_to("/dev/zero")
+        (t.logs / "dir.log").mkdir()
+        (t.logs / "combined.log").write_text(numbered(0, 5))
+        async with t:
+            await t.has_lines(5)
+            scans = t.input.scans
+            await t.until(lambda: t.input.scans >= scans + 5, "five more scans")
+        assert seqs(t.lines) == list(range(5))
+    with caplog.at_level("WARNING", logger="ccf_agent.tail"):
+        run(go())
+    warned = [r.getMessage() for r in caplog.records if "not a log file" in r.getMessage()]
+    assert sorted(w.split(" is ")[1].split(",")[0] for w in warned) == ["a FIFO", "a device", "a directory"]
