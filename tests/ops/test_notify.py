@@ -16,7 +16,7 @@ import pytest
 
 from ccf_agent.ops import notify
 from tests.harness import AgentProcess, wait_until, write_lines
-from tests.ops.helpers import file_outputs_config, needs_notify_wiring, stamp, wired
+from tests.ops.helpers import file_outputs_config, stamp
 
 
 class NotifySocket:
@@ -182,7 +182,6 @@ def test_loop_ends_at_once_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> N
     asyncio.run(asyncio.wait_for(notify.notify_loop(FakeAgent()), 1))  # type: ignore[arg-type]
 
 
-@needs_notify_wiring
 def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_stopping(
         tmp_path: Path, listener: NotifySocket) -> None:
     logs = tmp_path / "logs"
@@ -210,7 +209,6 @@ def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_
         agent.kill()
 
 
-@pytest.mark.skipif(not wired("notify.reloading"), reason="ccf_agent/agent.py does not notify reloads yet")
 def test_sighup_reports_reloading_then_ready_again(tmp_path: Path, listener: NotifySocket) -> None:
     (tmp_path / "logs").mkdir()
     agent = AgentProcess(tmp_path, file_outputs_config(tmp_path), env={"NOTIFY_SOCKET": listener.address})
