@@ -17,6 +17,8 @@ command -v gcc >/dev/null || missing+=(gcc)
 command -v mvn >/dev/null || missing+=(maven)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || missing+=(golang-go)
+command -v dpkg-buildpackage >/dev/null || missing+=(dpkg-dev)     # tests/ops/test_deb.py builds the .deb
+command -v systemd-analyze >/dev/null || missing+=(systemd)         # verifies the unit (tests/ops)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
