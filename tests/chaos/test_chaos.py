@@ -1,6 +1,7 @@
 """The chaos suite, short form (runs in CI): every scenario loses nothing and stores nothing twice.
 
-The long soak runs the same scenarios for minutes each: `python -m tests.chaos.soak --seconds 600`.
+The long soak runs the same scenarios for minutes each:
+`CCF_CHAOS_SECONDS=600 CCF_CHAOS_DOWN_SECONDS=60 bash tests/run.sh tests/chaos` (tests/chaos/RESULTS.md).
 """
 
 from __future__ import annotations
