@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT, AgentProcess, Engine, agent_config
+from tests.harness import ROOT, AgentProcess, Engine, KillLedger, agent_config
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
@@ -92,6 +92,7 @@ class Run:
     output_url: str | None = None  # e.g. a fault proxy in front of the engine
     agent_opts: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the agent's, e.g. CCF_AGENT_PURE_PYTHON
 
     def __post_init__(self) -> None:
         self.logs = self.tmp / "logs"
@@ -101,7 +102,7 @@ class Run:
         if self.output_url:
             for out in cfg["outputs"].values():
                 out["hosts"] = [self.output_url]
-        self.agent = AgentProcess(self.tmp, cfg)
+        self.agent = AgentProcess(self.tmp, cfg, env=self.env)
 
     def result(self, written: int | set[int]) -> dict[str, Any]:
         self.agent.wait_caught_up(timeout=300)
@@ -254,18 +255,18 @@ def scenario_inode_reuse(run: Run) -> dict[str, Any]:
 def scenario_kill9(run: Run, period: float = 2.5) -> dict[str, Any]:
     run.agent.start()
     writer = Writer(run.live, run.rate)
-    kills = 0
+    ledger = KillLedger(run.agent, run.engine, run.live)
 
     def kill() -> None:
-        nonlocal kills
-        run.agent.kill()
-        kills += 1
+        ledger.wait_saved_past_last_kill()  # so that each kill has something saved to resume from
+        ledger.kill()
         run.agent.start()
 
     _every(run.seconds, period, kill)
     written = writer.stop()
-    run.notes["kills"] = kills
-    return run.result(written)
+    result = run.result(written)
+    result.update(ledger.finish(written))  # each restart resent (409) only what was stored past its saved offset
+    return result
 
 
 # ---------------------------------------------------------------- output scenarios (through FaultProxy)
