@@ -27,10 +27,13 @@ LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
 
 class Writer:
+    running: set[Writer] = set()  # until stop(): what a failed scenario leaves behind (see conftest.py)
+
     def __init__(self, path: Path, rate: int) -> None:
         self.path = path
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.chaos.writer", str(path), "--rate", str(rate)],
                                      stdout=subprocess.PIPE, cwd=ROOT, text=True)
+        Writer.running.add(self)
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "WRITER_READY"
 
@@ -46,9 +49,15 @@ class Writer:
         self.proc.send_signal(signal.SIGUSR2)
 
     def stop(self) -> int:
+        Writer.running.discard(self)
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=30)
         return int(json.loads(out.strip().splitlines()[-1])["written"])
+
+    def kill(self) -> None:
+        Writer.running.discard(self)
+        self.proc.kill()
+        self.proc.wait()
 
 
 class RssSampler:
