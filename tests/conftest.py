@@ -9,8 +9,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.harness import AgentProcess, Engine
+from tests.skip_guard import (  # noqa: F401 - hooks, found here by name
+    pytest_collectreport,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
+
+# No wall-clock limit on an example: a 2-core machine shared with the OpenSearch node and other
+# tests runs some examples well past hypothesis's default 200 ms deadline, which would fail the
+# run for being slow, not wrong. Loaded here, before any test module builds its settings.
+settings.register_profile("ccf", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ccf")
 
 if TYPE_CHECKING:
     from tests.kafka.launcher import Broker

@@ -1,7 +1,7 @@
 /* The pipeline's per-line loop for Winston JSON, in C.
  *
  * Same steps, same order and same results as the loop in process.py (tests/pipeline/
- * test_fast.py holds them equal on the corpus and on generated lines): parse with orjson,
+ * test_native.py holds them equal on the corpus and on generated lines): parse with orjson,
  * look the record's shape up, redact through the Python redactor when it has to, splice
  * @timestamp and the constant enrichment into the raw bytes, make the deterministic id.
  * What it saves is the interpreter's work per line (~60 bytecodes), which was half of the

@@ -21,16 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT, AgentProcess, Engine, agent_config
+from tests.harness import ROOT, AgentProcess, Engine, KillLedger, agent_config
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
 
 class Writer:
+    running: set[Writer] = set()  # until stop(): what a failed scenario leaves behind (see conftest.py)
+
     def __init__(self, path: Path, rate: int) -> None:
         self.path = path
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.chaos.writer", str(path), "--rate", str(rate)],
                                      stdout=subprocess.PIPE, cwd=ROOT, text=True)
+        Writer.running.add(self)
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "WRITER_READY"
 
@@ -46,9 +49,15 @@ class Writer:
         self.proc.send_signal(signal.SIGUSR2)
 
     def stop(self) -> int:
+        Writer.running.discard(self)
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=30)
         return int(json.loads(out.strip().splitlines()[-1])["written"])
+
+    def kill(self) -> None:
+        Writer.running.discard(self)
+        self.proc.kill()
+        self.proc.wait()
 
 
 class RssSampler:
@@ -92,6 +101,7 @@ class Run:
     output_url: str | None = None  # e.g. a fault proxy in front of the engine
     agent_opts: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the agent's, e.g. CCF_AGENT_PURE_PYTHON
 
     def __post_init__(self) -> None:
         self.logs = self.tmp / "logs"
@@ -101,7 +111,7 @@ class Run:
         if self.output_url:
             for out in cfg["outputs"].values():
                 out["hosts"] = [self.output_url]
-        self.agent = AgentProcess(self.tmp, cfg)
+        self.agent = AgentProcess(self.tmp, cfg, env=self.env)
 
     def result(self, written: int | set[int]) -> dict[str, Any]:
         self.agent.wait_caught_up(timeout=300)
@@ -254,18 +264,18 @@ def scenario_inode_reuse(run: Run) -> dict[str, Any]:
 def scenario_kill9(run: Run, period: float = 2.5) -> dict[str, Any]:
     run.agent.start()
     writer = Writer(run.live, run.rate)
-    kills = 0
+    ledger = KillLedger(run.agent, run.engine, run.live)
 
     def kill() -> None:
-        nonlocal kills
-        run.agent.kill()
-        kills += 1
+        ledger.wait_saved_past_last_kill()  # so that each kill has something saved to resume from
+        ledger.kill()
         run.agent.start()
 
     _every(run.seconds, period, kill)
     written = writer.stop()
-    run.notes["kills"] = kills
-    return run.result(written)
+    result = run.result(written)
+    result.update(ledger.finish(written))  # each restart resent (409) only what was stored past its saved offset
+    return result
 
 
 # ---------------------------------------------------------------- output scenarios (through FaultProxy)

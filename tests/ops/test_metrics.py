@@ -17,7 +17,6 @@ from tests.ops.helpers import (
     file_outputs_config,
     get,
     labels,
-    needs_business_wiring,
     samples,
     scrape,
     shipped_app_logs,
@@ -64,7 +63,6 @@ def test_process_metrics_describe_this_process(shipped: tuple[AgentProcess, AppL
     assert fds >= 3
 
 
-@needs_business_wiring
 def test_business_metrics_count_each_payout_once_although_winston_wrote_it_to_several_files(
         shipped: tuple[AgentProcess, AppLogs]) -> None:
     agent, expected = shipped
@@ -89,7 +87,6 @@ def test_metrics_content_type_is_the_text_exposition_format(shipped: tuple[Agent
     assert status == 200 and content_type.startswith("text/plain")
 
 
-@needs_business_wiring
 def test_the_payout_job_timestamp_survives_an_agent_restart(tmp_path: Path) -> None:
     expected = write_app_logs(tmp_path / "logs", time.time())
     agent = AgentProcess(tmp_path, file_outputs_config(tmp_path)).start()

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from ccf_agent.ops import notify
+from tests import virtual_time
 from tests.harness import AgentProcess, wait_until, write_lines
-from tests.ops.helpers import file_outputs_config, needs_notify_wiring, stamp, wired
+from tests.ops.helpers import file_outputs_config, stamp
 
 
 class NotifySocket:
@@ -47,6 +48,15 @@ class NotifySocket:
             if key in msg:
                 return msg, before
             before.append(msg)
+
+    def drain(self) -> list[dict[str, str]]:
+        """Every message already received, without waiting."""
+        out: list[dict[str, str]] = []
+        while True:
+            try:
+                out.append(self.receive(timeout=0))
+            except BlockingIOError:
+                return out
 
     def close(self) -> None:
         self.sock.close()
@@ -136,24 +146,25 @@ class FakeAgent:
 
 def test_loop_sends_ready_then_watchdog_pings_then_a_status_with_throughput(
         listener: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
+    # On the virtual clock: a ping every 62.5 ms, a status every 500 ms, exactly (binary fractions).
+    monkeypatch.setenv("WATCHDOG_USEC", "125000")
     agent = FakeAgent()
 
-    async def scenario() -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
-        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.4))  # type: ignore[arg-type]
-        try:
-            ready = await asyncio.to_thread(listener.receive)
-            agent.records_in = 400
-            status, before = await asyncio.to_thread(listener.receive_until, "STATUS", 5)
-            return ready, before, status
-        finally:
-            task.cancel()
+    async def scenario() -> None:
+        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.5))  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # READY=1 is out
+        agent.records_in = 400
+        await asyncio.sleep(0.6)
+        task.cancel()
 
-    ready, before, status = asyncio.run(scenario())
-    assert ready["READY"] == "1" and ready["STATUS"].startswith("1 files (0 reading), 0 records/s")
-    assert len(before) >= 3 and all(m == {"WATCHDOG": "1"} for m in before)
-    assert status["WATCHDOG"] == "1"
-    assert 0 < float(status["STATUS"].split(", ")[1].split()[0]) <= 1000  # 400 records over >= 0.4 s
+    virtual_time.run(scenario())
+    messages = listener.drain()
+    # READY at 0, pings at 62.5, 125, ... 437.5 ms, the status with a ping at 500, a ping at 562.5.
+    assert [sorted(m) for m in messages] == [["READY", "STATUS"], *[["WATCHDOG"]] * 7, ["STATUS", "WATCHDOG"],
+                                             ["WATCHDOG"]]
+    assert all(m.get("WATCHDOG", "1") == "1" for m in messages)
+    assert messages[0]["STATUS"].startswith("1 files (0 reading), 0 records/s")
+    assert messages[-2]["STATUS"].startswith("1 files (0 reading), 800 records/s")  # 400 records in 0.5 s
 
 
 def test_loop_waits_for_the_agent_to_be_up_before_ready(listener: NotifySocket) -> None:
@@ -182,7 +193,6 @@ def test_loop_ends_at_once_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> N
     asyncio.run(asyncio.wait_for(notify.notify_loop(FakeAgent()), 1))  # type: ignore[arg-type]
 
 
-@needs_notify_wiring
 def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_stopping(
         tmp_path: Path, listener: NotifySocket) -> None:
     logs = tmp_path / "logs"
@@ -210,7 +220,6 @@ def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_
         agent.kill()
 
 
-@pytest.mark.skipif(not wired("notify.reloading"), reason="ccf_agent/agent.py does not notify reloads yet")
 def test_sighup_reports_reloading_then_ready_again(tmp_path: Path, listener: NotifySocket) -> None:
     (tmp_path / "logs").mkdir()
     agent = AgentProcess(tmp_path, file_outputs_config(tmp_path), env={"NOTIFY_SOCKET": listener.address})

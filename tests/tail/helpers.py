@@ -52,6 +52,14 @@ class Tail:
         self.flow = Flow(64 << 20)
         self.input = TailInput(self.cfg, self.registry, self.flow, self.dispatch, self._room,
                                first_run=self.first_run, read_ahead=_fast.ReadAhead() if _fast is not None else None)
+        self.scans = 0
+        scan = self.input.scan
+
+        def counted() -> None:  # what a scan finds is read before the next scan starts
+            scan()
+            self.scans += 1
+
+        self.input.scan = counted  # type: ignore[method-assign]
         self.task = asyncio.create_task(self.input.run())
         return self
 
@@ -76,6 +84,12 @@ class Tail:
 
     async def has_lines(self, n: int) -> None:
         await self.until(lambda: len(self.lines) >= n, f"{n} lines")
+
+    async def scanned(self, n: int = 2) -> None:
+        """`n` more scans from now. After two, whatever a scan would (wrongly) open again has been
+        opened and its first chunk read: how "nothing is read twice" is awaited, not slept on."""
+        target = self.scans + n
+        await self.until(lambda: self.scans >= target, f"{n} more scans")
 
 
 def numbered(start: int, n: int, prefix: str = "line") -> str:
