@@ -74,6 +74,14 @@ class FileReader:
         return self.multiline is not None and self.multiline.pending_lines > 0
 
     @property
+    def unshipped_from(self) -> int:
+        """Where this stream's unshipped bytes start: a held partial line or open event was read
+        but not shipped, so a copy of this file (copytruncate) must continue from there."""
+        if self.holds_event:
+            return self.held_start
+        return self.offset - len(self.partial)
+
+    @property
     def dev_ino(self) -> tuple[int, int]:
         return self.entry.dev, self.entry.ino
 

@@ -203,6 +203,9 @@ class TailInput:
 
     def stop_file(self, reader: FileReader, state: str) -> None:
         reader.entry.size = max(reader.entry.size, reader.offset)
+        # What the reader held unshipped (a line's first half) is read again by whoever continues
+        # the stream: after copytruncate the copy holds that line whole.
+        reader.entry.read_offset = reader.unshipped_from
         reader.close()
         self.readers.pop(reader.dev_ino, None)
         self.dirty.discard(reader.dev_ino)
