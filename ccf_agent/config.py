@@ -245,7 +245,8 @@ class InputConfig:
     id: str
     paths: tuple[str, ...]
     exclude: tuple[str, ...] = ()
-    # Rotated copies (combined.log.1) are read only to finish a file already known.
+    # Rotated generations beyond logrotate's own names (combined.log.1, .2.gz, -20240115.gz, which
+    # are always looked at): read only to finish a stream already known, or one written while stopped.
     rotated_paths: tuple[str, ...] = ()
     format: str = "json"
     fields: Mapping[str, Any] = field(default_factory=dict)
@@ -399,7 +400,7 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
         exclude = r.strings("exclude")
         for j, p in enumerate(exclude):
             _check_glob(doc, ("inputs", i, "exclude", j), p, absolute=False)
-        rotated = r.strings("rotated_paths", tuple(p + ".1" for p in paths))
+        rotated = r.strings("rotated_paths")
         fields = r.get("fields", dict, {})
         tz = r.get("timezone", str, "UTC")
         try:
