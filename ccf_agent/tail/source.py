@@ -550,7 +550,7 @@ class TailInput:
 
     def _unchanged_closed(self, st: os.stat_result) -> bool:
         for e in self.registry.by_inode(st.st_dev, st.st_ino):
-            if e.state in ("closed", "done") and e.size == st.st_size and e.offset >= st.st_size:
+            if e.state in ("closed", "done") and e.size == st.st_size and self._resume_offset(e) >= st.st_size:
                 return True
         return False
 
