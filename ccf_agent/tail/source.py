@@ -69,9 +69,14 @@ class _Candidate:
     path: str
     fd: int
     st: os.stat_result
-    fp: str
-    entries: list[Entry]  # this input's streams with its fingerprint
-    new_generation: bool  # written while the agent was stopped: read from 0 if it continues nothing
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.st.st_dev, self.st.st_ino
+
+    @property
+    def sig(self) -> tuple[int, int]:  # a compressed file that changed is looked at again
+        return self.st.st_size, self.st.st_mtime_ns
 
 
 class TailInput:
@@ -98,6 +103,7 @@ class TailInput:
         # Compressed files known to continue nothing (by their size and mtime): not looked at again.
         self._settled: dict[tuple[int, int], tuple[int, int]] = {}
         self._unreadable: dict[tuple[int, int], tuple[tuple[int, int], float]] = {}  # first failure
+        self._heads: dict[tuple[int, int], tuple[tuple[int, int], str | None]] = {}  # fingerprints, by sig
         self._seen: set[tuple[int, int]] = set()  # the input's files at the last scan
         self._missing: dict[str, float] = {}  # streams whose file this process found gone, since when
         self._warned: set[str] = set()
@@ -118,6 +124,7 @@ class TailInput:
         self.bytes_read_ahead = 0  # of those, read and scanned by the read-ahead thread
         self.lost_bytes = 0  # unread bytes of deleted files given up on (deleted_max_*), or of streams gone
         self.lost_files = 0  # files gone (or undecompressable) before they were read to their end
+        self.opened = 0  # readers started, ever
 
     # ------------------------------------------------------------------ main loop
 
@@ -195,9 +202,14 @@ class TailInput:
                 self.dirty.discard(key)
                 continue
             if not self.flow.has_room:
+                opened = self.opened
                 await self._wait_room()
-                if self._probes:
-                    break  # compressed rotations found during the pause are older: resolve them first
+                if self.opened != opened:
+                    return True  # files opened during the pause may be older: order again
+            if isinstance(reader, CompressedReader):
+                await reader.prefetch(CHUNK)
+            if reader.fd < 0:
+                continue  # closed while waiting
             batches = reader.read(CHUNK)
             if batches:
                 progressed = True
@@ -238,6 +250,8 @@ class TailInput:
                 if now >= next_scan:
                     self._maintain()
                     next_scan = now + self.cfg.scan_interval
+                if self._probes:  # a compressed rotation continues a stream given up meanwhile
+                    await self._probe_compressed()
             finally:
                 self._pause = None
 
@@ -493,7 +507,7 @@ class TailInput:
                 except OSError:
                     continue
                 try:
-                    if fingerprint_of(compressed.head(fd, self.cfg.fingerprint_bytes), self.cfg.fingerprint_bytes) == fp:
+                    if self._head_fingerprint(_Candidate(path, fd, os.fstat(fd))) == fp:
                         return path
                 except (compressed.Unreadable, OSError):
                     pass
@@ -507,8 +521,9 @@ class TailInput:
         agent was stopped is looked for first. A stream that was never read to its end is
         reported lost."""
         now = time.time()
+        if self._probes:
+            return  # one of the compressed files not resolved yet may continue a stream missing
         held = {r.entry.stream_id for r in self.readers.values()}
-        probing = {e.stream_id for c in self._probes.values() for e in c.entries}
         mine = [e for e in self.registry.entries.values() if e.input_id == self.cfg.id]
         # An inode is the file of the newest stream on it (an older one's file was deleted and the
         # inode reused), and of the stream read from it if one is.
@@ -516,7 +531,7 @@ class TailInput:
         for e in sorted(mine, key=lambda e: (e.stream_id in held, e.updated)):
             owner[(e.dev, e.ino)] = e
         for e in mine:
-            if e.stream_id in held or e.stream_id in probing:
+            if e.stream_id in held:
                 continue
             if (e.dev, e.ino) in self._seen and owner[(e.dev, e.ino)] is e:
                 self._missing.pop(e.stream_id, None)
@@ -604,6 +619,7 @@ class TailInput:
         self.by_path[path] = key
         self.dirty.add(key)
         self._missing.pop(entry.stream_id, None)
+        self.opened += 1
         return reader
 
     def _resolve(self, fd: int, path: str, fp: str, st: os.stat_result, may_start: bool,
@@ -669,39 +685,84 @@ class TailInput:
     def _consider_compressed(self, path: str, st: os.stat_result) -> None:
         """A compressed file is read only if it continues one of this input's streams, or if it is
         a generation written while the agent was stopped (between the last run and this one's first
-        scan) that continues nothing: no scan could have seen it. Deciding may need the whole file
-        decompressed, so it is queued for `_probe_compressed` (in a thread); the cheap cases are
-        decided here and remembered by size and mtime."""
+        scan) that continues nothing: no scan could have seen it. Deciding decompresses it, so it is
+        queued for `_probe_compressed` (threads); what was decided is remembered by size and mtime."""
         key = (st.st_dev, st.st_ino)
-        sig = (st.st_size, st.st_mtime_ns)
-        if key in self._probes or self._settled.get(key) == sig:
+        if key in self._probes or self._settled.get(key) == (st.st_size, st.st_mtime_ns):
             return
         if any(e.state == "done" for e in self.registry.by_inode(*key)):
-            self._settled[key] = sig  # read to its end already
+            self._settled[key] = (st.st_size, st.st_mtime_ns)  # read to its end already
             return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return
+        self._probes[key] = _Candidate(path, fd, st)
+
+    def _head_fingerprint(self, c: _Candidate) -> str | None:
+        """The fingerprint of a compressed file's decompressed start (cached: bzip2 decompresses
+        a whole 900 KB block for it). Raises Unreadable. Blocks: run it in a thread."""
+        cached = self._heads.get(c.key)
+        if cached is not None and cached[0] == c.sig:
+            return cached[1]
+        fp = fingerprint_of(compressed.head(c.fd, self.cfg.fingerprint_bytes), self.cfg.fingerprint_bytes)
+        self._heads[c.key] = (c.sig, fp)
+        return fp
+
+    async def _probe_compressed(self) -> None:
+        """Resolve the queued compressed files, oldest first, each decompressed in a thread: whose
+        stream it starts, then (if that may matter) its size and the bytes where each stream with
+        its fingerprint has its committed offset end, to tell whether it continues that stream."""
+        for key, c in sorted(self._probes.items(), key=lambda kv: kv[1].st.st_mtime):
+            try:
+                choice = await self._resolve_compressed(c)
+            finally:
+                del self._probes[key]
+            if choice is None:
+                os.close(c.fd)
+                continue
+            entry, offset, size = choice
+            try:
+                stream = await asyncio.to_thread(compressed.open_at, c.fd, offset)
+            except compressed.Unreadable as e:
+                os.close(c.fd)
+                log.error("cannot decompress %s to offset %d (%s)", c.path, offset, e)
+                continue
+            if any(r.entry.stream_id == entry.stream_id for r in self.readers.values()):  # taken meanwhile
+                stream.close()
+                os.close(c.fd)
+                continue
+            self._start(c.fd, c.path, c.st, entry, offset, size, stream)
+            log.info("%s %s at offset %d (%d bytes decompressed)", "resuming" if offset else "reading",
+                     c.path, offset, size)
+            self.registry.save()  # new streams are persisted before any of their records leave
+
+    async def _resolve_compressed(self, c: _Candidate) -> tuple[Entry, int, int] | None:
+        """(stream, offset to read from, decompressed size), or None: not to be read (now)."""
         try:
-            fp = fingerprint_of(compressed.head(fd, self.cfg.fingerprint_bytes), self.cfg.fingerprint_bytes)
+            fp = await asyncio.to_thread(self._head_fingerprint, c)
         except (compressed.Unreadable, OSError) as e:
-            os.close(fd)
-            if self._give_up_unreadable(key, sig):
-                self._report_unreadable(path, st, str(e))
-            return
+            if self._give_up_unreadable(c.key, c.sig):
+                self._report_unreadable(c.path, c.st, str(e))
+            return None
         entries = [e for e in self.registry.by_fingerprint(fp or "") if e.input_id == self.cfg.id]
         if fp is not None and any(e.state == "live" for e in entries):
-            os.close(fd)  # its stream is still read from the plain file (compressed meanwhile): wait
-            return
+            return None  # its stream is still read from the plain file (compressed meanwhile): later
         unfinished = [e for e in entries if not (e.state in ("done", "gone") and self._resume_offset(e) >= e.size)]
         new_generation = (self.watched_before and self.registry.previous_run_at is not None
-                          and self.registry.previous_run_at < st.st_mtime <= (self.started_at or time.time()))
+                          and self.registry.previous_run_at < c.st.st_mtime <= (self.started_at or time.time()))
         if fp is None or not (unfinished or new_generation):
-            os.close(fd)
-            self._settled[key] = sig
-            return
-        self._probes[key] = _Candidate(path, fd, st, fp, entries, new_generation)
+            self._settled[c.key] = c.sig
+            return None
+        windows = [(e.offset - e.tail_len, e.offset) for e in entries if e.tail_len and e.offset >= e.tail_len]
+        found = await asyncio.to_thread(compressed.probe, c.fd, windows)
+        if found.error is not None and not self._give_up_unreadable(c.key, c.sig):
+            return None  # try again at a later scan (still being written?)
+        self._settled[c.key] = c.sig  # whatever follows, this file is decided
+        choice = self._continuation(c, fp, entries, new_generation, found)
+        if found.error is not None and choice is None:
+            self._report_unreadable(c.path, c.st, found.error)  # else the reader reports where it stops
+        return None if choice is None else (*choice, found.size)
 
     def _give_up_unreadable(self, key: tuple[int, int], sig: tuple[int, int]) -> bool:
         """A compressed file that cannot be decompressed (to its end): logrotate may still be
@@ -725,47 +786,8 @@ class TailInput:
             self.lost_files += 1
             log.error("cannot decompress %s (%s): records in it that were not shipped yet are LOST", path, why)
 
-    async def _probe_compressed(self) -> None:
-        """Resolve the queued compressed files, oldest first: decompress each once in a thread to
-        learn its size and whether it holds a stream's bytes where that stream's offset ends."""
-        for key, c in sorted(self._probes.items(), key=lambda kv: kv[1].st.st_mtime):
-            windows = [(e.offset - e.tail_len, e.offset) for e in c.entries if e.tail_len and e.offset >= e.tail_len]
-            found = await asyncio.to_thread(compressed.probe, c.fd, windows)
-            del self._probes[key]
-            choice = self._continuation(c, found)
-            if choice is None:
-                os.close(c.fd)
-                continue
-            entry, offset = choice
-            try:
-                stream = await asyncio.to_thread(compressed.open_at, c.fd, offset)
-            except compressed.Unreadable as e:
-                os.close(c.fd)
-                log.error("cannot decompress %s to offset %d (%s)", c.path, offset, e)
-                continue
-            if any(r.entry.stream_id == entry.stream_id for r in self.readers.values()):  # taken meanwhile
-                stream.close()
-                os.close(c.fd)
-                continue
-            self._start(c.fd, c.path, c.st, entry, offset, found.size, stream)
-            log.info("%s %s at offset %d (%d bytes decompressed)", "resuming" if offset else "reading",
-                     c.path, offset, found.size)
-            self.registry.save()  # new streams are persisted before any of their records leave
-
-    def _continuation(self, c: _Candidate, found: compressed.Probe) -> tuple[Entry, int] | None:
-        key = (c.st.st_dev, c.st.st_ino)
-        sig = (c.st.st_size, c.st.st_mtime_ns)
-        if found.error is not None and not self._give_up_unreadable(key, sig):
-            return None  # try again at a later scan (still being written?)
-        self._settled[key] = sig  # whatever follows, this file is decided
-        choice = self._choose(c, found)
-        if found.error is not None and choice is None:
-            self._report_unreadable(c.path, c.st, found.error)  # else the reader reports where it stops
-        return choice
-
-    def _choose(self, c: _Candidate, found: compressed.Probe) -> tuple[Entry, int] | None:
-        key = (c.st.st_dev, c.st.st_ino)
-
+    def _continuation(self, c: _Candidate, fp: str, entries: list[Entry], new_generation: bool,
+                      found: compressed.Probe) -> tuple[Entry, int] | None:
         def holds(e: Entry) -> bool:  # the stream's bytes where its committed offset ends
             if found.size < e.offset:
                 return False
@@ -773,7 +795,7 @@ class TailInput:
                 return True
             return content_hash(found.windows.get((e.offset - e.tail_len, e.offset), b"")) == e.tail_hash
 
-        for e in sorted(c.entries, key=lambda e: e.updated, reverse=True):
+        for e in sorted(entries, key=lambda e: e.updated, reverse=True):
             if e.state == "live" or not holds(e):
                 continue
             offset = self._resume_offset(e)
@@ -784,9 +806,9 @@ class TailInput:
                 e.state = "done"  # nothing more in its last rotation: done, not lost
                 self.registry.dirty = True
             return None
-        if c.new_generation and found.size > 0:
-            entry = Entry(stream_id=stream_id_for(c.fp, *key), fingerprint=c.fp, input_id=self.cfg.id,
-                          path=c.path, dev=key[0], ino=key[1], offset=0)
+        if new_generation and found.size > 0:
+            entry = Entry(stream_id=stream_id_for(fp, *c.key), fingerprint=fp, input_id=self.cfg.id,
+                          path=c.path, dev=c.key[0], ino=c.key[1], offset=0)
             self.registry.add(entry)
             log.info("%s was rotated and compressed while the agent was stopped: reading it", c.path)
             return entry, 0
