@@ -100,7 +100,7 @@ class TailInput:
             e.input_id == cfg.id for e in registry.entries.values())
         self.started_at: float | None = None
         self._probes: dict[tuple[int, int], _Candidate] = {}
-        # Compressed files known to continue nothing (by their size and mtime): not looked at again.
+        # Rotated files known to continue nothing (by their size and mtime): not looked at again.
         self._settled: dict[tuple[int, int], tuple[int, int]] = {}
         self._unreadable: dict[tuple[int, int], tuple[tuple[int, int], float]] = {}  # first failure
         self._heads: dict[tuple[int, int], tuple[tuple[int, int], str | None]] = {}  # fingerprints, by sig
@@ -406,7 +406,7 @@ class TailInput:
             if compressed.is_compressed_name(path):
                 self._consider_compressed(path, st)
                 continue
-            if self._unchanged_closed(st):
+            if self._unchanged_closed(st) or self._settled.get(key) == (st.st_size, st.st_mtime_ns):
                 continue
             if len(self.readers) >= self.cfg.max_open_files:
                 if "max_open_files" not in self._warned:
@@ -652,7 +652,10 @@ class TailInput:
                 self._register_done(fd, path, fp, st)
                 return None
         if not may_start and st.st_mtime <= self.watching_since:
-            return None  # rotated before we were watching: not ours to ship
+            # Rotated before we were watching: not ours to ship (nor to open at every scan: logrotate
+            # keeps `rotate 30` of them).
+            self._settled[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
+            return None
         if self.cfg.ignore_older and time.time() - st.st_mtime > self.cfg.ignore_older:
             return None
         offset = 0

@@ -156,10 +156,11 @@ def test_an_output_down_across_three_rotations_loses_nothing_and_reads_in_order(
     run(go())
 
 
-def test_compressed_files_older_than_the_last_run_are_not_read_as_new_logs(tmp_path: Path) -> None:
+def test_rotations_older_than_the_last_run_are_not_read_as_new_logs(tmp_path: Path) -> None:
     async def go() -> None:
         logs = tmp_path / "logs"
         logs.mkdir()
+        (logs / "combined.log.3").write_text(numbered(20, 5, prefix="old"))  # rotate without compress
         with gzip.open(logs / "combined.log.2.gz", "wt") as f:
             f.write(numbered(0, 5, prefix="old"))
         with gzip.open(logs / "error.log-20240101.gz", "wt") as f:
