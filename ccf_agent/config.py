@@ -263,7 +263,8 @@ class InputConfig:
     forget_after: float = 3600.0  # registry entries of files gone this long are dropped
     max_open_files: int = 1024
     deleted_max_wait: float = 300.0  # a deleted file still being read is closed after this long...
-    deleted_max_bytes: int = 1 << 30  # ...or when this much of it is left to read (counted as lost)
+    deleted_max_bytes: int = 1 << 30  # ...or when this much of it is left to read (counted as lost,
+    # unless its compressed rotation, combined.log.2.gz, continues it)
     options: Any = None  # pipeline.options.InputOptions: parsers, multiline, encoding
 
 
