@@ -317,7 +317,8 @@ class InputConfig:
     id: str
     paths: tuple[str, ...]
     exclude: tuple[str, ...] = ()
-    # Rotated copies (combined.log.1) are read only to finish a file already known.
+    # Rotated generations beyond logrotate's own names (combined.log.1, .2.gz, -20240115.gz, which
+    # are always looked at): read only to finish a stream already known, or one written while stopped.
     rotated_paths: tuple[str, ...] = ()
     format: str = "json"
     fields: Mapping[str, Any] = field(default_factory=dict)
@@ -334,7 +335,8 @@ class InputConfig:
     forget_after: float = 3600.0  # registry entries of files gone this long are dropped
     max_open_files: int = 1024
     deleted_max_wait: float = 300.0  # a deleted file still being read is closed after this long...
-    deleted_max_bytes: int = 1 << 30  # ...or when this much of it is left to read (counted as lost)
+    deleted_max_bytes: int = 1 << 30  # ...or when this much of it is left to read (counted as lost,
+    # unless its compressed rotation, combined.log.2.gz, continues it)
     options: Any = None  # pipeline.options.InputOptions: parsers, multiline, encoding
 
 
@@ -509,7 +511,7 @@ def _inputs(doc: _Doc, root: _Reader) -> tuple[InputConfig, ...]:
         exclude = r.strings("exclude")
         for j, p in enumerate(exclude):
             _check_glob(doc, ("inputs", i, "exclude", j), p, absolute=False)
-        rotated = r.strings("rotated_paths", tuple(p + ".1" for p in paths))
+        rotated = r.strings("rotated_paths")
         fields = r.get("fields", dict, {})
         tz = r.get("timezone", str, "UTC")
         try:

@@ -288,7 +288,7 @@ def agent_config(engine: Engine, paths: list[str], routes: bool = True, **output
     """The example config's shape pointed at the test engine: payouts to their own index."""
     out = {"type": "elasticsearch", "hosts": [engine.url], **output_opts}
     cfg: dict[str, Any] = {
-        "inputs": [{"id": "app", "paths": paths, "exclude": ["*.gz"], "scan_interval": "200ms"}],
+        "inputs": [{"id": "app", "paths": paths, "scan_interval": "200ms"}],
         "outputs": {"logs": {**out, "index": engine.index("logs")},
                     "payouts": {**out, "index": engine.index("payouts")}},
         "agent": {"registry_flush_interval": "200ms"},

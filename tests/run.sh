@@ -11,6 +11,9 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 missing=()
 command -v logrotate >/dev/null || missing+=(logrotate)
+command -v bzip2 >/dev/null || missing+=(bzip2)       # logrotate's compresscmd in the rotation-chain tests
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v zstd >/dev/null || missing+=(zstd)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v openssl >/dev/null || missing+=(openssl)

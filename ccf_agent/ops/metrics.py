@@ -126,8 +126,11 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
       [({"route": name}, n) for name, n in zip(agent.router.names, agent.router.matched, strict=True)])
     m("ccf_agent_backpressure_pauses_total", "counter", "Times reading paused for bytes in flight.",
       [({}, agent.flow.paused_waits)])
-    m("ccf_agent_lost_bytes_total", "counter", "Unread bytes of deleted files given up (deleted_max_wait/bytes).",
+    m("ccf_agent_lost_bytes_total", "counter", "Unread bytes of files given up: deleted (deleted_max_wait/bytes), or gone before read to their end.",
       [({"input": i.cfg.id}, i.lost_bytes) for i in agent.inputs])
+    m("ccf_agent_lost_files_total", "counter",
+      "Files gone (rotated past logrotate's rotate N) or undecompressable before they were read to their end.",
+      [({"input": i.cfg.id}, i.lost_files) for i in agent.inputs])
     outs = list(agent.outputs.values())
     for name, attr, help_ in (
             ("shipped", "docs_acked", "Records acknowledged by the output."),

@@ -17,14 +17,15 @@ from ccf_agent.tail.source import TailInput
 
 
 class Tail:
-    def __init__(self, tmp: Path, pattern: str = "*.log", first_run: bool = True, **cfg: Any) -> None:
+    def __init__(self, tmp: Path, pattern: str = "*.log", first_run: bool = True, flow_limit: int = 64 << 20,
+                 **cfg: Any) -> None:
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         self.state = tmp / "state"
         opts: dict[str, Any] = {"scan_interval": 0.05, "poll_interval": 0.02, "rotate_wait": 0.3, **cfg}
-        opts.setdefault("rotated_paths", (str(self.logs / pattern) + ".1",))  # as the config loader does
         self.cfg = InputConfig(id="app", paths=(str(self.logs / pattern),), **opts)
         self.first_run = first_run
+        self.flow_limit = flow_limit  # bytes read but not acknowledged before reading pauses
         self.lines: list[bytes] = []
         self.batches: list[Batch] = []
         self.hold = False  # True: keep batches unacknowledged (an output that is down)
@@ -49,7 +50,7 @@ class Tail:
     async def __aenter__(self) -> Tail:
         self.registry = Registry(self.state)
         self.registry.load()
-        self.flow = Flow(64 << 20)
+        self.flow = Flow(self.flow_limit)
         self.input = TailInput(self.cfg, self.registry, self.flow, self.dispatch, self._room,
                                first_run=self.first_run, read_ahead=_fast.ReadAhead() if _fast is not None else None)
         self.scans = 0

@@ -295,6 +295,33 @@ def test_copytruncate_copy_is_finished_from_where_reading_stopped(tmp_path: Path
     run(go())
 
 
+def test_a_line_half_read_when_copytruncate_copies_it_is_shipped_whole_from_the_copy(tmp_path: Path) -> None:
+    # At 40,000 lines/s the reader often holds the first half of a line when logrotate copies the
+    # file: the copy must continue the stream from that line's start, not from after its half.
+    async def go() -> None:
+        async with Tail(tmp_path) as t:
+            live = t.logs / "combined.log"
+            line30 = numbered(30, 1)
+            live.write_text(numbered(0, 30) + line30[:10])
+            await t.has_lines(30)
+            [reader] = t.input.readers.values()
+            await t.until(lambda: reader.offset == live.stat().st_size and reader.partial != b"",
+                          "the half line held")
+            t.room.clear()  # reading waits while logrotate works
+            with open(live, "a") as f:
+                f.write(line30[10:] + numbered(31, 9))
+            shutil.copyfile(live, t.logs / "combined.log.1")
+            os.truncate(live, 0)
+            with open(live, "a") as f:
+                f.write(numbered(40, 5))
+            t.room.set()
+            await t.has_lines(45)
+            await asyncio.sleep(0.3)
+        assert sorted(seqs(t.lines)) == list(range(45))
+        assert all(x.startswith(b"{") for x in t.lines)  # no fragment of line 30
+    run(go())
+
+
 @pytest.mark.parametrize(("regrown", "during_compare"), [(0, False), (80, False), (0, True)],
                          ids=["truncated", "truncated and regrown", "truncated while compared"])
 def test_a_copy_whose_original_is_truncated_as_a_scan_finds_it_is_not_read_again(
