@@ -98,3 +98,14 @@ def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
     yield started
     for a in started:
         a.kill()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (marked `long`: minutes each) are left out unless the run asks for them with
+    `-m long`: deselected, not skipped, so a run that did not ask for them has nothing missing."""
+    if "long" in (config.option.markexpr or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("long") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("long")])
+        items[:] = keep

@@ -3,8 +3,8 @@
 The long soak runs the same scenarios for minutes each:
 `CCF_CHAOS_SECONDS=600 CCF_CHAOS_DOWN_SECONDS=60 bash tests/run.sh tests/chaos` (tests/chaos/RESULTS.md).
 The long variants of the
-outage-across-rotations and copytruncate-at-40,000-lines/s tests are marked slow and run with
-`CCF_CHAOS_LONG=1 bash tests/run.sh -m slow tests/chaos`.
+outage-across-rotations and copytruncate-at-40,000-lines/s tests are marked `long`: left out
+unless asked for, with `bash tests/run.sh -m long tests/chaos`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ pytestmark = pytest.mark.engine
 SECONDS = float(os.environ.get("CCF_CHAOS_SECONDS", "8"))
 DOWN = float(os.environ.get("CCF_CHAOS_DOWN_SECONDS", "10"))  # the soak uses 60
 RATE = int(os.environ.get("CCF_CHAOS_RATE", "1000"))
-LONG = os.environ.get("CCF_CHAOS_LONG") == "1"
-long_only = pytest.mark.skipif(not LONG, reason="long variant: CCF_CHAOS_LONG=1 bash tests/run.sh -m slow tests/chaos")
 
 SCENARIOS: dict[str, Callable[[sc.Run], dict[str, Any]]] = {
     "logrotate create": lambda r: sc.scenario_logrotate(r, "create"),
@@ -134,8 +132,7 @@ def test_an_outage_across_rotations_loses_nothing_and_finishes_them_in_order(
     assert row["in_order"], row
 
 
-@pytest.mark.slow
-@long_only
+@pytest.mark.long
 @pytest.mark.parametrize("name", list(LONG_OUTAGES))
 def test_a_long_outage_across_rotations_at_10000_lines_per_second_loses_nothing(
         name: str, tmp_path: Path, engine: Engine, agents: list[AgentProcess]) -> None:
@@ -144,8 +141,7 @@ def test_a_long_outage_across_rotations_at_10000_lines_per_second_loses_nothing(
     assert row["in_order"], row
 
 
-@pytest.mark.slow
-@long_only
+@pytest.mark.long
 @pytest.mark.parametrize("attempt", range(10))
 def test_copytruncate_at_40000_lines_per_second_loses_nothing_the_disk_kept(
         attempt: int, tmp_path: Path, engine: Engine, agents: list[AgentProcess]) -> None:
