@@ -22,10 +22,10 @@ from typing import Any
 
 from ccf_agent import __version__
 from ccf_agent.acks import Flow
-from ccf_agent.alerts import AlertEngine, AlertsConfig
+from ccf_agent.alerts.engine import AlertEngine
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import OUTPUT_MODULES, Config, ConfigError, OutputConfig
+from ccf_agent.config import OUTPUT_MODULES, AlertsConfig, Config, ConfigError, OutputConfig
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
@@ -122,8 +122,8 @@ class Agent:
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
         # Records reach the rules already redacted; the engine redacts notifications once more.
-        redact = getattr(config.processors, "redact", None)
-        guard = Redactor(redact).redact_record if redact is not None and redact.enabled else None
+        redact = config.processors.redact
+        guard = Redactor(redact).redact_record if redact.enabled else None
         self.alerts = AlertEngine(config.alerts or AlertsConfig(), self.state_dir, redact=guard,
                                   log=logging.getLogger("ccf_agent.alerts"))
         self.inputs: list[TailInput] = []

@@ -31,11 +31,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ccf_agent.alerts.config import AlertsConfig, NotifierConfig
 from ccf_agent.alerts.notifiers import DeliveryError, deliver, iso
 from ccf_agent.alerts.outbox import Notice, Outbox
 from ccf_agent.alerts.rules import FIRING, Rule, make_rule
 from ccf_agent.alerts.select import Selector
+from ccf_agent.config.alerts import AlertsConfig, NotifierConfig
 from ccf_agent.fsutil import atomic_write, ensure_dir, read_plain
 
 FUTURE_SKEW = 5.0   # seconds an event may be stamped ahead of the wall clock and still move it

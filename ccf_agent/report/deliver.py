@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ccf_agent.alerts.config import AlertsConfig, NotifierConfig
 from ccf_agent.alerts.notifiers import (
     DeliveryError,
     discord_payload,
@@ -35,8 +34,9 @@ from ccf_agent.alerts.notifiers import (
     slack_payload,
     teams_payload,
 )
+from ccf_agent.config.alerts import AlertsConfig, NotifierConfig
+from ccf_agent.config.report import SmtpConfig
 from ccf_agent.outputs.base import client_ssl_context
-from ccf_agent.report.config import SmtpConfig
 from ccf_agent.report.figures import Figures
 from ccf_agent.report.render import summary_details
 
