@@ -25,7 +25,7 @@ from ccf_agent.acks import Flow
 from ccf_agent.alerts.engine import AlertEngine
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import OUTPUT_MODULES, AlertsConfig, Config, ConfigError, OutputConfig
+from ccf_agent.config import OUTPUT_MODULES, AlertsConfig, Config, ConfigError, OutputConfig, load_config
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
@@ -245,8 +245,6 @@ class Agent:
         return self.exit_code
 
     def _apply_reload(self) -> None:
-        from ccf_agent.config import load_config
-
         try:
             new = load_config(self.config.path)
             preflight(new)

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from ccf_agent.alerts.engine import format_status
 from ccf_agent.config import LISTEN_OFF, Config, split_listen
 from ccf_agent.registry import read_registry
 
@@ -96,8 +97,6 @@ def render(s: dict[str, Any]) -> str:
             when = time.strftime("%H:%M:%S", time.localtime(o["last_error_at"])) if o.get("last_error_at") else ""
             lines.append(f"      last error {when}: {o['last_error']}")
     if s.get("alerts"):
-        from ccf_agent.alerts.engine import format_status
-
         lines += ["", format_status(s["alerts"])]
     lines += ["", f"Dead letters: {s['dead_letters']}"]
     if s.get("registry_error"):
