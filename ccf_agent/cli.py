@@ -63,11 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         fast.keep_memory()
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        runner = asyncio.run
-    return runner(agent.run())
+        return asyncio.run(agent.run())
+    return uvloop.run(agent.run())
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -128,9 +128,9 @@ def _outputs(doc: Document, root: Reader) -> dict[str, OutputConfig]:
             raise doc.error(("outputs", name, "password"), "password needs username")
         for key, header in (("api_key", "Authorization"), ("bearer_token", "Authorization")):
             value = getattr(cfg, key)
-            problem = header_problem(header, value) if value else None
-            if problem:
-                raise doc.error(("outputs", name, key), problem)
+            bad = header_problem(header, value) if value else None
+            if bad:
+                raise doc.error(("outputs", name, key), bad)
         if cfg.backoff_max < cfg.backoff_initial:
             raise doc.error(("outputs", name, "backoff_max"), "must be at least backoff_initial")
         problem = _output_problem(cfg)

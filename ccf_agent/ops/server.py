@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -45,7 +45,8 @@ class _Refused(asyncio.Protocol):
     """A connection over the cap: closed as soon as it is accepted."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()
+        # A TCP server's transport (uvloop's is not an asyncio.Transport subclass, but has abort()).
+        cast(asyncio.Transport, transport).abort()
 
 
 class _Connection(web.RequestHandler):

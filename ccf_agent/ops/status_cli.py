@@ -23,7 +23,8 @@ def fetch_status(config: Config, timeout: float = 3.0) -> dict[str, Any] | None:
     host, port = address
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as resp:  # noqa: S310
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
     except (OSError, urllib.error.URLError, ValueError):
         return None
 
@@ -64,7 +65,7 @@ def status(config: Config, as_json: bool = False) -> int:
                 print(f"ccf-agent is running (pid {pid}) but its status endpoint {config.status_listen or 'off'} "
                       f"{why}; last saved offsets from {config.state_dir}:")
             for e in entries:
-                print(f"  {e['path']}  offset {_size(int(e['offset']))}  ({e['state']}, stream {e['stream_id']})")
+                print(f"  {e['path']}  offset {_size(int(str(e['offset'])))}  ({e['state']}, stream {e['stream_id']})")
             if not entries:
                 print("  (no files recorded yet)")
         return EXIT_NOT_RUNNING if pid is None else EXIT_RUNNING

@@ -81,7 +81,8 @@ def open_log(path: str) -> IO[bytes] | None:
         return None
     for magic, opener in _MAGIC:
         if head.startswith(magic):
-            return opener(path, "rb")
+            stream: IO[bytes] = opener(path, "rb")
+            return stream
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 
