@@ -11,7 +11,10 @@ in the graph, so each one must be listed in LAZY with the reason it is lazy; the
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
 from collections.abc import Iterator
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,3 +212,32 @@ def test_the_cycle_finder_finds_a_cycle_through_a_package_init() -> None:
     graph = {"a": {"a.b"}, "a.b": {"c"}, "c": {"a", "a.d"}, "a.d": set()}
     assert cycles(graph) == [["a", "a.b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _imported_top_levels() -> set[str]:
+    """Every top-level name any module of ours imports, at module level or inside a function."""
+    names: set[str] = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_declared_dependency_is_imported() -> None:
+    """A dependency nobody imports is installed on every host for nothing (aiofiles and the
+    elasticsearch client were: the README says why they went)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    provides: dict[str, set[str]] = {}
+    for module, dists in packages_distributions().items():
+        for dist in dists:
+            provides.setdefault(re.sub(r"[-_.]+", "-", dist).lower(), set()).add(module)
+    imported = _imported_top_levels()
+    unused = []
+    for requirement in declared:
+        dist = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", requirement)[0]).lower()  # type: ignore[index]
+        if not provides.get(dist, set()) & imported:
+            unused.append(dist)
+    assert not unused, f"declared in pyproject.toml but imported nowhere in ccf_agent/: {unused}"
