@@ -94,13 +94,12 @@ def parse_alerts(raw: dict[str, Any] | None, where: Where) -> AlertsConfig:
     # A repeat or resend interval of 0 would notify on every tick (4 a second) while an alert fires.
     repeat = top.duration("repeat_interval", 4 * 3600.0, minimum=1.0)
     labels = _labels(top, "labels")
-    rules_raw = top.get("rules", list, [])
     rules = []
     seen: set[str] = set()
-    for i, item in enumerate(rules_raw):
-        rule = _rule(Reader(where, ("rules", i), item), notifiers, repeat)
+    for s in top.each("rules"):
+        rule = _rule(s, notifiers, repeat)
         if rule.name in seen:
-            raise where(("rules", i, "name"), f"duplicate rule name '{rule.name}'")
+            raise s.error("name", f"duplicate rule name '{rule.name}'")
         seen.add(rule.name)
         rules.append(rule)
     cfg = AlertsConfig(

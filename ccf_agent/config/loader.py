@@ -78,8 +78,7 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
 
 def _routes(root: Reader, outputs: Mapping[str, OutputConfig]) -> tuple[RouteConfig, ...]:
     out = []
-    for i, item in enumerate(root.get("routes", list, [])):
-        r = Reader(root.where, ("routes", i), item)
+    for i, r in enumerate(root.each("routes")):
         name = r.get("name", str, f"route-{i}")
         when = r.condition("when", required=True)
         targets = r.strings("output", required=True)

@@ -68,8 +68,7 @@ def _enrich(r: Reader) -> EnrichConfig:
         host_os = hspec.get("os", bool, True)
         hspec.done()
     lookups = []
-    for i, item in enumerate(spec.get("lookup", list, [])):
-        lspec = Reader(spec.where, (*spec.path, "lookup", i), item)
+    for lspec in spec.each("lookup"):
         src: str = lspec.get("field", str, required=True)
         target: str = lspec.get("target", str, required=True)
         if "." in target or not target:
@@ -105,8 +104,7 @@ def _redact(r: Reader) -> RedactConfig:
     kinds = {k: pspec.get(k, bool, getattr(RedactConfig, k)) for k in PATTERN_KINDS}
     pspec.done()
     custom = []
-    for i, item in enumerate(spec.get("custom", list, [])):
-        cspec = Reader(spec.where, (*spec.path, "custom", i), item)
+    for cspec in spec.each("custom"):
         name: str = cspec.get("name", str, required=True)
         rx: str = cspec.get("regex", str, required=True)
         cspec.done()
@@ -130,8 +128,7 @@ def _redact(r: Reader) -> RedactConfig:
 def _rules(r: Reader, key: str, extra: tuple[str, ...] = ()) -> list[tuple[Reader, str, Condition]]:
     """Each rule of a `drop`/`sample` list: its reader (for `extra` keys), name and condition."""
     out = []
-    for i, item in enumerate(r.get(key, list, [])):
-        spec = Reader(r.where, (key, i), item)
+    for i, spec in enumerate(r.each(key)):
         name = spec.get("name", str) or f"{key}-{i}"
         if "when" not in spec.value:
             raise spec.error(None, "missing required key 'when' (a condition, as in routes)")

@@ -9,6 +9,7 @@ file's problems in one run means changing `where` and the few callers that must 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, Literal, overload
 
 from ccf_agent.conditions import Condition, ConditionError, compile_condition
@@ -138,6 +139,11 @@ class Reader:
             return compile_condition(raw)
         except ConditionError as e:
             raise self.error((key, *e.path), e.message) from e
+
+    def each(self, key: str) -> Iterator[Reader]:
+        """A reader for each mapping of the list at `key`, in order (an absent list has none)."""
+        for i, item in enumerate(self.get(key, list, [])):
+            yield Reader(self.where, (*self.path, key, i), item)
 
     def sub(self, key: str) -> Reader:
         """The mapping at `key`; absent or empty reads as an empty one."""
