@@ -35,8 +35,11 @@ from ccf_agent.config.alerts import AlertsConfig
 from ccf_agent.config.outputs import OutputConfig, TlsConfig
 from ccf_agent.config.reader import Reader
 from ccf_agent.config.values import Where
-from ccf_agent.ops.business import SOURCES
 
+# The files that hold every record once (Winston writes a record to combined.log and again to
+# error.log or payouts.log): combined.log, combined.log.1, combined.log-20240115, combined1.log.
+# The business metrics count these too.
+SOURCES = ("combined*.log*",)
 _EMAIL = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
 
 
