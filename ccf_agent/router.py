@@ -24,7 +24,7 @@ class Router:
 
     def assign(self, records: Sequence[dict[str, Any]]) -> list[list[int]]:
         """For each target set (route order, default last), the indices of its records."""
-        if self._programs is not None and type(records) is list:
+        if self._programs is not None and _fast is not None and type(records) is list:
             buckets: list[list[int]] = _fast.assign(records, self._programs)
             for k, b in enumerate(buckets):
                 self.matched[k] += len(b)

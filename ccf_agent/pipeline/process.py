@@ -26,11 +26,10 @@ import orjson
 
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Batch, Events
-from ccf_agent.config import InputConfig
+from ccf_agent.config import InputConfig, Processors
 from ccf_agent.pipeline.ecs import index_safe, to_ecs
 from ccf_agent.pipeline.enrich import Lookup, host_metadata
 from ccf_agent.pipeline.native import fast as _fast  # the C loops, or None
-from ccf_agent.pipeline.options import InputOptions, Processors
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
 
@@ -53,8 +52,8 @@ class Pipeline:
     """
 
     def __init__(self, cfg: InputConfig, hostname: str | None = None, processors: Processors | None = None) -> None:
-        opts = cfg.options if isinstance(cfg.options, InputOptions) else InputOptions()
-        procs = processors if isinstance(processors, Processors) else Processors()
+        opts = cfg.options
+        procs = processors if processors is not None else Processors()
         self.counters: dict[str, int] = {}
         self.json = cfg.format == "json"
         self.text_parser = None if self.json else opts.parser

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 # Names that mark a compressed file, never read as a new log; every other name is plain.
 SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".lzo", ".z", ".zip")
@@ -45,7 +45,7 @@ def _zstd() -> ModuleType | None:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
     except ImportError:
         try:
-            from backports import zstd  # type: ignore[import-not-found,no-redef]
+            from backports import zstd
         except ImportError:
             return None
     return zstd  # type: ignore[no-any-return]
@@ -69,23 +69,35 @@ class _PreadRaw(io.RawIOBase):
         return n
 
 
-def _gzip(raw: BinaryIO, mode: str) -> BinaryIO:
-    return gzip.GzipFile(fileobj=raw, mode=mode)
+def _gzip(raw: BinaryIO) -> BinaryIO:
+    return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
 
 
-def _opener(fd: int) -> Callable[[BinaryIO, str], BinaryIO]:
+def _bzip2(raw: BinaryIO) -> BinaryIO:
+    return cast(BinaryIO, bz2.BZ2File(raw, "rb"))
+
+
+def _xz(raw: BinaryIO) -> BinaryIO:
+    return cast(BinaryIO, lzma.LZMAFile(raw, "rb"))
+
+
+def _zstd_file(zstd: ModuleType) -> Callable[[BinaryIO], BinaryIO]:
+    return lambda raw: cast(BinaryIO, zstd.ZstdFile(raw, "rb"))
+
+
+def _opener(fd: int) -> Callable[[BinaryIO], BinaryIO]:
     magic = os.pread(fd, 6, 0)
     if magic.startswith(b"\x1f\x8b"):
         return _gzip
     if magic.startswith(b"BZh"):
-        return bz2.BZ2File
+        return _bzip2
     if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile
+        return _xz
     if magic.startswith(b"\x28\xb5\x2f\xfd"):
         zstd = _zstd()
         if zstd is None:
             raise Unreadable("zstd: install backports.zstd (pip install 'ccf-agent[zstd]') to read it")
-        return zstd.ZstdFile  # type: ignore[no-any-return]
+        return _zstd_file(zstd)
     if len(magic) < 2:
         raise Unreadable("empty")
     raise Unreadable("not gzip, bzip2, xz or zstd")
@@ -96,7 +108,7 @@ class Stream:
 
     def __init__(self, fd: int) -> None:
         opener = _opener(fd)
-        self.file: BinaryIO = opener(io.BufferedReader(_PreadRaw(fd), 1 << 16), "rb")
+        self.file: BinaryIO = opener(cast(BinaryIO, io.BufferedReader(_PreadRaw(fd), 1 << 16)))
         self.pos = 0
 
     def read(self, n: int) -> bytes:

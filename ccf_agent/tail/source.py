@@ -657,7 +657,7 @@ class TailInput:
         if ledger is None or ledger.entry is not entry:
             ledger = self.ledgers[entry.stream_id] = Ledger(entry, self.registry, self.flow)
         opts = self.cfg.options
-        multiline = Multiline(opts.multiline) if opts is not None and opts.multiline is not None else None
+        multiline = Multiline(opts.multiline) if opts.multiline is not None else None
         reader: FileReader
         if stream is not None:
             reader = CompressedReader(fd, path, entry, ledger, offset, self.cfg.max_line_bytes, multiline, stream)

@@ -10,11 +10,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ccf_agent.ops import notify
+from ccf_agent.ops.snapshot import FileState, InputState, OutputState, Snapshot
 from tests import virtual_time
 from tests.harness import AgentProcess, wait_until, write_lines
 from tests.ops.helpers import file_outputs_config, stamp
@@ -126,32 +126,36 @@ def test_stopping_and_reloading_carry_their_states(listener: NotifySocket) -> No
 
 
 def test_status_summarises_files_throughput_lag_and_outputs() -> None:
-    status = {"files": [{"state": "reading", "lag_bytes": 3 << 20}, {"state": "idle", "lag_bytes": 0}],
-              "outputs": [{"healthy": True}, {"healthy": False}], "dead_letters": 0}
-    assert notify.summary(status, 1520.4) == ("2 files (1 reading), 1520 records/s, lag 3.0 MiB; "
-                                              "outputs 1/2 healthy")
+    snap = Snapshot(inputs=(InputState("app", files=(FileState(state="reading", lag_bytes=3 << 20, lag_seconds=12.0),
+                                                     FileState(state="idle"))),),
+                    outputs=(OutputState("logs", "file"), OutputState("es", "elasticsearch", healthy=False)))
+    assert notify.summary(snap, 1520.4) == ("2 files (1 reading), 1520 records/s, lag 3.0 MiB / 12s; "
+                                            "outputs 1/2 healthy")
 
 
 def test_status_is_always_one_line() -> None:
-    assert "\n" not in notify.summary({"files": [], "outputs": [], "dead_letters": 3}, 0)
+    assert "\n" not in notify.summary(Snapshot(dead_letters=3), 0)
 
 
-class FakeAgent:
+class Counting:
+    """What the supervisor hands the loop: a snapshot of a growing records counter."""
+
     def __init__(self) -> None:
         self.records_in = 0
 
-    def status(self) -> dict[str, Any]:
-        return {"files": [{"state": "idle", "lag_bytes": 0}], "outputs": [{"healthy": True}], "dead_letters": 0}
+    def __call__(self) -> Snapshot:
+        return Snapshot(records_in=self.records_in, inputs=(InputState("app", files=(FileState(),)),),
+                        outputs=(OutputState("logs", "file"),))
 
 
 def test_loop_sends_ready_then_watchdog_pings_then_a_status_with_throughput(
         listener: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
     # On the virtual clock: a ping every 62.5 ms, a status every 500 ms, exactly (binary fractions).
     monkeypatch.setenv("WATCHDOG_USEC", "125000")
-    agent = FakeAgent()
+    agent = Counting()
 
     async def scenario() -> None:
-        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.5))  # type: ignore[arg-type]
+        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.5))
         await asyncio.sleep(0)  # READY=1 is out
         agent.records_in = 400
         await asyncio.sleep(0.6)
@@ -170,7 +174,7 @@ def test_loop_sends_ready_then_watchdog_pings_then_a_status_with_throughput(
 def test_loop_waits_for_the_agent_to_be_up_before_ready(listener: NotifySocket) -> None:
     async def scenario() -> tuple[bool, dict[str, str]]:
         up = asyncio.Event()
-        task = asyncio.create_task(notify.notify_loop(FakeAgent(), up=up))  # type: ignore[arg-type]
+        task = asyncio.create_task(notify.notify_loop(Counting(), up=up))
         try:
             listener.sock.setblocking(False)
             await asyncio.sleep(0.2)
@@ -190,7 +194,7 @@ def test_loop_waits_for_the_agent_to_be_up_before_ready(listener: NotifySocket) 
 
 def test_loop_ends_at_once_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    asyncio.run(asyncio.wait_for(notify.notify_loop(FakeAgent()), 1))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(notify.notify_loop(Counting()), 1))
 
 
 def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_stopping(

@@ -556,7 +556,7 @@ def test_a_file_rewritten_with_the_same_first_line_is_not_resumed_blindly(tmp_pa
 
 
 def stack_trace_options() -> object:
-    from ccf_agent.pipeline.options import parse_input_options
+    from ccf_agent.config import parse_input_options
 
     def where(path: tuple[object, ...], message: str) -> Exception:
         return ValueError(f"{path}: {message}")
