@@ -1176,6 +1176,99 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
     return 1;
 }
 
+/* ------------------------------------------------------------------ raw JSON structure
+ *
+ * rawjson.py's scans of a line's bytes (that module is the reference): how deep it nests, and
+ * how many members it writes. A string runs from a quote to the next quote not escaped by a
+ * backslash, also in a line that is not valid JSON. */
+
+#define RECORD_DEPTH_MAX 200 /* rawjson.MAX_DEPTH: a deeper line is shipped as text */
+_Static_assert(MAX_DEPTH <= RECORD_DEPTH_MAX, "a line the projection scans is never too deep");
+
+/* The count of c in p[0..n), counting no further than most + 1. */
+static Py_ssize_t count_upto(const char *p, Py_ssize_t n, char c, Py_ssize_t most)
+{
+    Py_ssize_t count = 0;
+    const char *end = p + n;
+    while (count <= most && p < end && (p = memchr(p, c, end - p)) != NULL) {
+        count++;
+        p++;
+    }
+    return count;
+}
+
+/* Nested deeper than RECORD_DEPTH_MAX. Only a line of more than 2 x RECORD_DEPTH_MAX bytes
+ * with more than RECORD_DEPTH_MAX opening brackets can be: the common line costs a compare,
+ * a long one two memchr runs. */
+static int too_deep(const unsigned char *p, Py_ssize_t n)
+{
+    if (n <= 2 * RECORD_DEPTH_MAX)
+        return 0;
+    Py_ssize_t opens = count_upto((const char *)p, n, '{', RECORD_DEPTH_MAX);
+    if (opens + count_upto((const char *)p, n, '[', RECORD_DEPTH_MAX - opens) <= RECORD_DEPTH_MAX)
+        return 0;
+    Py_ssize_t depth = 0;
+    int in_string = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > RECORD_DEPTH_MAX)
+                return 1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+/* The members the line writes at every depth: its colons outside strings. */
+static Py_ssize_t members_of(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t count = 0;
+    int in_string = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else {
+            count += c == ':';
+        }
+    }
+    return count;
+}
+
+static PyObject *py_too_deep(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "too_deep(bytes)");
+        return NULL;
+    }
+    return PyBool_FromLong(too_deep((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+}
+
+static PyObject *py_members(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "members(bytes)");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(members_of((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+}
+
 /* ------------------------------------------------------------------ the loop */
 
 enum {
@@ -1322,7 +1415,9 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             PyErr_Clear();
             rec = Py_NewRef(Py_None);
         }
-        if (PyDict_CheckExact(rec) && PyDict_GET_SIZE(rec) > 0) {
+        /* too deep to take apart: shipped as text (Pipeline._odd) */
+        int deep = PyDict_CheckExact(rec) && too_deep((const unsigned char *)lp, n);
+        if (PyDict_CheckExact(rec) && PyDict_GET_SIZE(rec) > 0 && !deep) {
             int plain;
             PyObject *sensitive = NULL; /* borrowed from the shape */
             PyObject *shape = NULL;
@@ -2833,6 +2928,8 @@ static PyMethodDef methods[] = {
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
     {"scan_hits", scan_hits, METH_O, "The indices of the lines a read-ahead scan's prefilter flagged."},
     {"keep_memory", keep_memory, METH_NOARGS, "Keep freed arenas and heap for reuse (a long-running daemon)."},
+    {"too_deep", py_too_deep, METH_O, "A JSON line nested deeper than RECORD_DEPTH_MAX (see rawjson.py)."},
+    {"members", py_members, METH_O, "The members a JSON line writes: its colons outside strings (see rawjson.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2850,6 +2947,8 @@ PyMODINIT_FUNC PyInit__fast(void)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "ReadAhead", (PyObject *)&ReadAheadType) < 0)
+        Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
         Py_CLEAR(m);
 #ifdef HAVE_CLMUL_PATH
     if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", have_clmul) < 0)
