@@ -378,7 +378,7 @@ class Pipeline:
         if not utf8:
             tags.append("invalid_utf8")
         if batch.truncated and redactor is not None:
-            text = redactor.cut_card(text)
+            text = redactor.cut_card(text, json=is_json)
         if "\x00" in text:
             tags.append("nul_bytes")
         rec = {"message": text}

@@ -96,10 +96,13 @@ _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]+$")
 # A cut card: the digit groups a truncated text ends with (the window holds any 18 digits grouped).
 _TRAILING_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9])*[ -]?\Z")
 _CUT_WINDOW = 48
+_CUT_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*(\\(?:u[0-9A-Fa-f]{0,3})?)\Z")  # an escape the cut left unfinished
 _BIN_DIGITS = 6  # the first six digits of a card may be shown (PCI DSS): a shorter run is kept
 # A JSON key as written, or escaped once (inside a JSON string holding JSON), and its colon.
 _JSON_KEY = re.compile(r'(\\?)"((?:[^"\\\n]|\\u[0-9A-Fa-f]{4}){1,128})\1"\s*:\s*')
 _UNICODE_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})")
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)  # left to right: an escaped backslash is no escape
+_READ = {"\\t": "\t", "\\n": "\n", "\\r": "\r", "\\f": "\x0c", "\\/": "/"}  # (see _spelled_out)
 
 
 def luhn(digits: str) -> bool:
@@ -389,12 +392,18 @@ class Redactor:
         low = name.lower()
         return low in self._credential_names or low.endswith(CREDENTIAL_SUFFIXES)
 
-    def cut_card(self, text: str) -> str:
+    def cut_card(self, text: str, json: bool = False) -> str:
         """A text cut at max_line_bytes may end inside a card, which the Luhn check then misses:
         trailing digit groups that could begin one (from a group starting with 2-6, more digits
-        than the six a card's BIN shows, fewer than a whole card) are masked."""
+        than the six a card's BIN shows, fewer than a whole card) are masked. `json`: the text
+        is JSON cut short, whose digits may be escapes (read first; one cut in half is dropped)."""
         if not self._cards:
             return text
+        if json and "\\" in text:
+            text = _spelled_out(text)
+            partial = _CUT_ESCAPE.search(text)
+            if partial is not None:
+                text = text[:partial.start(1)]
         tail = text[-_CUT_WINDOW:]
         m = _TRAILING_DIGITS.search(tail)
         if m is None:
@@ -635,13 +644,14 @@ class Redactor:
         `hit` is what `scan` said of the line; `names_possible` False when none of the keys the
         parser can produce is a sensitive name (then only a hit needs a walk). `json`: the line
         was meant to be JSON, so its message may write sensitive keys (see json_names)."""
-        changed = self.walk(rec, patterns=hit) if hit or (names_possible and self.names) else False
         message = rec.get("message")
         if json and type(message) is str:
-            masked = self.json_names(message)
-            if masked is not message:
+            # Patterns are matched on the text as JSON would read it: "4\u0031\u0031\u0031..." is a card.
+            masked = self.json_names(_spelled_out(message) if hit and "\\u" in message else message)
+            if masked != message:
                 rec["message"] = masked
-                changed = True
+        changed = self.walk(rec, patterns=hit) if hit or (names_possible and self.names) else False
+        changed = changed or rec.get("message") is not message
         if changed:
             self._count("records_redacted")
         return changed
@@ -660,6 +670,18 @@ class Redactor:
         return out
 
 
+def _spelled_out(text: str) -> str:
+    """JSON text with the escapes a pattern must see through read: \\uXXXX of printable ASCII
+    and of whitespace, and \\t \\n \\r \\f \\/ ("Bearer\\u0009x" is a bearer token). Quotes and
+    backslashes stay escaped."""
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return _READ.get(m.group(), m.group())
+        c = chr(int(m.group(1), 16))
+        return c if (" " <= c <= "~" and c not in '"\\') or c in "\t\n\r\x0b\x0c" else m.group()
+    return _ESCAPE.sub(one, text)
+
+
 def _basic_credentials(text: str, m: re.Match[str]) -> bool:
     """A `Basic <token>` match is an HTTP Basic credential: a word of its own, and the token is
     base64 of `user:password` (so "Basic plan" or "Basic auth is off" stays)."""
@@ -674,44 +696,44 @@ def _basic_credentials(text: str, m: re.Match[str]) -> bool:
 
 
 def _value_end(text: str, i: int, escaped: int) -> int:
-    """Where the JSON value starting at text[i] ends (json_names): a string at its closing quote,
-    an object or array at its closing bracket, a scalar before the next delimiter; the end of
-    the text when it does not end. `escaped`: 1 when the JSON is escaped once (quotes are \\")."""
+    """Where the JSON value starting at text[i] ends (json_names): a string after its closing
+    quote, an object or array after its closing bracket, anything else (a scalar, or the junk of
+    a broken line) at the next comma or closing bracket, through any string on the way; the end
+    of the text when it does not end. `escaped`: 1 when the JSON is escaped once (quotes are \\")."""
     quote = "\\" * escaped + '"'
     if text.startswith(quote, i):
-        j = i + len(quote)
-        while True:
-            k = text.find('"', j)
-            if k < 0:
-                return len(text)
-            run = 0  # the backslashes before this quote
-            while k - 1 - run > i and text[k - 1 - run] == "\\":
-                run += 1
-            # Unescaped, a quote after an even run closes the string; escaped once, \" closes it
-            # and \\\" is a quote inside it.
-            if (run % 4 == 1) if escaped else (run % 2 == 0):
+        return _string_end(text, i + len(quote), escaped)
+    opens = text[i:i + 1] in ("{", "[")
+    depth, k = 0, i
+    while k < len(text):
+        if text.startswith(quote, k):
+            k = _string_end(text, k + len(quote), escaped)
+            continue
+        c = text[k]
+        if c in "{[":
+            depth += 1
+        elif c in "}]" or (c == "," and depth == 0):
+            if depth == 0:
+                return k
+            depth -= 1
+            if depth == 0 and opens:
                 return k + 1
-            j = k + 1
-    if text[i:i + 1] in ("{", "["):
-        depth, inside, k = 0, False, i
-        while k < len(text):
-            c = text[k]
-            if inside:
-                if c == "\\":
-                    k += 1
-                elif c == '"':
-                    inside = False
-            elif c == '"' and not escaped:
-                inside = True
-            elif c in "{[":
-                depth += 1
-            elif c in "}]":
-                depth -= 1
-                if depth == 0:
-                    return k + 1
-            k += 1
-        return len(text)
-    k = i
-    while k < len(text) and text[k] not in ',}]"\\' and not text[k].isspace():
         k += 1
-    return k
+    return len(text)
+
+
+def _string_end(text: str, j: int, escaped: int) -> int:
+    """Past the quote that closes the string whose contents start at text[j] (the end of the
+    text when none does)."""
+    while True:
+        k = text.find('"', j)
+        if k < 0:
+            return len(text)
+        run = 0  # the backslashes before this quote
+        while k - 1 - run >= j and text[k - 1 - run] == "\\":
+            run += 1
+        # Unescaped, a quote after an even run closes the string; escaped once, \" closes it
+        # and \\\" is a quote inside it.
+        if (run % 4 == 1) if escaped else (run % 2 == 0):
+            return k + 1
+        j = k + 1
