@@ -255,7 +255,8 @@ class Redactor:
         to be a JSON object must be scanned again without it (see Pipeline._odd).
 
         `lines` may also be a batch's data: its lines, each ended by a newline. `scanned`: a
-        read-ahead scan of that data (`_fast.ReadAhead`, which ran the C prefilter already)."""
+        read-ahead scan of that data (`_fast.ReadAhead`, which ran the C prefilter already).
+        Credentials (`name=value`) are looked for here in Python, whichever prefilter ran."""
         if not lines or not self._text_patterns:
             return set()
         if scanned is not None and _fast is not None:
@@ -647,7 +648,7 @@ class Redactor:
         message = rec.get("message")
         if json and type(message) is str:
             # Patterns are matched on the text as JSON would read it: "4\u0031\u0031\u0031..." is a card.
-            masked = self.json_names(_spelled_out(message) if hit and "\\u" in message else message)
+            masked = self.json_names(_spelled_out(message) if hit and "\\" in message else message)
             if masked != message:
                 rec["message"] = masked
         changed = self.walk(rec, patterns=hit) if hit or (names_possible and self.names) else False

@@ -7,6 +7,7 @@ Each test runs the line through the C loop, the C loop with a projection and the
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from tests.pipeline.helpers import PATH, make, run
 
 CARD = "4111111111111111"
 M = "[REDACTED]"
+SPELLED = re.compile(r"\\+u([0-9a-fA-F]{4})")
 
 
 def loops(processors: dict[str, Any] | None = None, **kw: Any) -> dict[str, Pipeline]:
@@ -45,7 +47,10 @@ def shipped(line: bytes, processors: dict[str, Any] | None = None, **kw: Any) ->
 
 
 def leaks(secret: str, doc: bytes, rec: Any) -> bool:
-    return secret in orjson.loads(doc).__repr__() or secret in repr(rec) or secret.encode() in doc
+    """The secret in the document or record: as written, or spelled with \\uXXXX escapes in text
+    that was shipped as it was (what JSON would read there)."""
+    shown = [orjson.loads(doc).__repr__(), repr(rec), doc.decode("utf-8", "replace")]
+    return any(secret in s or secret in SPELLED.sub(lambda m: chr(int(m.group(1), 16)), s) for s in shown)
 
 
 def nested(depth: int, inner: str) -> bytes:
@@ -146,11 +151,24 @@ def test_a_sensitive_key_in_a_line_that_is_not_a_json_object_is_masked_in_its_te
         assert M in orjson.loads(doc)["message"], loop
 
 
+@pytest.mark.parametrize(("line", "secret"), [
+    (b'{"m":"BEARER\\u0009tok3n-Secret1", broken', "tok3n-Secret1"),
+    (b'{"m":"Bearer\\ttok3n-Secret1"} trailing', "tok3n-Secret1"),
+    (b'["card 4\\u0031\\u00311 1111 1111 1111"]', "4111 1111 1111 1111"),
+    (b'{"password":\xff"s3cret-pw","n":1}', "s3cret-pw"),
+    (b'{"token": junk "s3cret-pw" more, "n":1', "s3cret-pw"),
+])
+def test_a_secret_behind_an_escape_or_junk_in_a_line_that_is_no_record_is_masked(line: bytes, secret: str) -> None:
+    # (found by tests/pipeline/test_fuzz.py)
+    for loop, doc, rec in shipped(line):
+        assert not leaks(secret, doc, rec), loop
+
+
 def test_a_card_cut_by_max_line_bytes_leaves_no_more_than_its_first_six_digits() -> None:
     entry = Entry("s" * 16, "fp", "app", PATH, 1, 2)
     cut = b'{"message":"charge to card 4111 1111 1111 111'
     for loop, pipeline in loops().items():
-        for text in (cut, b"card 4111111111111", b"n=41111"):
+        for text in (cut, b"card 4111111111111", b"n=41111", b'{"m":"card 41\\u003111\\u00311', b'{"m":"4111111\\u00'):
             ev = pipeline.process(Batch(entry, PATH, 0, 10_000, [text], truncated=True))
             d = orjson.loads(ev.docs[0])
             assert "truncated" in d["tags"], loop
