@@ -101,6 +101,8 @@ _BIN_DIGITS = 6  # the first six digits of a card may be shown (PCI DSS): a shor
 # A JSON key as written, or escaped once (inside a JSON string holding JSON), and its colon.
 _JSON_KEY = re.compile(r'(\\?)"((?:[^"\\\n]|\\u[0-9A-Fa-f]{4}){1,128})\1"\s*:\s*')
 _UNICODE_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})")
+_DELIMITER_CHARS = " \t\r\n,[]{}"
+_DELIMITERS = re.compile(r"[\s,\[\]{}]*")  # what may stand between a value and the next key
 _ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)  # left to right: an escaped backslash is no escape
 _READ = {"\\t": "\t", "\\n": "\n", "\\r": "\r", "\\f": "\x0c", "\\/": "/"}  # (see _spelled_out)
 
@@ -203,10 +205,15 @@ class Redactor:
         self._markers = _marker_regex(cfg.stripe_keys, cfg.bearer_tokens, cfg.credentials)
         self._cards = cfg.card_numbers
         self._creds = cfg.credentials
-        # name=value: the names that make it a credential, and the prefilter's view of them (the
-        # bytes before an '=', lower-cased, end with one of these).
+        # name=value: the names that make it a credential.
         self._credential_names = self.names | {"key"}
-        self._credential_tails = tuple({n.encode() for n in (*CREDENTIAL_SUFFIXES, *self._credential_names)})
+        # The prefilter's view of them: the bytes before an '=', lower-cased, end with one of these;
+        # looked up by the three bytes before the '=' (in any case), so most '=' cost a dict get.
+        ends: dict[bytes, set[bytes]] = {}
+        for tail in {n.encode() for n in (*CREDENTIAL_SUFFIXES, *self._credential_names)}:
+            for last3 in _cases(tail[-3:]):
+                ends.setdefault(last3, set()).add(tail)
+        self._credential_ends = {last3: tuple(tails) for last3, tails in ends.items()}
         # Needles in the folded text besides the markers: 13 digits (a card), an '@' (e-mails).
         self._needles = ((_ZEROS,) if cfg.card_numbers else ()) + ((b"\x03",) if cfg.emails else ())
         self._text_patterns = bool(cfg.card_numbers or cfg.stripe_keys or cfg.bearer_tokens or cfg.credentials
@@ -310,10 +317,11 @@ class Redactor:
         p = data.find(b"=")
         if p < 0:
             return set()
-        tails = self._credential_tails
+        ends = self._credential_ends
         positions: list[int] = []
         while p >= 0:
-            if data[max(0, p - 32):p].lower().endswith(tails):
+            tails = ends.get(data[max(0, p - 3):p])
+            if tails is not None and data[max(0, p - 32):p].lower().endswith(tails):
                 positions.append(p)
                 p = data.find(b"\n", p)  # one hit per line is enough
                 if p < 0:
@@ -432,9 +440,18 @@ class Redactor:
             key = _UNICODE_ESCAPE.sub(lambda u: chr(int(u.group(1), 16)), m.group(2))
             if key.lower() not in self.names:
                 continue
+            start, escaped = m.end(), len(m.group(1))
+            end = _value_end(text, start, escaped)
+            following = _JSON_KEY.search(text, end)
+            upto = following.start() if following is not None else len(text)
+            if end == start or _DELIMITERS.fullmatch(text, end, upto) is None:
+                # A broken line: no value, or more than delimiters before the next key (junk, a
+                # string after a stray bracket). All of it is the value, but its delimiters.
+                end = start + len(text[start:upto].rstrip(_DELIMITER_CHARS))
+                if end == start:
+                    continue
             quote = m.group(1) + '"'
-            end = _value_end(text, m.end(), len(m.group(1)))
-            parts += [text[last:m.end()], quote, self.mask, quote]
+            parts += [text[last:start], quote, self.mask, quote]
             last = end
             self._count("redacted:field")
         if not parts:
@@ -669,6 +686,14 @@ class Redactor:
         out = copy.deepcopy(dict(rec))
         self.walk(out)
         return out
+
+
+def _cases(word: bytes) -> set[bytes]:
+    """Every way to write `word` (lower-case ASCII) in upper and lower case."""
+    out = {b""}
+    for c in word:
+        out = {w + bytes([x]) for w in out for x in {c, bytes([c]).upper()[0]}}
+    return out
 
 
 def _spelled_out(text: str) -> str:

@@ -134,7 +134,7 @@ def value(draw: st.DrawFn, planted: Planted, rng: random.Random, escape: float, 
     if kind == "scalar":
         return draw(st.sampled_from(SCALARS))
     if kind == "string":  # (no ASCII letter or digit: it could pass for a secret's beginning)
-        return encode_string(draw(st.text(st.characters(blacklist_characters=ALNUM), max_size=16)), rng, escape)
+        return encode_string(draw(st.text(st.characters(blacklist_characters=ALNUM, blacklist_categories=("Cs",)), max_size=16)), rng, escape)
     if kind == "secret":
         return encode_string(draw(secret(planted)), rng, escape)
     if kind == "array":
