@@ -373,7 +373,7 @@ class Redactor:
             out = self._replace(out, [(m.end(1), m.end()) for m in _BEARER.finditer(out)
                                       if m.start() == 0 or not (out[m.start() - 1].isalnum()
                                                                 or out[m.start() - 1] == "_")], "bearer_token")
-        if markers and cfg.credentials:
+        if markers and cfg.credentials and folded.find(b"\x01asic") >= 0:
             out = self._replace(out, [m.span(1) for m in _BASIC.finditer(out) if _basic_credentials(out, m)],
                                 "credential")
         if assigned:
@@ -714,7 +714,8 @@ def _basic_credentials(text: str, m: re.Match[str]) -> bool:
     a = m.start()
     if a and (text[a - 1].isalnum() or text[a - 1] == "_"):
         return False
-    token = m.group(1)
+    token = m.group(1).rstrip("=")
+    token = token[:len(token) - 1] if len(token) % 4 == 1 else token  # (a line cut inside the token)
     try:
         return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
     except (binascii.Error, ValueError):

@@ -234,7 +234,7 @@ def events_of(pipeline: Pipeline, name: str, lines: list[bytes], cut: bool) -> A
         return pipeline.process(Batch(ENTRY, PATH, 0, sum(len(x) + 1 for x in lines), lines))
     data = b"".join(x + b"\n" for x in lines)
     batch = Batch(ENTRY, PATH, 0, len(data), data=data)
-    if name.startswith("C projected") and not any(b"\n" in x for x in lines):
+    if name.startswith("C projected") and pipeline.native:  # (not with CCF_AGENT_PURE_PYTHON=1)
         block, scan = scanned(pipeline, data)
         batch = Batch(ENTRY, PATH, 0, len(data), data=block)
         batch.scan = scan

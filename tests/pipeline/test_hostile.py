@@ -181,6 +181,14 @@ def test_a_card_cut_by_max_line_bytes_leaves_no_more_than_its_first_six_digits()
                 assert d["message"].endswith(M), loop
 
 
+def test_a_basic_token_cut_by_max_line_bytes_is_masked() -> None:
+    entry = Entry("s" * 16, "fp", "app", PATH, 1, 2)
+    for loop, pipeline in loops().items():
+        for cut in (b'{"m":"Authorization: Basic dXNlcjpwYXNzd', b"curl -H 'Authorization: basic dXNlcjpwYXN"):
+            ev = pipeline.process(Batch(entry, PATH, 0, 10_000, [cut], truncated=True))
+            assert "dXNlcjpw" not in orjson.loads(ev.docs[0])["message"], (loop, cut)
+
+
 # ---------------------------------------------------------------- credentials in free text
 
 
