@@ -474,9 +474,12 @@ class Redactor:
 
     # ---------------------------------------------------------------- records
 
-    def walk(self, obj: Any, patterns: bool = True) -> bool:
+    def walk(self, obj: Any, patterns: bool = True, json_strings: bool = True) -> bool:
         """Redact a parsed record in place: names at any depth and, with `patterns`, every string
-        value and key. True if anything changed."""
+        value and key. True if anything changed. `json_strings`: a string value may hold JSON
+        (`{"body":"{\\"password\\":\\"x\\"}"}`, from JSON.stringify): its sensitive keys' values
+        are masked in it (see json_names); False when the raw line holds no backslash, so no string
+        of it can hold a quote."""
         patterns = patterns and self._text_patterns
         changed = False
         if type(obj) is dict:
@@ -497,13 +500,14 @@ class Redactor:
                     changed = True
                     continue
                 if type(value) is str:
+                    new = self.json_names(value) if json_strings and '":' in value else value
                     if patterns:
-                        new = self.scrub(value)
-                        if new is not value:
-                            obj[key] = new
-                            changed = True
+                        new = self.scrub(new)
+                    if new is not value:
+                        obj[key] = new
+                        changed = True
                 elif type(value) in (dict, list):
-                    changed |= self.walk(value, patterns)
+                    changed |= self.walk(value, patterns, json_strings)
                 if patterns:
                     new_key = self.scrub(key)
                     if new_key is not key:
@@ -512,13 +516,14 @@ class Redactor:
         elif type(obj) is list:
             for i, value in enumerate(obj):
                 if type(value) is str:
+                    new = self.json_names(value) if json_strings and '":' in value else value
                     if patterns:
-                        new = self.scrub(value)
-                        if new is not value:
-                            obj[i] = new
-                            changed = True
+                        new = self.scrub(new)
+                    if new is not value:
+                        obj[i] = new
+                        changed = True
                 elif type(value) in (dict, list):
-                    changed |= self.walk(value, patterns)
+                    changed |= self.walk(value, patterns, json_strings)
         return changed
 
     @staticmethod
@@ -592,7 +597,7 @@ class Redactor:
         (`{"cvv":"123","cvv":"[REDACTED]"}`), the record is written again instead."""
         self.masked_seen = False
         self._keys_seen = 0
-        if self.walk(rec, patterns):
+        if self.walk(rec, patterns, json_strings=line.find(b"\\") >= 0):
             self._count("records_redacted")
             return orjson.dumps(rec)
         return orjson.dumps(rec) if self.masked_seen or members(line) != self._keys_seen else None
@@ -668,7 +673,7 @@ class Redactor:
             masked = self.json_names(_spelled_out(message) if hit and "\\" in message else message)
             if masked != message:
                 rec["message"] = masked
-        changed = self.walk(rec, patterns=hit) if hit or (names_possible and self.names) else False
+        changed = self.walk(rec, patterns=hit, json_strings=False) if hit or (names_possible and self.names) else False
         changed = changed or rec.get("message") is not message
         if changed:
             self._count("records_redacted")

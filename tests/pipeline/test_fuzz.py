@@ -100,7 +100,7 @@ def secret(draw: st.DrawFn, planted: Planted) -> str:
         planted.forbidden.append(text)
         planted.prefixes.append(text[:text.index("_", 3) + 2])  # the marker and one more character
     elif kind == "bearer":
-        token = draw(st.text(ALNUM + "-._~+/", min_size=10, max_size=30))
+        token = "tk" + draw(st.text(ALNUM + "-._~+/", min_size=8, max_size=28))  # (no word the agent adds)
         planted.forbidden.append(token)
         planted.prefixes.append(token[:8])
         text = draw(st.sampled_from(["Bearer ", "bearer  ", "BEARER\t"])) + token
@@ -111,7 +111,7 @@ def secret(draw: st.DrawFn, planted: Planted) -> str:
         planted.prefixes.append(token[:8])
         text = draw(st.sampled_from(["Authorization: Basic ", "basic "])) + token
     else:
-        value = draw(st.text(ALNUM, min_size=8, max_size=20))
+        value = "qv" + draw(st.text(ALNUM, min_size=6, max_size=18))  # (never the name, nor a word the agent adds)
         planted.forbidden.append(value)
         planted.prefixes.append(value[:8])
         name = draw(st.sampled_from(["access_token", "api_key", "password", "client_secret", "paymentMethodId"]))
@@ -121,8 +121,9 @@ def secret(draw: st.DrawFn, planted: Planted) -> str:
 
 @st.composite
 def value(draw: st.DrawFn, planted: Planted, rng: random.Random, escape: float, depth: int,
-          sensitive: bool = False) -> str:
-    """A JSON value as text. Under a sensitive key, what it holds is a marker never to ship."""
+          sensitive: bool = False, stringify: bool = True) -> str:
+    """A JSON value as text. Under a sensitive key, what it holds is a marker never to ship.
+    `stringify`: it may be a string holding JSON (JSON.stringify), once."""
     if sensitive and draw(st.booleans()):
         marker = "v4lue" + draw(st.text(ALNUM, min_size=8, max_size=16))
         planted.forbidden.append(marker)
@@ -130,7 +131,9 @@ def value(draw: st.DrawFn, planted: Planted, rng: random.Random, escape: float, 
         inner = encode_string(marker, rng, escape)
         return draw(st.sampled_from([inner, "[" + inner + "]", '{"live":' + inner + "}"]))
     kind = draw(st.sampled_from(["scalar", "scalar", "string", "secret", "object", "array"]
-                                if depth < 4 else ["scalar", "secret", "string"]))
+                                + (["json string"] if stringify else []) if depth < 4 else ["scalar", "secret", "string"]))
+    if kind == "json string":
+        return encode_string(draw(obj(planted, rng, 0.0, depth + 1, stringify=False)), rng, escape)
     if kind == "scalar":
         return draw(st.sampled_from(SCALARS))
     if kind == "string":  # (no ASCII letter or digit: it could pass for a secret's beginning)
@@ -138,23 +141,26 @@ def value(draw: st.DrawFn, planted: Planted, rng: random.Random, escape: float, 
     if kind == "secret":
         return encode_string(draw(secret(planted)), rng, escape)
     if kind == "array":
-        return "[" + ",".join(draw(value(planted, rng, escape, depth + 1)) for _ in range(draw(st.integers(0, 3)))) + "]"
-    return draw(obj(planted, rng, escape, depth + 1))
+        return "[" + ",".join(draw(value(planted, rng, escape, depth + 1, stringify=stringify))
+                              for _ in range(draw(st.integers(0, 3)))) + "]"
+    return draw(obj(planted, rng, escape, depth + 1, stringify))
 
 
 @st.composite
-def obj(draw: st.DrawFn, planted: Planted, rng: random.Random, escape: float, depth: int) -> str:
+def obj(draw: st.DrawFn, planted: Planted, rng: random.Random, escape: float, depth: int,
+        stringify: bool = True) -> str:
     """A JSON object as text, maybe writing some keys twice (the first copy holding a secret)."""
     members: list[tuple[str, str]] = []
     for _ in range(draw(st.integers(0, 5))):
         where = draw(st.sampled_from(["plain", "plain", "sensitive", "secret key"]))
         if where == "secret key":
             key = encode_string(draw(secret(planted)), rng, escape)
-            members.append((key, draw(value(planted, rng, escape, depth))))
+            members.append((key, draw(value(planted, rng, escape, depth, stringify=stringify))))
             continue
         name = draw(st.sampled_from(SENSITIVE if where == "sensitive" else KEYS))
         key = encode_string(name, rng, escape)
-        members.append((key, draw(value(planted, rng, escape, depth, sensitive=where == "sensitive"))))
+        members.append((key, draw(value(planted, rng, escape, depth, sensitive=where == "sensitive",
+                                        stringify=stringify))))
         if draw(st.integers(0, 3)) == 0:  # the key again, later: orjson keeps this copy
             members.append((key, draw(st.sampled_from(["1", '"ok"', "{}", "[]", "null"]))))
     sep, colon = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " :")]))

@@ -133,6 +133,15 @@ def test_a_nested_record_without_duplicates_keeps_its_bytes() -> None:
         assert doc.startswith(line[:-1]), loop
 
 
+@pytest.mark.parametrize("line", [
+    b'{"level":"info","body":"{\\"password\\":\\"s3cret-pw\\",\\"user\\":\\"bob\\"}"}',
+    b'{"a":["x",{"b":"[{\\"Token\\": \\"s3cret-pw\\"}]"}]}',
+])
+def test_a_sensitive_key_in_json_held_by_a_string_value_is_masked(line: bytes) -> None:
+    for loop, doc, rec in shipped(line):
+        assert not leaks("s3cret-pw", doc, rec) and M in doc.decode(), loop
+
+
 # ---------------------------------------------------------------- lines that are not records
 
 
