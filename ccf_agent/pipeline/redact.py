@@ -12,10 +12,12 @@ What is redacted (`processors.redact`):
   or ends in token, secret, password, passwd, api_key, signature...; not `PWD=`, the working
   directory sudo logs), e-mail addresses (off by default), and custom regexes. JSON numbers
   are not free text: a 19-digit epoch-nanosecond field is not a card.
-- what cannot be parsed (a JSON line that is not an object, not JSON, or nested too deep to
-  take apart) is text: its patterns are masked, and so are the values written after a
-  sensitive key (`"password":"..."`, also escaped once as in a JSON string holding JSON); a
-  line cut at `max_line_bytes` has a trailing digit run that could begin a card masked.
+- JSON written as text: a string value holding JSON (`JSON.stringify(req.body)`), or what
+  cannot be parsed (a JSON line that is not an object, not JSON, or nested too deep to take
+  apart), has the values written after its sensitive keys masked (`"password":"..."`, also
+  escaped once); the text of a line that cannot be parsed has its patterns masked as JSON would
+  read them (through escapes), and when cut at `max_line_bytes`, a trailing digit run that
+  could begin a card.
 
 Cost. Per batch, one `bytes.translate` folds the joined raw lines so that a `find` and one
 regex with a literal first byte tell which lines a pattern *could* be in: digits and dashes
@@ -24,13 +26,13 @@ of the markers become a sentinel byte (sk_live_ -> s\\x01_live_, Bearer -> \\x01
 JSON holds string contents verbatim except for escapes, and only a \\uXXXX escape can hide a
 marker, so the backslash is a sentinel too. A `name=value` credential is looked for at each
 '=' of the batch (rare in JSON logs): the name before it decides. Only lines that hit are
-decoded and checked exactly; only records that change are re-serialised. Top-level field names are decided once
-per record shape (its tuple of keys, cached by the pipeline); a masked top-level value is
-spliced into the raw bytes when that is provably exact (the key appears once, followed by the
-value as orjson encodes it), else the record is re-serialised. A line with a '{' after its
-first byte may hold a nested object: its record is walked for names. The bytes that leave
-are what was judged: a walked line that writes more members than its record holds (a key
-written twice, orjson keeping the last copy) is written again from the record.
+decoded and checked exactly; only records that change are re-serialised. Top-level field
+names are decided once per record shape (its tuple of keys, cached by the pipeline); a masked
+top-level value is spliced into the raw bytes when that is provably exact (the key appears
+once, followed by the value as orjson encodes it), else the record is re-serialised. A line
+with a '{' after its first byte may hold a nested object: its record is walked for names. The
+bytes that leave are what was judged: a walked line that writes more members than its record
+holds (a key written twice, orjson keeping the last copy) is written again from the record.
 """
 
 from __future__ import annotations
