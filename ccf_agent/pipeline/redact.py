@@ -502,7 +502,7 @@ class Redactor:
                     changed = True
                     continue
                 if type(value) is str:
-                    new = self.json_names(value) if json_strings and '":' in value else value
+                    new = self.json_names(value) if json_strings and '"' in value else value
                     if patterns:
                         new = self.scrub(new)
                     if new is not value:
@@ -518,7 +518,7 @@ class Redactor:
         elif type(obj) is list:
             for i, value in enumerate(obj):
                 if type(value) is str:
-                    new = self.json_names(value) if json_strings and '":' in value else value
+                    new = self.json_names(value) if json_strings and '"' in value else value
                     if patterns:
                         new = self.scrub(new)
                     if new is not value:

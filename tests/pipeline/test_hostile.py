@@ -136,6 +136,7 @@ def test_a_nested_record_without_duplicates_keeps_its_bytes() -> None:
 @pytest.mark.parametrize("line", [
     b'{"level":"info","body":"{\\"password\\":\\"s3cret-pw\\",\\"user\\":\\"bob\\"}"}',
     b'{"a":["x",{"b":"[{\\"Token\\": \\"s3cret-pw\\"}]"}]}',
+    b'{"message":"{\\"password\\" :\\"s3cret-pw\\"}"}',
 ])
 def test_a_sensitive_key_in_json_held_by_a_string_value_is_masked(line: bytes) -> None:
     for loop, doc, rec in shipped(line):
