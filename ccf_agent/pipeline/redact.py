@@ -399,6 +399,18 @@ class Redactor:
             out = self._replace(out, spans, "card_number")
         return text if out == text else out
 
+    def _scrub_string(self, text: str, json_strings: bool) -> str:
+        """scrub, and for a string holding JSON, scrub as that JSON reads its own escapes
+        ("Bearer\\u0009x" in a stringified header), kept only when that masks something."""
+        out = self.scrub(text)
+        if out is text and json_strings and "\\" in text and '"' in text:
+            read = _spelled_out(text)
+            if read is not text:
+                masked = self.scrub(read)
+                if masked is not read:
+                    return masked
+        return out
+
     def _credential_name(self, name: str) -> bool:
         low = name.lower()
         return low in self._credential_names or low.endswith(CREDENTIAL_SUFFIXES)
@@ -504,7 +516,7 @@ class Redactor:
                 if type(value) is str:
                     new = self.json_names(value) if json_strings and '"' in value else value
                     if patterns:
-                        new = self.scrub(new)
+                        new = self._scrub_string(new, json_strings)
                     if new is not value:
                         obj[key] = new
                         changed = True
@@ -520,7 +532,7 @@ class Redactor:
                 if type(value) is str:
                     new = self.json_names(value) if json_strings and '"' in value else value
                     if patterns:
-                        new = self.scrub(new)
+                        new = self._scrub_string(new, json_strings)
                     if new is not value:
                         obj[i] = new
                         changed = True

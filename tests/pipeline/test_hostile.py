@@ -143,6 +143,12 @@ def test_a_sensitive_key_in_json_held_by_a_string_value_is_masked(line: bytes) -
         assert not leaks("s3cret-pw", doc, rec) and M in doc.decode(), loop
 
 
+def test_a_pattern_behind_an_escape_of_json_held_by_a_string_value_is_masked() -> None:
+    line = b'{"req":{"headers":"{\\"x-auth\\":\\"Bearer\\\\u0009s3cret-pw\\"}"}}'
+    for loop, doc, rec in shipped(line):
+        assert "s3cret-pw" not in doc.decode() and "s3cret-pw" not in repr(rec), loop
+
+
 # ---------------------------------------------------------------- lines that are not records
 
 
