@@ -109,6 +109,9 @@ def _agent_metrics(e: Exposition, snap: Snapshot) -> None:
       [({"input": i, "kind": k.split(":", 1)[1]}, v) for i, k, v in counters if k.startswith("redacted:")])
     m("ccf_agent_records_redacted_total", "counter", "Records changed by redaction.",
       [({"input": i.id}, i.counters.get("records_redacted", 0)) for i in inputs])
+    m("ccf_agent_pipeline_errors_total", "counter",
+      "Lines shipped without their content (tagged pipeline_error) because a pipeline stage failed on them.",
+      [({"input": i.id}, i.counters.get("pipeline_errors", 0)) for i in inputs])
     m("ccf_agent_records_dropped_total", "counter", "Records dropped or sampled out by processors.",
       [({"input": i, "reason": k.split(":", 1)[0], "rule": k.split(":", 1)[1]}, v)
        for i, k, v in counters if k.startswith(("dropped:", "sampled_out:"))])
