@@ -450,6 +450,12 @@ class Pipeline:
                 doc[key] = ours
         if "@timestamp" in rec and tags:
             doc["@timestamp_original"] = rec["@timestamp"]
+        if "invalid_timestamp" in tags and self.ts_field != "@timestamp":
+            bad = doc.get(self.ts_field)
+            if bad is not None and type(bad) is not str:
+                # A list or object where the app writes a date string would fix the field's type
+                # in the index's dynamic mapping and get every later record of the app refused.
+                doc[f"{self.ts_field}_original"] = doc.pop(self.ts_field)
         doc["@timestamp"] = stamp[0].decode()
         if tags:
             doc["tags"] = [*doc.get("tags", []), *tags] if isinstance(doc.get("tags"), list) else tags

@@ -93,7 +93,6 @@ def test_hostile_lines_neither_stop_the_daemon_nor_hold_back_a_file_nor_leak_a_s
     logs.mkdir()
     normal = list(lines(2_000))
     (logs / "hostile.log").write_bytes(b"".join(x + b"\n" for x in HOSTILE))
-    (logs / "combined.log").write_text("".join(x + "\n" for x in normal))
     config = {
         "inputs": [{"id": "app", "paths": [str(logs / "*.log")], "max_line_bytes": MAX_LINE}],
         "outputs": {"search": {"type": "elasticsearch", "hosts": [engine.url], "index": engine.index("logs")},
@@ -109,6 +108,12 @@ def test_hostile_lines_neither_stop_the_daemon_nor_hold_back_a_file_nor_leak_a_s
     agents.append(agent)
     try:
         agent.start()
+        agent.wait_caught_up()
+        # The hostile lines are indexed first, so their types are the ones the index's dynamic
+        # mapping takes: the app's lines that follow must still be stored.
+        (logs / "combined.log").write_text("".join(x + "\n" for x in normal))
+        wait_until(lambda: any(f["path"] == str(logs / "combined.log") for f in agent.status()["files"]), 30,
+                   "the app's file to be found")
         agent.wait_caught_up()
         wait_until(lambda: {p["details"]["alert"] for p in receiver.posts} >= set(RULES), 30, "a notice of every rule")
         assert agent.alive

@@ -272,3 +272,18 @@ def test_a_line_a_stage_fails_on_is_shipped_without_its_content_and_the_batch_ar
         assert "app" in text and PATH in text and f"offset {100 + len(lines[0]) + 1}" in text, (loop, text)
         assert CARD not in text and "boom" not in text and record.exc_info is None, (loop, text)
         assert pipeline.counters["pipeline_errors"] == 1, loop
+
+
+@pytest.mark.parametrize("value", ["[1,2]", '{"a":1}', "true"])
+def test_a_timestamp_that_is_no_string_is_kept_aside_so_it_cannot_fix_the_index_mapping(value: str) -> None:
+    line = b'{"message":"m","timestamp":' + value.encode() + b"}"
+    for name, doc, _ in shipped(line):
+        d = orjson.loads(doc)
+        assert "timestamp" not in d and d["timestamp_original"] == orjson.loads(value), name
+        assert d["tags"] == ["invalid_timestamp"], name
+
+
+def test_a_timestamp_string_that_does_not_parse_stays_where_it_was() -> None:
+    for name, doc, _ in shipped(b'{"message":"m","timestamp":"yesterday"}'):
+        d = orjson.loads(doc)
+        assert d["timestamp"] == "yesterday" and "timestamp_original" not in d, name
