@@ -30,7 +30,7 @@ import orjson
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig, Processors
-from ccf_agent.pipeline.ecs import index_safe, to_ecs
+from ccf_agent.pipeline.ecs import index_safe, set_aside, to_ecs
 from ccf_agent.pipeline.enrich import Lookup, host_metadata
 from ccf_agent.pipeline.native import fast as _fast  # the C loops, or None
 from ccf_agent.pipeline.rawjson import MAX_DEPTH, too_deep
@@ -446,16 +446,16 @@ class Pipeline:
                 doc[key] = {**theirs, **ours}
             else:
                 if theirs is not None:
-                    doc[f"{key}_original"] = theirs  # never lose the record's own value
+                    set_aside(doc, key, theirs)  # never lose the record's own value
                 doc[key] = ours
         if "@timestamp" in rec and tags:
-            doc["@timestamp_original"] = rec["@timestamp"]
+            set_aside(doc, "@timestamp", rec["@timestamp"])
         if "invalid_timestamp" in tags and self.ts_field != "@timestamp":
             bad = doc.get(self.ts_field)
             if bad is not None and type(bad) is not str:
                 # A list or object where the app writes a date string would fix the field's type
                 # in the index's dynamic mapping and get every later record of the app refused.
-                doc[f"{self.ts_field}_original"] = doc.pop(self.ts_field)
+                set_aside(doc, self.ts_field, doc.pop(self.ts_field))
         doc["@timestamp"] = stamp[0].decode()
         if tags:
             doc["tags"] = [*doc.get("tags", []), *tags] if isinstance(doc.get("tags"), list) else tags

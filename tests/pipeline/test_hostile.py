@@ -287,3 +287,10 @@ def test_a_timestamp_string_that_does_not_parse_stays_where_it_was() -> None:
     for name, doc, _ in shipped(b'{"message":"m","timestamp":"yesterday"}'):
         d = orjson.loads(doc)
         assert d["timestamp"] == "yesterday" and "timestamp_original" not in d, name
+
+
+def test_a_record_with_its_own_log_original_keeps_it_when_its_log_is_set_aside() -> None:
+    for name, doc, _ in shipped(b'{"message":"m","log":[1],"log_original":"mine"}'):
+        d = orjson.loads(doc)
+        assert d["log_original"] == "mine" and d["log_original_2"] == [1], name
+        assert d["log"]["offset"] > 0, name
