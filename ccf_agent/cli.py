@@ -27,8 +27,14 @@ def _load(path: str, build: bool = False) -> Config:
             preflight(config)
         return config
     except ConfigError as e:
-        print(f"ccf-agent: config error: {e}", file=sys.stderr)
+        _print_config_error(e)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _print_config_error(error: ConfigError) -> None:
+    """Every problem of the config, one a line (each names its file:line and key)."""
+    for e in error.errors:
+        print(f"ccf-agent: config error: {e}", file=sys.stderr)
 
 
 def _setup_logging(level: str, config: Config | None = None) -> None:
@@ -47,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         agent = Agent(config)  # builds the outputs: the same refusals as `check` (agent.preflight)
     except ConfigError as e:
-        print(f"ccf-agent: config error: {e}", file=sys.stderr)
+        _print_config_error(e)
         return EXIT_CONFIG
     except (OSError, ValueError) as e:
         print(f"ccf-agent: cannot start with {args.config}: {e}", file=sys.stderr)
