@@ -87,6 +87,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(_load(args.config), as_json=args.json)
 
 
+def cmd_tap(args: argparse.Namespace) -> int:
+    from ccf_agent.ops.tap_cli import tap
+
+    return tap(_load(args.config), args.input, args.route, args.output, args.limit, args.format)
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging("warning", config)
@@ -114,6 +120,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.dir, args.lines)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number greater than 0, not {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ccf-agent", description="Ship Click Clack Cash Flow logs, losing nothing.")
     parser.add_argument("--version", action="version", version=f"ccf-agent {__version__}")
@@ -129,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("tap", help="print the events the running daemon ships, redacted as its outputs get them")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--input", help="only this input's events")
+    p.add_argument("--route", help="only the events of this route ('default': those no route matched)")
+    p.add_argument("--output", help="only the events going to this output")
+    p.add_argument("--limit", type=_positive, help="stop after this many events (default: until Ctrl-C)")
+    p.add_argument("--format", choices=("ndjson", "text"), default="ndjson",
+                   help="ndjson: each event as shipped, one a line; text: where it goes, then the event indented")
+    p.set_defaults(func=cmd_tap)
     p = sub.add_parser("setup", help="install index templates and the retention policy (idempotent; exit 1 if "
                                      "incomplete)")
     p.add_argument("-c", "--config", required=True)

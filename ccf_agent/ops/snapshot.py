@@ -91,6 +91,15 @@ class EndpointState:
 
 
 @dataclass(frozen=True, slots=True)
+class TapState:
+    """`ccf-agent tap` clients now, and their events since start."""
+
+    clients: int = 0
+    sent: int = 0
+    dropped: int = 0  # the clients' buffers were full: lost for the tap, never for the outputs
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     taken_at: float = 0.0  # time.time()
     version: str = __version__
@@ -111,6 +120,7 @@ class Snapshot:
     routes: tuple[tuple[str, int], ...] = ()  # (route, records assigned), the default route last
     endpoint: EndpointState | None = None  # None while the endpoint is off
     alerts: Mapping[str, Any] | None = None  # the alert engine's state; None without an `alerts:` section
+    tap: TapState = TapState()
 
     @property
     def files(self) -> tuple[FileState, ...]:
@@ -129,6 +139,7 @@ class Snapshot:
             "outputs": [_output_json(o) for o in self.outputs],
             "dead_letters": self.dead_letters, "registry_error": self.registry_error,
             "alerts": self.alerts, "reloads": self.reloads, "last_reload_error": self.last_reload_error,
+            "tap": {"clients": self.tap.clients, "sent": self.tap.sent, "dropped": self.tap.dropped},
         }
 
 
