@@ -93,6 +93,12 @@ def cmd_tap(args: argparse.Namespace) -> int:
     return tap(_load(args.config), args.input, args.route, args.output, args.limit, args.format)
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from ccf_agent.ops.top import top
+
+    return top(_load(args.config), args.interval, args.iterations)
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging("warning", config)
@@ -150,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("ndjson", "text"), default="ndjson",
                    help="ndjson: each event as shipped, one a line; text: where it goes, then the event indented")
     p.set_defaults(func=cmd_tap)
+    p = sub.add_parser("top", help="a live view of the running daemon: files, outputs, alerts, dead letters")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between two readings (default 1)")
+    p.add_argument("--iterations", type=_positive, help="stop after this many readings (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_top)
     p = sub.add_parser("setup", help="install index templates and the retention policy (idempotent; exit 1 if "
                                      "incomplete)")
     p.add_argument("-c", "--config", required=True)

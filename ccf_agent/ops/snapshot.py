@@ -133,7 +133,7 @@ class Snapshot:
     def to_json(self) -> dict[str, Any]:
         """The `/status` document (`ccf-agent status` reads it; its keys are an interface)."""
         return {
-            "version": self.version, "pid": self.pid, "config": self.config_path,
+            "version": self.version, "pid": self.pid, "config": self.config_path, "time": self.taken_at,
             "uptime_seconds": round(self.uptime, 1), "records_in": self.records_in,
             "inflight_bytes": self.inflight_bytes, "files": [_file_json(f) for f in self.files],
             "outputs": [_output_json(o) for o in self.outputs],
@@ -163,6 +163,8 @@ def _output_json(o: OutputState) -> dict[str, Any]:
         "docs_acked": o.docs_acked, "docs_retried": o.docs_retried, "docs_dead_lettered": o.docs_dead,
         "duplicates": o.duplicates, "requests": o.requests, "request_errors": o.request_errors,
         "docs_per_second_1m": o.docs_per_second_1m,
+        # Requests' time to answer since start: `ccf-agent top` shows the mean between two readings.
+        "latency_seconds_sum": o.latency_sum, "latency_count": o.latency_buckets[-1] if o.latency_buckets else 0,
         "last_error": o.last_error, "last_error_at": o.last_error_at, "last_ok_at": o.last_ok_at,
         **o.details,
     }
