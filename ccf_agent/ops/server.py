@@ -209,8 +209,9 @@ class StatusServer:
     async def _tap(self, request: web.Request) -> web.StreamResponse:
         assert self.taps is not None
         want = parse_filter(dict(request.query))
-        if isinstance(want, str) or self.taps.unknown(want):
-            return web.Response(status=400, text=f"{want if isinstance(want, str) else self.taps.unknown(want)}\n")
+        problem = want if isinstance(want, str) else self.taps.unknown(want)
+        if problem or isinstance(want, str):
+            return web.Response(status=400, text=f"{problem}\n")
         client = self.taps.attach(want)
         if client is None:
             return web.Response(status=503, text=f"{len(self.taps.clients)} taps attached already (the most at once)\n")
