@@ -77,7 +77,10 @@ class Reader:
     def missing(self, key: str, what: str = "") -> Exception:
         """A required key is absent: most often because it is misspelt, and then the misspelling is
         the problem to name (it is taken as read, so `done` does not name it twice)."""
-        typo = get_close_matches(key, [k for k in self.value if k not in self.used and k not in self.named], n=1)
+        # Closer than done()'s suggestions: the other keys here are not all read yet, and a known one
+        # must not be called a typo.
+        typo = get_close_matches(key, [k for k in self.value if k not in self.used and k not in self.named], n=1,
+                                 cutoff=0.75)
         if typo:
             self.named.add(typo[0])
             return self.error(typo[0], f"unknown key; did you mean `{key}`?")
