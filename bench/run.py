@@ -16,6 +16,7 @@ import base64
 import compileall
 import copy
 import datetime as dt
+import http.client
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -382,22 +384,32 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
     es = Es(args.es_url, args.es_insecure) if external else None
     out_keys: dict[str, Any] = {"hosts": [sink.url]} if sink else es.agent_output_keys()  # type: ignore[union-attr]
 
-    # workload: bulk files exist before the agent starts (a backlog to drain)
+    # workload: bulk files exist before the agent starts (a backlog to drain); with --tap, from the
+    # moment the tap is attached, so that it sees the whole backlog go by
     expected_payouts: int | None
+    backlog: list[tuple[Path, Path]] = []
     if sc.kind in ("bulk", "opensearch"):
         src, summ = corpus.bulk(sc.lines)
-        link(src, work / "logs" / sc.file)
+        backlog.append((src, work / "logs" / sc.file))
         expected, expected_payouts = summ.lines, summ.payouts
     elif sc.kind == "many":
         src, summ = corpus.many(sc.files, sc.lines // sc.files)
-        for f in sorted(src.iterdir()):
-            link(f, work / "logs" / f.name)
+        backlog += [(f, work / "logs" / f.name) for f in sorted(src.iterdir())]
         expected, expected_payouts = summ.lines, summ.payouts
     else:  # steady: the writer reports the payout count when it is done
         (work / "logs" / sc.file).touch()
         expected, expected_payouts = int(sc.rate * sc.duration), None
     extra = [p for p in (sc.extra, args.config_extra) if p]
     cfg = make_config(sc, work, out_keys, indices, extra)
+    tap: TapReader | None = None
+    if args.tap:
+        tap = TapReader(_free_port())
+        with_status = yaml.safe_load(cfg.read_text())
+        with_status["status"] = {"listen": f"127.0.0.1:{tap.port}"}
+        cfg.write_text(yaml.safe_dump(with_status, sort_keys=False))
+    else:
+        for src_file, dst in backlog:
+            link(src_file, dst)
     shutil.copyfile(cfg, logdir / f"{sc.name}-config.yaml")
 
     cmd = agent_command(args.agent_cmd, cfg)
@@ -414,6 +426,12 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
     down_timer: threading.Timer | None = None
     rusage = None
     try:
+        if tap is not None:
+            tap.start()
+            attached = tap.attached.wait(30)
+            res.check("tap_attached", attached, f"/tap on port {tap.port}" + ("" if attached else f": {tap.error}"))
+            for src_file, dst in backlog:
+                link(src_file, dst)
         if sc.kind == "steady":
             time.sleep(args.warmup)  # let the agent start tailing, so latency is not startup time
             writer = subprocess.Popen(
@@ -475,6 +493,12 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
             res.metrics["stop_s"] = round(time.time() - t_term, 2)
     finally:
         sampler.stop()
+        if tap is not None:
+            tap.join(10)  # the stream ends with the agent
+            res.metrics.update(tap_events=tap.events, tap_dropped=tap.dropped)
+            # every event went by the tap: shown or counted as dropped
+            res.check("tap_accounted", tap.events + tap.dropped == expected,
+                      {"shown": tap.events, "dropped": tap.dropped, "lines": expected})
         if down_timer:
             down_timer.cancel()
         if agent.returncode is None:
@@ -542,6 +566,54 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
     res.check("clean_stop", agent.returncode == 0 and "stop_s" in m,
               f"exit code {agent.returncode}" + (" after SIGTERM" if "stop_s" in m else " before SIGTERM"))
     return res
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TapReader(threading.Thread):
+    """--tap: a `ccf-agent tap` client for the whole run, reading the daemon's /tap stream as fast as
+    it comes (in this process, so its CPU is not the agent's): what a tap costs the agent."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True, name="tap")
+        self.port = port
+        self.attached = threading.Event()
+        self.events = 0
+        self.dropped = 0
+        self.error = ""
+
+    def run(self) -> None:
+        deadline = time.time() + 30
+        while True:  # until the agent's endpoint answers
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                conn.request("GET", "/tap")
+                resp = conn.getresponse()
+                break
+            except OSError as e:
+                conn.close()
+                self.error = str(e)
+                if time.time() > deadline:
+                    return
+                time.sleep(0.05)
+        if resp.status != 200:
+            self.error = f"HTTP {resp.status}"
+            return
+        self.attached.set()
+        try:
+            while line := resp.readline():
+                if line.startswith(b'{"dropped":'):
+                    self.dropped = json.loads(line)["dropped"]
+                elif line.strip():
+                    self.events += 1
+        except (OSError, http.client.HTTPException):
+            pass  # the agent stopped
+        finally:
+            conn.close()
 
 
 def catch_up(per_second: list[int], rate: float, up_offset: float) -> float | None:
@@ -744,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--es-insecure", action="store_true", help="do not verify the OpenSearch TLS certificate")
     p.add_argument("--es-keep", action="store_true", help="keep the ccf-bench-* indices afterwards")
     p.add_argument("--outage-mode", default="refuse", choices=["refuse", "close", "503"])
+    p.add_argument("--tap", action="store_true",
+                   help="attach a `ccf-agent tap` client reading everything for the whole run (its cost; the "
+                        "outputs must still get every event)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0, help="s between agent start and steady writes")
     p.add_argument("--settle", type=float, default=2.0, help="s to wait for late duplicates")
@@ -819,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
         print(fmt_row(r))
     out = OUT / f"results-{stamp}.json"
     out.write_text(json.dumps({
-        "started": stamp, "quick": args.quick, "agent_cmd": agent_command(args.agent_cmd, Path("CONFIG")),
+        "started": stamp, "quick": args.quick, "tap": args.tap, "agent_cmd": agent_command(args.agent_cmd, Path("CONFIG")),
         "machine": machine(), "scenarios": {r.name: r.__dict__ for r in results}}, indent=1, default=str))
     bad = [r.name for r in results if r.status in ("fail", "error")]
     print(f"\nresults: {out.relative_to(REPO)}   logs: {logdir.relative_to(REPO)}")

@@ -37,7 +37,9 @@ from ccf_agent.ops.snapshot import (
     InputState,
     OutputState,
     Snapshot,
+    TapState,
 )
+from ccf_agent.ops.tap import Taps
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.pipeline.process import Pipeline
@@ -121,6 +123,7 @@ class Agent:
         self.reloads = 0
         self.last_reload_error: str | None = None
         self.status_server: StatusServer | None = None  # once running
+        self.taps = Taps()  # `ccf-agent tap` clients: they stay attached across reloads
         self._build(config)
 
     def _build(self, config: Config) -> None:
@@ -130,6 +133,9 @@ class Agent:
         self.outputs: dict[str, Output] = build_outputs(config, self.dead)
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
+        self._tap_targets = tuple(zip(self.router.names, self.router.targets, strict=True))
+        self.taps.names = {"input": tuple(i.id for i in config.inputs), "route": tuple(self.router.names),
+                           "output": tuple(self.outputs)}
         # Records reach the rules already redacted; the engine redacts notifications once more.
         redact = config.processors.redact
         guard = Redactor(redact).redact_record if redact.enabled else None
@@ -152,8 +158,9 @@ class Agent:
                 fields |= condition_fields(rule.of.spec)
         return tuple(sorted(fields))
 
-    def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:
+    def _dispatcher(self, input_id: str, pipeline: Pipeline) -> Callable[[Batch], None]:
         process, assign, targets = pipeline.process, self.router.assign, self._targets
+        taps, tap_targets = self.taps, self._tap_targets
         count_business = business.observe
         observe = self.alerts.observe if self.config.alerts is not None else None
         projected = pipeline.projected
@@ -166,10 +173,13 @@ class Agent:
             if events.docs:
                 if observe is not None:
                     observe(events.records, events.times, events.docs if projected else None)
-                for k, indices in enumerate(assign(events.records)):
+                buckets = assign(events.records)
+                for k, indices in enumerate(buckets):
                     if indices:
                         for out in targets[k]:
                             out.submit(events, indices, token)
+                if taps.clients:  # the whole cost of `ccf-agent tap` while nobody taps
+                    taps.offer(input_id, events.docs, buckets, tap_targets)
             if token is not None:
                 token.done()  # the reader's own share: the batch is fully handed over
 
@@ -221,7 +231,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        server = self.status_server = StatusServer(self.config.status_listen, self.snapshot)
+        server = self.status_server = StatusServer(self.config.status_listen, self.snapshot, self.taps)
         await server.start()
         self._up = asyncio.Event()  # set once the first generation's inputs and outputs run
         try:
@@ -277,7 +287,7 @@ class Agent:
         for inp in self.config.inputs:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
             pipeline.project(projection)
-            self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
+            self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(inp.id, pipeline),
                                          self.wait_for_room, first_run=first_run,
                                          read_ahead=pipeline.read_ahead() if self._reads_ahead() else None))
         try:
@@ -350,6 +360,7 @@ class Agent:
             routes=tuple(zip(self.router.names, self.router.matched, strict=True)),
             endpoint=None if server is None else EndpointState(server.refused, server.cut, server.malformed),
             alerts=self.alerts.status() if self.config.alerts is not None else None,
+            tap=TapState(len(self.taps.clients), self.taps.sent, self.taps.total_dropped()),
         )
 
     def _input_state(self, i: TailInput) -> InputState:

@@ -27,8 +27,14 @@ def _load(path: str, build: bool = False) -> Config:
             preflight(config)
         return config
     except ConfigError as e:
-        print(f"ccf-agent: config error: {e}", file=sys.stderr)
+        _print_config_error(e)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _print_config_error(error: ConfigError) -> None:
+    """Every problem of the config, one a line (each names its file:line and key)."""
+    for e in error.errors:
+        print(f"ccf-agent: config error: {e}", file=sys.stderr)
 
 
 def _setup_logging(level: str, config: Config | None = None) -> None:
@@ -47,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         agent = Agent(config)  # builds the outputs: the same refusals as `check` (agent.preflight)
     except ConfigError as e:
-        print(f"ccf-agent: config error: {e}", file=sys.stderr)
+        _print_config_error(e)
         return EXIT_CONFIG
     except (OSError, ValueError) as e:
         print(f"ccf-agent: cannot start with {args.config}: {e}", file=sys.stderr)
@@ -81,6 +87,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(_load(args.config), as_json=args.json)
 
 
+def cmd_tap(args: argparse.Namespace) -> int:
+    from ccf_agent.ops.tap_cli import tap
+
+    return tap(_load(args.config), args.input, args.route, args.output, args.limit, args.format)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from ccf_agent.ops.top import top
+
+    return top(_load(args.config), args.interval, args.iterations)
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging("warning", config)
@@ -108,6 +126,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.dir, args.lines)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number greater than 0, not {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ccf-agent", description="Ship Click Clack Cash Flow logs, losing nothing.")
     parser.add_argument("--version", action="version", version=f"ccf-agent {__version__}")
@@ -123,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("tap", help="print the events the running daemon ships, redacted as its outputs get them")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--input", help="only this input's events")
+    p.add_argument("--route", help="only the events of this route ('default': those no route matched)")
+    p.add_argument("--output", help="only the events going to this output")
+    p.add_argument("--limit", type=_positive, help="stop after this many events (default: until Ctrl-C)")
+    p.add_argument("--format", choices=("ndjson", "text"), default="ndjson",
+                   help="ndjson: each event as shipped, one a line; text: where it goes, then the event indented")
+    p.set_defaults(func=cmd_tap)
+    p = sub.add_parser("top", help="a live view of the running daemon: files, outputs, alerts, dead letters")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between two readings (default 1)")
+    p.add_argument("--iterations", type=_positive, help="stop after this many readings (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_top)
     p = sub.add_parser("setup", help="install index templates and the retention policy (idempotent; exit 1 if "
                                      "incomplete)")
     p.add_argument("-c", "--config", required=True)

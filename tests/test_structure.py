@@ -27,6 +27,8 @@ LAZY: dict[tuple[str, str, str], str] = {
     ("ccf_agent.cli", "cmd_run", "ccf_agent.agent"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_run", "ccf_agent.pipeline.native"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_status", "ccf_agent.ops.status_cli"): "a CLI subcommand imports its module",
+    ("ccf_agent.cli", "cmd_tap", "ccf_agent.ops.tap_cli"): "a CLI subcommand imports its module",
+    ("ccf_agent.cli", "cmd_top", "ccf_agent.ops.top"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_setup", "ccf_agent.setup"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_report", "ccf_agent.report.run"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_demo", "ccf_agent.demo"): "a CLI subcommand imports its module",

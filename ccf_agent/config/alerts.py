@@ -24,12 +24,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ccf_agent.alerts.template import Template, TemplateError, compile_template
 from ccf_agent.conditions import Condition
 from ccf_agent.config.reader import Reader
-from ccf_agent.config.values import Where, header_problem
+from ccf_agent.config.values import Where, attempt, every, header_problem
 
 KINDS = ("ratio", "count", "absence", "match")
 # The seed's alert levels; they pick Slack/Teams/Discord colours.
@@ -94,14 +95,8 @@ def parse_alerts(raw: dict[str, Any] | None, where: Where) -> AlertsConfig:
     # A repeat or resend interval of 0 would notify on every tick (4 a second) while an alert fires.
     repeat = top.duration("repeat_interval", 4 * 3600.0, minimum=1.0)
     labels = _labels(top, "labels")
-    rules = []
     seen: set[str] = set()
-    for s in top.each("rules"):
-        rule = _rule(s, notifiers, repeat)
-        if rule.name in seen:
-            raise s.error("name", f"duplicate rule name '{rule.name}'")
-        seen.add(rule.name)
-        rules.append(rule)
+    rules = every([attempt(partial(_unique_rule, s, notifiers, repeat, seen)) for s in top.each("rules")])
     cfg = AlertsConfig(
         rules=tuple(rules),
         notifiers={n: c for n, c in notifiers.items() if c.url},  # an empty url switches a notifier off
@@ -115,6 +110,14 @@ def parse_alerts(raw: dict[str, Any] | None, where: Where) -> AlertsConfig:
     )
     top.done()
     return cfg
+
+
+def _unique_rule(s: Reader, notifiers: Mapping[str, NotifierConfig], repeat: float, seen: set[str]) -> RuleConfig:
+    rule = _rule(s, notifiers, repeat)
+    if rule.name in seen:
+        raise s.error("name", f"duplicate rule name '{rule.name}'")
+    seen.add(rule.name)
+    return rule
 
 
 def _labels(s: Reader, key: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ccf_agent.config.values import ConfigError, KeyPath, Where, dotted
+from ccf_agent.config.values import ConfigError, KeyPath, Where, dotted, soft
 
 _ENV_RE = re.compile(r"\$\{([^}]*)\}")
 
@@ -133,12 +133,12 @@ class Document:
                 try:
                     return Path(fname).read_text().rstrip("\n")
                 except OSError as e:
-                    raise self.error(path, f"cannot read secret file {fname}: {e.strerror}") from e
+                    return soft(self.error(path, f"cannot read secret file {fname}: {e.strerror}"), "")
             name, _, default = ref.partition(":-")
             if name in self.env:
                 return self.env[name]
             if ":-" in ref:
                 return default
-            raise self.error(path, f"environment variable {name} is not set")
+            return soft(self.error(path, f"environment variable {name} is not set"), "")
 
         return _ENV_RE.sub(repl, value)

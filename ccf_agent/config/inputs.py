@@ -23,11 +23,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ccf_agent.config.reader import Reader
-from ccf_agent.config.values import KeyPath, Where
+from ccf_agent.config.values import KeyPath, Where, attempt, every
 from ccf_agent.pipeline.ecs import EcsConfig
 from ccf_agent.pipeline.text import PRESETS as TEXT_PRESETS
 from ccf_agent.pipeline.text import TextParser, compile_parser
@@ -80,51 +81,52 @@ def parse_inputs(root: Reader) -> tuple[InputConfig, ...]:
     if not raw:
         raise root.error("inputs", "needs at least one input")
     seen: set[str] = set()
-    out = []
-    for i, item in enumerate(raw):
-        r = Reader(root.where, ("inputs", i), item)
-        iid = r.get("id", str, required=True)
-        if iid in seen:
-            raise r.error("id", f"duplicate input id '{iid}'")
-        seen.add(iid)
-        paths = r.strings("paths", required=True)
-        if not paths:
-            raise r.error("paths", "needs at least one glob")
-        for j, p in enumerate(paths):
-            _check_glob(r, ("paths", j), p, absolute=True)
-        exclude = r.strings("exclude")
-        for j, p in enumerate(exclude):
-            _check_glob(r, ("exclude", j), p, absolute=False)
-        rotated = r.strings("rotated_paths")
-        fields = r.get("fields", dict, {})
-        tz = r.get("timezone", str, "UTC")
-        try:
-            ZoneInfo(tz)
-        except Exception as e:
-            raise r.error("timezone", f"unknown time zone '{tz}'") from e
-        r.used.update(INPUT_KEYS)
-        cfg = InputConfig(
-            id=iid, paths=paths, exclude=exclude, rotated_paths=rotated,
-            format=r.choice("format", ("json", "text"), "json"),
-            fields=fields, timezone=tz,
-            start_at=r.choice("start_at", ("beginning", "end"), "beginning"),
-            max_line_bytes=r.size("max_line_bytes", 1 << 20),
-            fingerprint_bytes=r.size("fingerprint_bytes", 1024),
-            scan_interval=r.duration("scan_interval", 10.0, minimum=0.01),
-            poll_interval=r.duration("poll_interval", 0.25, minimum=0.005),
-            rotate_wait=r.duration("rotate_wait", 5.0),
-            partial_flush=r.duration("partial_flush", 10.0),
-            close_inactive=r.duration("close_inactive", 300.0),
-            ignore_older=r.duration("ignore_older", 0.0),
-            forget_after=r.duration("forget_after", 3600.0),
-            max_open_files=r.positive("max_open_files", int, 1024),
-            deleted_max_wait=r.duration("deleted_max_wait", 300.0),
-            deleted_max_bytes=r.size("deleted_max_bytes", 1 << 30),
-            options=parse_input_options({k: r.value[k] for k in INPUT_KEYS if k in r.value}, r.error),
-        )
-        r.done()
-        out.append(cfg)
-    return tuple(out)
+    return tuple(every([attempt(partial(_input, root.where, i, item, seen)) for i, item in enumerate(raw)]))
+
+
+def _input(where: Where, i: int, item: Any, seen: set[str]) -> InputConfig:
+    r = Reader(where, ("inputs", i), item)
+    iid = r.get("id", str, required=True)
+    if iid in seen:
+        raise r.error("id", f"duplicate input id '{iid}'")
+    seen.add(iid)
+    paths = r.strings("paths", required=True)
+    if not paths:
+        raise r.error("paths", "needs at least one glob")
+    for j, p in enumerate(paths):
+        _check_glob(r, ("paths", j), p, absolute=True)
+    exclude = r.strings("exclude")
+    for j, p in enumerate(exclude):
+        _check_glob(r, ("exclude", j), p, absolute=False)
+    rotated = r.strings("rotated_paths")
+    fields = r.get("fields", dict, {})
+    tz = r.get("timezone", str, "UTC")
+    try:
+        ZoneInfo(tz)
+    except Exception as e:
+        raise r.error("timezone", f"unknown time zone '{tz}'") from e
+    r.used.update(INPUT_KEYS)
+    cfg = InputConfig(
+        id=iid, paths=paths, exclude=exclude, rotated_paths=rotated,
+        format=r.choice("format", ("json", "text"), "json"),
+        fields=fields, timezone=tz,
+        start_at=r.choice("start_at", ("beginning", "end"), "beginning"),
+        max_line_bytes=r.size("max_line_bytes", 1 << 20),
+        fingerprint_bytes=r.size("fingerprint_bytes", 1024),
+        scan_interval=r.duration("scan_interval", 10.0, minimum=0.01),
+        poll_interval=r.duration("poll_interval", 0.25, minimum=0.005),
+        rotate_wait=r.duration("rotate_wait", 5.0),
+        partial_flush=r.duration("partial_flush", 10.0),
+        close_inactive=r.duration("close_inactive", 300.0),
+        ignore_older=r.duration("ignore_older", 0.0),
+        forget_after=r.duration("forget_after", 3600.0),
+        max_open_files=r.positive("max_open_files", int, 1024),
+        deleted_max_wait=r.duration("deleted_max_wait", 300.0),
+        deleted_max_bytes=r.size("deleted_max_bytes", 1 << 30),
+        options=parse_input_options({k: r.value[k] for k in INPUT_KEYS if k in r.value}, r.error),
+    )
+    r.done()
+    return cfg
 
 
 def _check_glob(r: Reader, key: KeyPath, pattern: str, absolute: bool) -> None:

@@ -7,24 +7,34 @@ The document (`Document`) holds the data and the line of every key path; each se
 by a function of its own module from a `Reader` over its mapping, and every problem becomes an
 error through the document's `error`. Sections do not depend on each other's success except
 where a name crosses sections (routes and report name outputs; report names notifiers), which
-is what makes reporting every problem of a file in one run a matter of collecting per section.
+is what makes reporting every problem of a file in one run a matter of collecting per section
+(and per list item): `values.Problems`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from ccf_agent.config.alerts import AlertsConfig, parse_alerts
 from ccf_agent.config.document import Document
 from ccf_agent.config.inputs import parse_inputs
 from ccf_agent.config.model import Config, RouteConfig
-from ccf_agent.config.outputs import OutputConfig, _outputs
+from ccf_agent.config.outputs import _outputs
 from ccf_agent.config.processors import parse_processors
 from ccf_agent.config.reader import Reader
 from ccf_agent.config.report import parse_report
-from ccf_agent.config.values import LISTEN_OFF, ConfigError, split_listen
+from ccf_agent.config.values import (
+    COLLECTING,
+    LISTEN_OFF,
+    ConfigError,
+    Problems,
+    attempt,
+    every,
+    split_listen,
+)
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -39,18 +49,60 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 
 def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    doc = Document(file, text, os.environ if env is None else env)
+    """The Config, or a ConfigError naming every problem of the file (ConfigErrors when several)."""
+    problems = Problems()
+    token = COLLECTING.set(problems)
+    try:
+        config = _parse(Document(file, text, os.environ if env is None else env))
+        problems.raise_any()
+    finally:
+        COLLECTING.reset(token)
+    assert config is not None  # raise_any raised otherwise
+    return config
+
+
+def _parse(doc: Document) -> Config | None:
+    """Each section, and each item of its lists, parsed through `attempt`: one that stops at a
+    problem is recorded and the others are still read (None when anything was wrong)."""
     root = Reader(doc.error, (), doc.data)
-    state_dir = root.get("state_dir", str, required=True)
+    state_dir = attempt(lambda: root.get("state_dir", str, required=True))
+    listen = attempt(lambda: _status(root))
+    inputs = attempt(lambda: parse_inputs(root))
+    outputs = attempt(lambda: _outputs(doc, root))
+    declared = root.value.get("outputs")  # names routes may use, even of an output with a problem
+    routes = attempt(lambda: _routes(root, declared if isinstance(declared, dict) else None))
+    agent = attempt(lambda: _agent(root))
+    root.used.update(("processors", "alerts", "report"))
+    processors = attempt(lambda: parse_processors(root.value.get("processors"), doc.within("processors")))
+    alerts: AlertsConfig | None = None
+    alerts_ok = True
+    if root.value.get("alerts") is not None:
+        alerts = attempt(lambda: parse_alerts(root.get("alerts", dict), doc.within("alerts")))
+        alerts_ok = alerts is not None
+    report = attempt(lambda: parse_report(root.get("report", dict), doc.within("report")))
+    if report is not None and outputs is not None and alerts_ok:
+        attempt(lambda: report.check(outputs, alerts))  # names outputs and notifiers of other sections
+    root.done()
+    if (state_dir is None or listen is None or inputs is None or outputs is None or routes is None or agent is None
+            or processors is None or not alerts_ok or report is None):
+        return None
+    hostname, flush, shutdown_timeout, max_inflight, read_ahead = agent
+    default = "default" if "default" in outputs else next(iter(outputs))
+    return Config(doc.file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
+                  max_inflight, hostname, processors, alerts, read_ahead, report, doc.error)
+
+
+def _status(root: Reader) -> str:
     status = root.sub("status")
-    listen = status.get("listen", str, "127.0.0.1:5066")
+    listen: str = status.get("listen", str, "127.0.0.1:5066")
     if listen not in LISTEN_OFF and split_listen(listen) is None:
         raise status.error("listen", f"must be host:port with a port from 1 to 65535 (like 127.0.0.1:5066), "
                            f"or off, not '{listen}'")
     status.done()
-    inputs = parse_inputs(root)
-    outputs = _outputs(doc, root)
-    routes = _routes(root, outputs)
+    return listen
+
+
+def _agent(root: Reader) -> tuple[str | None, float, float, int, bool | None]:
     agent = root.sub("agent")
     hostname = agent.get("hostname", str)
     flush = agent.duration("registry_flush_interval", 1.0, minimum=0.01)
@@ -62,29 +114,20 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
     elif not isinstance(read_ahead, bool):
         raise agent.error("read_ahead", f"must be true, false or auto, not '{read_ahead}'")
     agent.done()
-    root.used.update(("processors", "alerts", "report"))
-    processors = parse_processors(root.value.get("processors"), doc.within("processors"))
-    alerts_raw = root.value.get("alerts")
-    alerts: AlertsConfig | None = None
-    if alerts_raw is not None:
-        alerts = parse_alerts(root.get("alerts", dict), doc.within("alerts"))
-    report = parse_report(root.get("report", dict), doc.within("report"))
-    report.check(outputs, alerts)  # names outputs and notifiers of other sections
-    root.done()
-    default = "default" if "default" in outputs else next(iter(outputs))
-    return Config(file, state_dir, inputs, outputs, routes, default, listen, flush, shutdown_timeout,
-                  max_inflight, hostname, processors, alerts, read_ahead, report, doc.error)
+    return hostname, flush, shutdown_timeout, max_inflight, read_ahead
 
 
-def _routes(root: Reader, outputs: Mapping[str, OutputConfig]) -> tuple[RouteConfig, ...]:
-    out = []
-    for i, r in enumerate(root.each("routes")):
-        name = r.get("name", str, f"route-{i}")
-        when = r.condition("when", required=True)
-        targets = r.strings("output", required=True)
-        for t in targets:
-            if t not in outputs:
-                raise r.error("output", f"no output named '{t}' (outputs: {', '.join(outputs)})")
-        r.done()
-        out.append(RouteConfig(name, when, targets))
-    return tuple(out)
+def _routes(root: Reader, outputs: Mapping[str, object] | None) -> tuple[RouteConfig, ...]:
+    """The routes; `outputs`: the names declared (None when unknown: not checked)."""
+    return tuple(every([attempt(partial(_route, i, r, outputs)) for i, r in enumerate(root.each("routes"))]))
+
+
+def _route(i: int, r: Reader, outputs: Mapping[str, object] | None) -> RouteConfig:
+    name = r.get("name", str, f"route-{i}")
+    when = r.condition("when", required=True)
+    targets = r.strings("output", required=True)
+    for t in targets:
+        if outputs is not None and t not in outputs:
+            raise r.error("output", f"no output named '{t}' (outputs: {', '.join(outputs)})")
+    r.done()
+    return RouteConfig(name, when, targets)

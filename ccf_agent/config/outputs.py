@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from ccf_agent.config.document import Document
 from ccf_agent.config.reader import Reader
 from ccf_agent.config.reader import duration as _duration
 from ccf_agent.config.reader import size as _size
-from ccf_agent.config.values import KeyPath, header_problem
+from ccf_agent.config.values import KeyPath, attempt, every, header_problem
 from ccf_agent.credentials import safe_url
 
 
@@ -75,72 +76,74 @@ def _outputs(doc: Document, root: Reader) -> dict[str, OutputConfig]:
     raw = root.get("outputs", dict, required=True)
     if not raw:
         raise doc.error(("outputs",), "needs at least one output")
-    out = {}
-    for name, item in raw.items():
-        if not _NAME.match(name):
-            # It names a file under state_dir/dead_letter/: no path separators, no "..".
-            raise doc.error(("outputs", name), "an output's name must be letters, digits, '_', '-' or '.', "
-                            "starting with a letter, digit or '_'")
-        r = Reader(doc.error, ("outputs", name), item)
-        kind = r.get("type", str, required=True)
-        if kind not in OUTPUT_TYPES:
-            raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
-        hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
-        if kind != "file" and not hosts:
-            raise doc.error(("outputs", name, "hosts"), "needs at least one host")
-        for j, h in enumerate(hosts):
-            if kind in URL_HOSTS and not _url_ok(h):
-                raise doc.error(("outputs", name, "hosts", j),
-                                f"must be a URL like https://es1:9200, not '{safe_url(h)}'")
-            if kind == "logstash" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
-                raise doc.error(("outputs", name, "hosts", j),
-                                f"must be host:port like logstash1:5044 (port 1 to 65535), not '{safe_url(h)}'")
-        present = "tls" in r.value
-        t = r.sub("tls")
-        tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
-                        cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
-                        server_name=t.get("server_name", str), present=present)
-        t.done()
-        if tls.key_file and not tls.cert_file:
-            raise doc.error(("outputs", name, "tls", "key_file"), "key_file needs cert_file")
-        for key in ("ca_file", "cert_file", "key_file"):
-            f = getattr(tls, key)
-            if f and not os.access(f, os.R_OK):
-                raise doc.error(("outputs", name, "tls", key), f"cannot read {f}")
-        cfg = OutputConfig(
-            name=name, type=kind, hosts=hosts,
-            index=r.get("index", str, "ccf-logs"),
-            path=_path(r, "path", required=kind == "file"),
-            username=r.get("username", str), password=r.get("password", str),
-            api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
-            batch_max_docs=r.positive("batch_max_docs", int, 5000),
-            batch_max_bytes=_size(r, "batch_max_bytes", 4 << 20),
-            flush_interval=_duration(r, "flush_interval", 0.005),
-            max_in_flight=r.positive("max_in_flight", int, 2),
-            max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
-            compression=r.choice("compression", ("none", "gzip"), "none"),
-            timeout=_duration(r, "timeout", 30.0, minimum=0.01),
-            backoff_initial=_duration(r, "backoff_initial", 0.1, minimum=0.001),
-            backoff_max=_duration(r, "backoff_max", 30.0, minimum=0.001),
-            options=_output_options(doc, r, ("outputs", name), kind),
-        )
-        if cfg.password and not cfg.username:
-            raise doc.error(("outputs", name, "password"), "password needs username")
-        for key, header in (("api_key", "Authorization"), ("bearer_token", "Authorization")):
-            value = getattr(cfg, key)
-            bad = header_problem(header, value) if value else None
-            if bad:
-                raise doc.error(("outputs", name, key), bad)
-        if cfg.backoff_max < cfg.backoff_initial:
-            raise doc.error(("outputs", name, "backoff_max"), "must be at least backoff_initial")
-        problem = _output_problem(cfg)
-        if isinstance(problem, tuple):  # (key path within the output, message)
-            raise doc.error(("outputs", name, *problem[0]), problem[1])
-        if problem:
-            raise doc.error(("outputs", name), problem)
-        r.done()
-        out[name] = cfg
-    return out
+    return {o.name: o for o in every([attempt(partial(_output, doc, name, item))
+                                      for name, item in raw.items()])}
+
+
+def _output(doc: Document, name: str, item: Any) -> OutputConfig:
+    if not _NAME.match(name):
+        # It names a file under state_dir/dead_letter/: no path separators, no "..".
+        raise doc.error(("outputs", name), "an output's name must be letters, digits, '_', '-' or '.', "
+                        "starting with a letter, digit or '_'")
+    r = Reader(doc.error, ("outputs", name), item)
+    kind = r.get("type", str, required=True)
+    if kind not in OUTPUT_TYPES:
+        raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
+    hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
+    if kind != "file" and not hosts:
+        raise doc.error(("outputs", name, "hosts"), "needs at least one host")
+    for j, h in enumerate(hosts):
+        if kind in URL_HOSTS and not _url_ok(h):
+            raise doc.error(("outputs", name, "hosts", j),
+                            f"must be a URL like https://es1:9200, not '{safe_url(h)}'")
+        if kind == "logstash" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
+            raise doc.error(("outputs", name, "hosts", j),
+                            f"must be host:port like logstash1:5044 (port 1 to 65535), not '{safe_url(h)}'")
+    present = "tls" in r.value
+    t = r.sub("tls")
+    tls = TlsConfig(verify=t.get("verify", bool, True), ca_file=t.get("ca_file", str),
+                    cert_file=t.get("cert_file", str), key_file=t.get("key_file", str),
+                    server_name=t.get("server_name", str), present=present)
+    t.done()
+    if tls.key_file and not tls.cert_file:
+        raise doc.error(("outputs", name, "tls", "key_file"), "key_file needs cert_file")
+    for key in ("ca_file", "cert_file", "key_file"):
+        f = getattr(tls, key)
+        if f and not os.access(f, os.R_OK):
+            raise doc.error(("outputs", name, "tls", key), f"cannot read {f}")
+    cfg = OutputConfig(
+        name=name, type=kind, hosts=hosts,
+        index=r.get("index", str, "ccf-logs"),
+        path=_path(r, "path", required=kind == "file"),
+        username=r.get("username", str), password=r.get("password", str),
+        api_key=r.get("api_key", str), bearer_token=r.get("bearer_token", str), tls=tls,
+        batch_max_docs=r.positive("batch_max_docs", int, 5000),
+        batch_max_bytes=_size(r, "batch_max_bytes", 4 << 20),
+        flush_interval=_duration(r, "flush_interval", 0.005),
+        max_in_flight=r.positive("max_in_flight", int, 2),
+        max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
+        compression=r.choice("compression", ("none", "gzip"), "none"),
+        timeout=_duration(r, "timeout", 30.0, minimum=0.01),
+        backoff_initial=_duration(r, "backoff_initial", 0.1, minimum=0.001),
+        backoff_max=_duration(r, "backoff_max", 30.0, minimum=0.001),
+        options=_output_options(doc, r, ("outputs", name), kind),
+    )
+    if cfg.password and not cfg.username:
+        raise doc.error(("outputs", name, "password"), "password needs username")
+    for key, header in (("api_key", "Authorization"), ("bearer_token", "Authorization")):
+        value = getattr(cfg, key)
+        bad = header_problem(header, value) if value else None
+        if bad:
+            raise doc.error(("outputs", name, key), bad)
+    if cfg.backoff_max < cfg.backoff_initial:
+        raise doc.error(("outputs", name, "backoff_max"), "must be at least backoff_initial")
+    problem = _output_problem(cfg)
+    if isinstance(problem, tuple):  # (key path within the output, message)
+        raise doc.error(("outputs", name, *problem[0]), problem[1])
+    if problem:
+        raise doc.error(("outputs", name), problem)
+    r.done()
+    return cfg
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ccf_agent.conditions import Condition
 from ccf_agent.config.reader import Reader
-from ccf_agent.config.values import Where
+from ccf_agent.config.values import Recorded, Where, attempt, every
 from ccf_agent.pipeline.enrich import EnrichConfig, Lookup, load_table
 from ccf_agent.pipeline.redact import DEFAULT_FIELDS as REDACT_DEFAULT_FIELDS
 from ccf_agent.pipeline.redact import PATTERN_KINDS, RedactConfig
@@ -47,9 +48,12 @@ def parse_processors(raw: Any, where: Where) -> Processors:
     if raw is None:
         return Processors()
     r = Reader(where, (), raw)
-    out = Processors(enrich=_enrich(r), redact=_redact(r), drop=_drop(r), sample=_sample(r))
+    enrich, redact = attempt(lambda: _enrich(r)), attempt(lambda: _redact(r))
+    drop, sample = attempt(lambda: _drop(r)), attempt(lambda: _sample(r))
     r.done()
-    return out
+    if enrich is None or redact is None or drop is None or sample is None:
+        raise Recorded()
+    return Processors(enrich=enrich, redact=redact, drop=drop, sample=sample)
 
 
 def _enrich(r: Reader) -> EnrichConfig:
@@ -127,16 +131,17 @@ def _redact(r: Reader) -> RedactConfig:
 
 def _rules(r: Reader, key: str, extra: tuple[str, ...] = ()) -> list[tuple[Reader, str, Condition]]:
     """Each rule of a `drop`/`sample` list: its reader (for `extra` keys), name and condition."""
-    out = []
-    for i, spec in enumerate(r.each(key)):
-        name = spec.get("name", str) or f"{key}-{i}"
-        if "when" not in spec.value:
-            raise spec.error(None, "missing required key 'when' (a condition, as in routes)")
-        when = spec.condition("when", required=True)
-        spec.used.update(extra)
-        spec.done()
-        out.append((spec, name, when))
-    return out
+    return every([attempt(partial(_rule, key, i, spec, extra)) for i, spec in enumerate(r.each(key))])
+
+
+def _rule(key: str, i: int, spec: Reader, extra: tuple[str, ...]) -> tuple[Reader, str, Condition]:
+    name = spec.get("name", str) or f"{key}-{i}"
+    if "when" not in spec.value:
+        raise spec.missing("when", "a condition, as in routes")
+    when = spec.condition("when", required=True)
+    spec.used.update(extra)
+    spec.done()
+    return spec, name, when
 
 
 def _drop(r: Reader) -> tuple[DropRule, ...]:
@@ -148,7 +153,7 @@ def _sample(r: Reader) -> tuple[SampleRule, ...]:
     for spec, name, when in _rules(r, "sample", ("keep",)):
         keep = spec.value.get("keep")
         if keep is None:
-            raise spec.error(None, "missing required key 'keep' (keep 1 record in this many)")
+            raise spec.missing("keep", "keep 1 record in this many")
         if isinstance(keep, bool) or not isinstance(keep, int) or keep <= 0:
             raise spec.error("keep", f"must be a whole number greater than 0, not {keep!r}")
         out.append(SampleRule(name, when, keep))

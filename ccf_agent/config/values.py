@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 KeyPath = tuple[str | int, ...]
 
@@ -25,6 +28,94 @@ class ConfigError(Exception):
         self.file, self.line, self.key, self.message = file, line, key, message
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+        self.errors: tuple[ConfigError, ...] = (self,)  # every problem this error stands for
+
+
+class ConfigErrors(ConfigError):
+    """Several problems of one config, in the order of their lines. Its own file, line, key and
+    message are the first problem's; its text is every problem's, one a line."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.line, first.key, first.message)
+        self.errors = tuple(errors)
+        self.args = ("\n".join(str(e) for e in errors),)
+
+
+class Recorded(ConfigError):
+    """A section stopped by problems of its items, already recorded in the config's Problems."""
+
+    def __init__(self) -> None:
+        super().__init__("", None, "", "problems recorded")
+        self.errors = ()
+
+
+class Problems:
+    """The problems found while one whole config is parsed, so that one run reports them all.
+
+    The loader parses each section, and each item of a list, through `attempt`: a problem that
+    stops an item is recorded and the next item is read. While `collect` is active, a getter
+    that meets a bad value where a default exists (`Reader`) records it and goes on with the
+    default, so one mapping's other problems and unknown keys are found too; the Config built
+    from those defaults is never returned (`raise_any`)."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+        self._seen: set[str] = set()
+
+    def add(self, error: ConfigError) -> None:
+        for e in error.errors:
+            # One problem per key: a typo is found both as a missing key's cause and as unknown, and
+            # an unset ${VAR} read as "" must not be named again as an empty host.
+            seen = f"{e.file}\0{e.key}" if e.key else str(e)
+            if seen not in self._seen:
+                self._seen.add(seen)
+                self.errors.append(e)
+
+    def attempt(self, parse: Callable[[], T]) -> T | None:
+        """parse(), or None when it stopped at a problem (recorded)."""
+        try:
+            return parse()
+        except ConfigError as e:
+            self.add(e)
+            return None
+
+    def raise_any(self) -> None:
+        if not self.errors:
+            return
+        # Stable: problems of one line keep the order they were found in.
+        ordered = sorted(self.errors, key=lambda e: (e.file, e.line is None, e.line or 0))
+        raise ordered[0] if len(ordered) == 1 else ConfigErrors(ordered)
+
+
+# The Problems of the config being parsed in this context; None outside parse_config (a part
+# parsing its own keys, a test of one section): every problem is then raised at once.
+COLLECTING: ContextVar[Problems | None] = ContextVar("ccf_agent_config_problems", default=None)
+
+
+def attempt(parse: Callable[[], T]) -> T | None:
+    """parse() of one section or list item: while a whole config is parsed, a problem that stops it
+    is recorded (None is returned, and the next item read); otherwise it is raised."""
+    problems = COLLECTING.get()
+    return parse() if problems is None else problems.attempt(parse)
+
+
+def every(items: list[T | None]) -> list[T]:
+    """The items `attempt` parsed, when all of them were; else their problems are recorded and the
+    section stops (Recorded)."""
+    if None in items:
+        raise Recorded()
+    return [i for i in items if i is not None]
+
+
+def soft(error: Exception, default: T) -> T:
+    """A bad value that has a default: recorded (and the default used) while a whole config is
+    parsed, raised otherwise."""
+    problems = COLLECTING.get()
+    if problems is None or not isinstance(error, ConfigError):
+        raise error
+    problems.add(error)
+    return default
 
 
 def dotted(path: KeyPath) -> str:

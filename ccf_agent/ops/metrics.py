@@ -104,6 +104,10 @@ def _agent_metrics(e: Exposition, snap: Snapshot) -> None:
           "complete request or answer within its deadline), malformed (answered 400).",
           [({"outcome": "refused"}, snap.endpoint.refused), ({"outcome": "cut"}, snap.endpoint.cut),
            ({"outcome": "malformed"}, snap.endpoint.malformed)])
+    m("ccf_agent_tap_clients", "gauge", "`ccf-agent tap` clients attached.", [({}, snap.tap.clients)])
+    m("ccf_agent_tap_events_total", "counter",
+      "Events offered to tap clients: sent, or dropped because the client's buffer was full (the outputs lose "
+      "nothing either way).", [({"outcome": "sent"}, snap.tap.sent), ({"outcome": "dropped"}, snap.tap.dropped)])
     counters = [(i.id, k, v) for i in inputs for k, v in i.counters.items()]
     m("ccf_agent_redactions_total", "counter", "Values masked or removed before leaving the host.",
       [({"input": i, "kind": k.split(":", 1)[1]}, v) for i, k, v in counters if k.startswith("redacted:")])

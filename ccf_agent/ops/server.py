@@ -12,6 +12,11 @@ file descriptor, the same descriptors the tail opens log files with. So:
   keepalive timer does that only in some versions, and never bounds a slow reader of the answer),
   hence the deadline kept here per connection;
 - a malformed request gets aiohttp's 400 and one counted log line a minute, not a traceback each.
+
+`GET /tap` (`ccf-agent tap`) is a streaming answer on the same terms: at most MAX_TAPS at once
+within the connection cap, and each write must be taken by the client within REQUEST_MAX (it writes
+at least once a second), so a client that stops reading is cut like any other. What it cannot take
+in time is dropped from its own buffer (ops/tap.py), never held back from the outputs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ccf_agent.fsutil import descriptor_limit, descriptors_free, descriptors_hel
 from ccf_agent.ops.health import ErrorWindow, health
 from ccf_agent.ops.metrics import render_metrics
 from ccf_agent.ops.snapshot import Snapshot
+from ccf_agent.ops.tap import TapClient, Taps, dropped_line, parse_filter
 
 log = logging.getLogger("ccf_agent.ops")
 
@@ -39,6 +45,7 @@ FD_RESERVE = 64  # descriptors kept free (twice the tail's reserve, so this endp
 REQUEST_WAIT = 5.0  # seconds from connecting (or from the previous answer) to a complete request head
 REQUEST_MAX = 10.0  # seconds from the request head to the answer sent
 REPORT_EVERY = 60.0  # seconds between two log lines about refused or malformed connections
+TAP_BEAT = 1.0  # seconds between two writes to a tap client at most (its drop count): it shows a live daemon
 
 
 class _Refused(asyncio.Protocol):
@@ -110,9 +117,10 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class StatusServer:
     """Serves what `snapshot()` says (the supervisor's Snapshot, built per request) on `listen`."""
 
-    def __init__(self, listen: str, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, listen: str, snapshot: Callable[[], Snapshot], taps: Taps | None = None) -> None:
         self.listen = listen
         self.snapshot = snapshot
+        self.taps = taps
         self.errors = ErrorWindow()  # /health's error rate is over the readings of earlier requests
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.AbstractServer | None = None
@@ -133,6 +141,8 @@ class StatusServer:
         app.router.add_get("/status", self._status)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        if self.taps is not None:
+            app.router.add_get("/tap", self._tap)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         host, port = address
@@ -143,6 +153,8 @@ class StatusServer:
             log.error("status endpoint %s unavailable: %s (shipping continues)", listen, e.strerror)
 
     async def stop(self) -> None:
+        if self.taps is not None:
+            self.taps.close()  # its streams end: the runner's cleanup waits for every answer to finish
         if self.listener is not None:
             self.listener.close()
         if self.runner is not None:
@@ -193,3 +205,49 @@ class StatusServer:
         return web.Response(body=render_metrics(self.snapshot()).encode(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                                      "X-Content-Type-Options": "nosniff"})
+
+    async def _tap(self, request: web.Request) -> web.StreamResponse:
+        assert self.taps is not None
+        want = parse_filter(dict(request.query))
+        problem = want if isinstance(want, str) else self.taps.unknown(want)
+        if problem or isinstance(want, str):
+            return web.Response(status=400, text=f"{problem}\n")
+        client = self.taps.attach(want)
+        if client is None:
+            return web.Response(status=503, text=f"{len(self.taps.clients)} taps attached already (the most at once)\n")
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                                   "X-Content-Type-Options": "nosniff"})
+            await response.prepare(request)
+            await self._stream(request, response, client)
+            await response.write_eof()
+        except ConnectionError:  # the client went away (Ctrl-C), or was cut at its deadline
+            pass
+        finally:
+            self.taps.detach(client)
+        return response
+
+    async def _stream(self, request: web.Request, response: web.StreamResponse, client: TapClient) -> None:
+        """Write what the client's buffer holds as it fills, its drop count once a second, until its
+        limit. Each write must be taken within REQUEST_MAX: a client that stops reading is cut."""
+        assert self.taps is not None
+        conn = request.protocol
+        dropped = -1
+        while not client.finished and not self.taps.closed:
+            try:
+                await asyncio.wait_for(client.ready.wait(), TAP_BEAT)
+            except TimeoutError:
+                pass
+            lines, n = client.take()
+            if client.dropped != dropped or not lines:
+                dropped = client.dropped
+                lines += dropped_line(dropped)
+            if isinstance(conn, _Connection):
+                conn.expire_in(REQUEST_MAX)
+            await response.write(lines)
+            self.taps.sent += n
+        lines, n = client.take()  # what the daemon's stop caught in the buffer
+        await response.write(lines + dropped_line(client.dropped))
+        self.taps.sent += n
+        if isinstance(conn, _Connection):
+            conn.expire_in(REQUEST_WAIT)

@@ -91,6 +91,15 @@ class EndpointState:
 
 
 @dataclass(frozen=True, slots=True)
+class TapState:
+    """`ccf-agent tap` clients now, and their events since start."""
+
+    clients: int = 0
+    sent: int = 0
+    dropped: int = 0  # the clients' buffers were full: lost for the tap, never for the outputs
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     taken_at: float = 0.0  # time.time()
     version: str = __version__
@@ -111,6 +120,7 @@ class Snapshot:
     routes: tuple[tuple[str, int], ...] = ()  # (route, records assigned), the default route last
     endpoint: EndpointState | None = None  # None while the endpoint is off
     alerts: Mapping[str, Any] | None = None  # the alert engine's state; None without an `alerts:` section
+    tap: TapState = TapState()
 
     @property
     def files(self) -> tuple[FileState, ...]:
@@ -123,12 +133,13 @@ class Snapshot:
     def to_json(self) -> dict[str, Any]:
         """The `/status` document (`ccf-agent status` reads it; its keys are an interface)."""
         return {
-            "version": self.version, "pid": self.pid, "config": self.config_path,
+            "version": self.version, "pid": self.pid, "config": self.config_path, "time": self.taken_at,
             "uptime_seconds": round(self.uptime, 1), "records_in": self.records_in,
             "inflight_bytes": self.inflight_bytes, "files": [_file_json(f) for f in self.files],
             "outputs": [_output_json(o) for o in self.outputs],
             "dead_letters": self.dead_letters, "registry_error": self.registry_error,
             "alerts": self.alerts, "reloads": self.reloads, "last_reload_error": self.last_reload_error,
+            "tap": {"clients": self.tap.clients, "sent": self.tap.sent, "dropped": self.tap.dropped},
         }
 
 
@@ -152,6 +163,8 @@ def _output_json(o: OutputState) -> dict[str, Any]:
         "docs_acked": o.docs_acked, "docs_retried": o.docs_retried, "docs_dead_lettered": o.docs_dead,
         "duplicates": o.duplicates, "requests": o.requests, "request_errors": o.request_errors,
         "docs_per_second_1m": o.docs_per_second_1m,
+        # Requests' time to answer since start: `ccf-agent top` shows the mean between two readings.
+        "latency_seconds_sum": o.latency_sum, "latency_count": o.latency_buckets[-1] if o.latency_buckets else 0,
         "last_error": o.last_error, "last_error_at": o.last_error_at, "last_ok_at": o.last_ok_at,
         **o.details,
     }
