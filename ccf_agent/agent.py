@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib
 import logging
 import os
 import signal
@@ -25,12 +24,13 @@ from ccf_agent.acks import Flow
 from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import OUTPUT_MODULES, Config, ConfigError, OutputConfig
+from ccf_agent.config import Config, ConfigError, OutputConfig
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
+from ccf_agent.outputs.registry import output_type
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.registry import Registry
@@ -41,9 +41,7 @@ log = logging.getLogger("ccf_agent")
 
 
 def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
-    module = importlib.import_module(OUTPUT_MODULES[cfg.type])
-    output: Output = module.create(cfg, dead)
-    return output
+    return output_type(cfg.type).create(cfg, dead)
 
 
 def _refused(config: Config, path: tuple[str | int, ...], why: Exception | str) -> ConfigError:

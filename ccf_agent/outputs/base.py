@@ -1,16 +1,16 @@
-"""The one small interface every output implements.
+"""The one small interface every output implements, and the front of the delivery layer.
 
 An output takes fragments (the part of one read batch routed to it), delivers them, and
 calls `token.done()` once every record of the fragment was delivered or dead-lettered.
-It knows nothing of files or offsets.
+It knows nothing of files or offsets. `Output` holds the queue in front of the delivery (bounded
+by bytes), the counters and the health every output reports, and the request loop that
+request/response outputs share (`serve_requests`); `delivery/` holds the rest of the layer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import ssl
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -20,8 +20,9 @@ from typing import Any
 
 from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig, TlsConfig
+from ccf_agent.config import OutputConfig
 from ccf_agent.credentials import Scrubber, output_secrets
+from ccf_agent.outputs.delivery.health import Health
 
 log = logging.getLogger("ccf_agent.outputs")
 
@@ -31,6 +32,15 @@ class Fragment:
     body: bytes  # the encoded records, in the output's wire format
     count: int
     token: AckToken | None
+
+
+@dataclass(eq=False, slots=True)
+class Held:
+    """A fragment taken from the queue whose records settle in parts (event by event, item by item,
+    across requests): acknowledged when the last of them is (see `Output.credit`)."""
+
+    fragment: Fragment
+    remaining: int
 
 
 @dataclass
@@ -74,9 +84,9 @@ class Output(ABC):
         self.queued_docs = 0
         self.in_flight = 0
         self.stats = OutputStats()
-        self.healthy = True
         # Error texts reach the log, /status, /health and `ccf-agent status`: never with a credential.
         self.scrub = Scrubber(output_secrets(cfg))
+        self.health = Health(cfg.name, logging.getLogger(f"ccf_agent.outputs.{cfg.type}"), self.scrub, self.stats)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -135,12 +145,26 @@ class Output(ABC):
             if f.token is not None:
                 f.token.done()
 
+    def credit(self, held: Held, n: int) -> None:
+        """`n` more records of `held` are settled (delivered or dead-lettered); the fragment is
+        acknowledged, and leaves `in_flight`, with its last one."""
+        held.remaining -= n
+        if held.remaining == 0:
+            self.in_flight -= 1
+            self.acked([held.fragment])
+
+    @property
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    @property
+    def problem(self) -> str | None:
+        """The kind of the current trouble (auth, tls, throttled, ...), None while delivering fine."""
+        return self.health.problem
+
     def note_error(self, message: str) -> str:
         """Remember the latest error; returns it with the output's credentials hidden, for the log."""
-        message = self.scrub(message)
-        self.stats.last_error = message
-        self.stats.last_error_at = time.time()
-        return message
+        return self.health.note(message)
 
     async def wait_for_work(self) -> None:
         """Until something is queued; meanwhile the output counts as idle (what `drain` waits for)."""
@@ -163,6 +187,26 @@ class Output(ABC):
                 self.in_flight += 1
                 return fragments
             slots.release()
+
+    async def serve_requests(self, deliver: Callable[[list[Fragment]], Awaitable[None]], slots: asyncio.Semaphore,
+                             linger: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The request loop of request/response outputs: a batch is taken when a request slot is free
+        and delivered by a task of its own; the slot is free again when `deliver` returns, which it
+        does once every record of the batch is settled (delivered or dead-lettered)."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                fragments = await self.next_request(slots, linger)
+                tg.create_task(self._request(deliver, fragments, slots))
+
+    async def _request(self, deliver: Callable[[list[Fragment]], Awaitable[None]], fragments: list[Fragment],
+                       slots: asyncio.Semaphore) -> None:
+        try:
+            await deliver(fragments)
+        finally:
+            self.in_flight -= 1
+            slots.release()
+            self._update_idle()
+            self._wake.set()
 
     def _update_idle(self) -> None:
         if not self.queue and self.in_flight == 0:
@@ -188,32 +232,10 @@ class Output(ABC):
         now = time.time()
         s = self.stats
         return {
-            "name": self.name, "type": self.cfg.type, "healthy": self.healthy,
+            "name": self.name, "type": self.cfg.type, "healthy": self.healthy, "problem": self.problem,
             "queued_docs": self.queued_docs, "queued_bytes": self.queued_bytes, "in_flight": self.in_flight,
             "docs_acked": s.docs_acked, "docs_retried": s.docs_retried, "docs_dead_lettered": s.docs_dead,
             "duplicates": s.duplicates, "requests": s.requests, "request_errors": s.request_errors,
             "docs_per_second_1m": round(s.docs_per_second(now), 1),
             "last_error": s.last_error, "last_error_at": s.last_error_at, "last_ok_at": s.last_ok_at,
         }
-
-
-def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
-    """Exponential with jitter in [50%, 100%]: spreads retries without collapsing to zero."""
-    base = min(ceiling, initial * (2 ** min(attempt, 30)))
-    return base * random.uniform(0.5, 1.0)
-
-
-def client_ssl_context(tls: TlsConfig, name: str) -> ssl.SSLContext:
-    """Verified by default: the CA file if given, else the system store; client certs when set."""
-    try:
-        ctx = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as e:
-        raise ValueError(f"output {name}: cannot load the TLS files of its tls section: {e}") from e
-    if not tls.verify:
-        log.warning("output %s: TLS CERTIFICATE VERIFICATION IS OFF (tls.verify: false): anyone on the "
-                    "network path can read the credentials and records, and alter what is stored", name)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx

@@ -21,7 +21,8 @@ from aiohttp import web
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
 from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.elasticsearch import ElasticsearchOutput, EsOptions
+from ccf_agent.outputs.elasticsearch.config import EsOptions
+from ccf_agent.outputs.elasticsearch.output import ElasticsearchOutput
 
 INFO = {"name": "fake", "version": {"distribution": "opensearch", "number": "2.19.6"}}
 

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ccf_agent.outputs import elasticsearch as es
-from ccf_agent.outputs.elasticsearch import EsOptions
+from ccf_agent.outputs.elasticsearch import encoding
+from ccf_agent.outputs.elasticsearch.config import EsOptions
 from tests.outputs_es.fakes import BulkCall, Token, drained, events, fake_node, items, output, running
 
 
@@ -116,9 +116,9 @@ def test_up_to_max_in_flight_requests_run_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("codec", ["default", "stdlib zlib on a thread"])
 def test_gzip_compresses_request_bodies(tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if codec != "default":
-        monkeypatch.setattr(es, "_zlib", zlib)
-        monkeypatch.setattr(es, "_GZIP_OFF_LOOP", True)
-        monkeypatch.setattr(es, "GZIP_THREAD_MIN", 1024)
+        monkeypatch.setattr(encoding, "_zlib", zlib)
+        monkeypatch.setattr(encoding, "_GZIP_OFF_LOOP", True)
+        monkeypatch.setattr(encoding, "GZIP_THREAD_MIN", 1024)
 
     async def go() -> BulkCall:
         async with fake_node() as node:

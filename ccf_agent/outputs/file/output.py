@@ -45,8 +45,7 @@ class FileOutput(Output):
                     self.acked(fragments)
                 except OSError as e:
                     # Put them back and retry: never acknowledge what did not reach the disk.
-                    self.note_error(f"cannot write {self.cfg.path}: {e.strerror}")
-                    self.healthy = False
+                    self.health.report("write", f"cannot write {self.cfg.path}: {e.strerror}", logging.ERROR)
                     for f in reversed(fragments):
                         self.queue.appendleft(f)
                         self.queued_bytes += len(f.body)
@@ -66,16 +65,14 @@ class FileOutput(Output):
             try:
                 fd = await asyncio.to_thread(_open_append, self.cfg.path)
             except OSError as e:
-                self.healthy = False
-                message = self.note_error(f"cannot open {self.cfg.path}: {e.strerror or e}; retrying")
-                if message != logged:
-                    log.error("output %s: %s", self.name, message)
-                    logged = message
+                message = self.health.report("open", f"cannot open {self.cfg.path}: {e.strerror or e}; retrying",
+                                             logging.ERROR)
+                logged = message
                 await asyncio.sleep(1.0)
                 continue
             if logged is not None:
                 log.info("output %s: %s opened", self.name, self.cfg.path)
-                self.healthy = True
+                self.health.delivered()
             return fd
 
     def status(self) -> dict[str, Any]:
@@ -87,12 +84,6 @@ class FileOutput(Output):
 def _open_append(path: str) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-
-
-def config_problem(cfg: OutputConfig) -> tuple[tuple[str, ...], str] | None:
-    if cfg.path and os.path.isdir(cfg.path):
-        return ("path",), f"{cfg.path} is a directory; name the file to append to"
-    return None
 
 
 def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:
