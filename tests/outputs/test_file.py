@@ -31,14 +31,16 @@ def _output(path: Path, state: Path) -> FileOutput:
 
 
 @contextmanager
-def disk_full_once(monkeypatch: pytest.MonkeyPatch, part: float) -> Iterator[list[int]]:
-    """The next write of a body writes `part` of it, then fails with ENOSPC; later writes succeed.
-    Yields the bytes that failing write got into the file."""
+def disk_full_once(monkeypatch: pytest.MonkeyPatch, part: float,
+                   before_next: Callable[[], None] = lambda: None) -> Iterator[list[int]]:
+    """The next write of a body writes `part` of it, then fails with ENOSPC; later writes succeed
+    (`before_next` is called before each). Yields the bytes that failing write got into the file."""
     real = file_output.write_all
     written: list[int] = []
 
     def write_all(fd: int, data: bytes) -> None:
         if written:
+            before_next()
             real(fd, data)
             return
         n = os.write(fd, data[:int(len(data) * part)])
@@ -86,17 +88,13 @@ def test_an_output_whose_write_failed_is_healthy_again_once_a_write_succeeds(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "archive.ndjson"
     out = _output(path, tmp_path / "state")
-    seen_unhealthy: list[bool] = []
+    health_at_retry: list[tuple[bool, str | None]] = []
 
-    def settled() -> bool:
-        seen_unhealthy.append(not out.healthy)
-        return out.stats.docs_acked == 10
-
-    with disk_full_once(monkeypatch, part=0.0):
-        asyncio.run(_ship(out, 1, 10, settled))
+    with disk_full_once(monkeypatch, part=0.0, before_next=lambda: health_at_retry.append((out.healthy, out.problem))):
+        asyncio.run(_ship(out, 1, 10, lambda: out.stats.docs_acked == 10))
 
     assert out.stats.last_error is not None and "No space left on device" in out.stats.last_error
-    assert any(seen_unhealthy)  # the failed write showed in its health...
+    assert health_at_retry[0] == (False, "write")  # the failed write showed in its health...
     assert out.status()["healthy"] is True  # ...and the good one cleared it
     assert out.status()["problem"] is None
 
