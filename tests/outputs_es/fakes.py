@@ -115,6 +115,8 @@ def items(call: BulkCall, status_of: Callable[[str], int], error: dict[str, Any]
 class Token:
     """Stands in for an AckToken: counts the shares held and released."""
 
+    nbytes = 0  # the read bytes an output holds while it holds the token (its budget)
+
     def __init__(self) -> None:
         self.held = 0
         self.released = 0

@@ -69,8 +69,10 @@ class Linger:
         cfg = out.cfg
         seen: tuple[float, int, int] | None = None  # (when, docs, bytes) at the last look at the rate
         while out.queued_docs < cfg.batch_max_docs and out.queued_bytes < cfg.batch_max_bytes:
+            if self.oldest_at is None:
+                return  # nothing new queued: records due again go at once
             now = time.monotonic()
-            oldest = self.oldest_at if self.oldest_at is not None else now
+            oldest = self.oldest_at
             remaining = oldest + cfg.flush_interval - now
             wake = out._wake
             if remaining <= 0:

@@ -41,7 +41,8 @@ class Backoff:
         self.attempt = 0
 
 
-def _loop_time() -> float:
+def loop_time() -> float:
+    """The event loop's clock (0 outside a loop: status read by a thread)."""
     try:
         return asyncio.get_running_loop().time()
     except RuntimeError:
@@ -71,7 +72,7 @@ class Gate:
 
     def closed_for(self) -> float:
         """Seconds until the gate opens (0 when open), for /status."""
-        return max(0.0, self.until - _loop_time())
+        return max(0.0, self.until - loop_time())
 
     @asynccontextmanager
     async def passage(self) -> AsyncIterator[None]:

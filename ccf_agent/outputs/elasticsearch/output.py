@@ -3,14 +3,17 @@
 Every document is sent with op type `create` and a deterministic `_id`, so a resend is a no-op at
 the destination (409 = already stored); `create` is also the only op data streams accept.
 
-Batches close on count, bytes or time (delivery.linger); `max_in_flight` requests run at once,
-optionally gzipped. Per-item outcomes (bulk.settle_items): delivered, retried alone with backoff,
-or dead-lettered with its error and the original record, counted, and acknowledged so the
-pipeline never stalls on it. A whole request answered 400/413 is split in halves until the
-offending record stands alone.
+Batches close on count, bytes or time (delivery.linger), optionally gzipped. Per-item outcomes
+(bulk.settle_items): delivered, retried, or dead-lettered with its error and the original record,
+counted, and acknowledged so the pipeline never stalls on it. A whole request answered 400/413 is
+split in halves until the offending record stands alone.
 
-429s (whole request or items) close the output's gate (delivery.retry.Gate), so a cluster pushing
-back for minutes sees a few probes per backoff interval, not a retry storm.
+Pushback. A bulk most of whose items were taken is progress: its refused items wait on their own
+short backoff in the output's retry queue (delivery.batch) and go out again with the next
+requests, while new records keep flowing. Only a cluster refusing (nearly) all it gets, or a whole
+request (429, 503, no answer), closes the output's gate (delivery.retry.Gate): then a few probes
+per backoff interval test it, not a retry storm. How many requests run at once adapts to the
+pushback, up to `max_in_flight` (delivery.slots).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from ccf_agent.config import OutputConfig
 from ccf_agent.httpclient import TransportError
 from ccf_agent.outputs.base import Fragment, Output
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
+from ccf_agent.outputs.delivery.batch import Batch, Piece
 from ccf_agent.outputs.delivery.linger import Linger
-from ccf_agent.outputs.delivery.retry import Backoff, Gate
+from ccf_agent.outputs.delivery.retry import Backoff, Gate, backoff_delay, loop_time
+from ccf_agent.outputs.delivery.slots import AdaptiveSlots
 from ccf_agent.outputs.elasticsearch.bulk import (
     FILTER,
     RequestFailed,
@@ -41,15 +46,25 @@ from ccf_agent.outputs.elasticsearch.bulk import (
 )
 from ccf_agent.outputs.elasticsearch.client import EsClient
 from ccf_agent.outputs.elasticsearch.config import config_problem, options_of
-from ccf_agent.outputs.elasticsearch.encoding import Body, bulk_body, joined, request_data
+from ccf_agent.outputs.elasticsearch.encoding import bulk_body, request_data
 from ccf_agent.outputs.elasticsearch.indices import IndexNamer
 
 log = logging.getLogger("ccf_agent.outputs.elasticsearch")
 
 OnDead = Callable[[list[DeadItem]], Awaitable[None]]
 
+# Refused items of a bulk the cluster mostly took back off at most 2**PARTIAL_STEPS x backoff_initial
+# (0.4 s by default): a hot shard refusing a third of every bulk costs its items a few short waits.
+PARTIAL_STEPS = 2
+
+
+def _at_once(attempt: int) -> float:
+    return 0.0  # no wait of their own: the closed gate holds every request back
+
 
 class ElasticsearchOutput(Output):
+    record_lines = 2  # the action line and the document
+
     def __init__(self, cfg: OutputConfig, dead_letters: DeadLetters) -> None:
         super().__init__(cfg)
         problem = config_problem(cfg)
@@ -64,7 +79,8 @@ class ElasticsearchOutput(Output):
         if self.opts.pipeline:
             self.bulk_path += "&pipeline=" + quote(self.opts.pipeline, safe="")
         self.gzip = cfg.compression == "gzip"
-        self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed by the cluster's 429s
+        self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed when the cluster refuses a whole request
+        self.slots = AdaptiveSlots(cfg.max_in_flight)
         self.linger = Linger(self)
 
     @property
@@ -89,7 +105,6 @@ class ElasticsearchOutput(Output):
     # ------------------------------------------------------------------ delivery loop
 
     async def run(self) -> None:
-        slots = asyncio.Semaphore(self.cfg.max_in_flight)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._detect_engine(), name=f"{self.name}:engine")
@@ -97,110 +112,111 @@ class ElasticsearchOutput(Output):
                 if self.opts.discovery:
                     tg.create_task(self.client.discover(self.opts.discovery_interval, self.scrub),
                                    name=f"{self.name}:discovery")
-                await self.serve_requests(self._deliver, slots, self.linger.wait)
+                await self.serve_requests(self._deliver, self.slots, self.linger.wait)
         finally:
             await self.client.close()
 
-    async def _deliver(self, fragments: list[Fragment]) -> None:
-        # The fragments' bodies are sent as they are (no join: one copy of each record fewer);
-        # the request holds them from here on, so a retried body is held once (an outage's memory).
-        body: Body = [f.body for f in fragments] if len(fragments) > 1 else fragments[0].body
-        for f in fragments:
-            f.body = b""
-        backoff = Backoff(self.cfg.backoff_initial, self.cfg.backoff_max)
-        while True:
-            try:
-                await self._send(body, self._dead_letter)
-                break
-            except Exception as e:  # noqa: BLE001 - a bug here must not stop shipping or lose records
-                log.exception("output %s: unexpected error while delivering; resending the batch", self.name)
-                self.health.report("internal", f"unexpected {type(e).__name__} while delivering: {e}; resending")
-                await backoff.wait()
-        self.acked(fragments)
+    async def _deliver(self, batch: Batch) -> list[Piece]:
+        return await self._attempt(batch, self._dead_letter)
 
-    async def _send(self, body: Body, on_dead: OnDead) -> None:
-        """Until every item of `body` is stored, found already stored, or handed to `on_dead`."""
-        pending = body
-        backoff = Backoff(self.cfg.backoff_initial, self.cfg.backoff_max)
-        while pending:
-            try:
-                async with self.gate.passage():
-                    outcome = await self._post(pending)
-            except RequestFailed as e:
-                self.stats.request_errors += 1
-                if e.kind == "rejected":
-                    # Something in this request the engine refuses as a whole: halve it until
-                    # the record at fault is alone, then dead-letter just that one.
-                    lines = joined(pending).split(b"\n")
-                    if len(lines) > 3:
-                        half = (len(lines) - 1) // 4 * 2 or 2
-                        await self._send(b"\n".join(lines[:half]) + b"\n", on_dead)
-                        await self._send(b"\n".join(lines[half:]), on_dead)
-                        return
-                    error = e.error if isinstance(e.error, dict) else {"type": "request_rejected", "reason": str(e)}
-                    try:
-                        await on_dead([DeadItem(e.status, error, lines[0], lines[1])])
-                        return
-                    except OSError as io_error:
-                        self._dead_letter_failed(io_error)
-                        await backoff.wait()
-                        continue
-                self.health.report(e.kind, str(e))
-                if e.status == 429:
-                    self.gate.close(e.retry_after)
-                    backoff.attempt += 1
-                else:
-                    await backoff.wait(e.retry_after)
-                continue
-            if outcome is None:
-                self._delivered()
-                return
-            pending = await self._settle(pending, outcome, on_dead)
-            if pending:
-                delay = backoff.next_delay()
-                if not self.gate.closed_for():
-                    await asyncio.sleep(delay)
+    async def _attempt(self, batch: Batch, on_dead: OnDead) -> list[Piece]:
+        """One bulk request for `batch`: every record settled, or returned to be sent again."""
+        try:
+            async with self.gate.passage():
+                answer, rtt = await self._post(batch)
+        except RequestFailed as e:
+            self.stats.request_errors += 1
+            if e.kind == "rejected":
+                return await self._rejected(batch, e, on_dead)
+            self.health.report(e.kind, str(e))
+            # Refused as a whole (429/503), no answer in time, or no usable answer at all: the
+            # output backs off as a whole, one request at a time testing the cluster.
+            self.slots.observe(None, e.status in (429, 503) or e.kind == "timeout")
+            self.gate.close(e.retry_after)
+            return batch.retry_all(_at_once, loop_time())
+        if answer is None:
+            self.slots.observe(rtt, False)
+            self._delivered()
+            batch.ack()
+            return []
+        return await self._settle(batch, answer, rtt, on_dead)
 
-    async def _settle(self, body: Body, outcome: dict[str, Any], on_dead: OnDead) -> Body:
-        """Account for per-item results; return the body of the items to send again."""
-        items = outcome.get("items") if isinstance(outcome, dict) else None
+    async def _rejected(self, batch: Batch, e: RequestFailed, on_dead: OnDead) -> list[Piece]:
+        """Something in this request the engine refuses as a whole (400, 413): halve it until the
+        record at fault is alone, then dead-letter just that one."""
+        if batch.count > 1:
+            again: list[Piece] = []
+            for half in batch.split():
+                again += await self.settled(lambda b: self._attempt(b, on_dead), half)
+            return again
+        action, doc = batch.records()[0].split(b"\n")[:2]
+        error = e.error if isinstance(e.error, dict) else {"type": "request_rejected", "reason": str(e)}
+        try:
+            await on_dead([DeadItem(e.status, error, action, doc)])
+        except OSError as io_error:
+            self._dead_letter_failed(io_error)
+            return batch.retry_all(self._retry_delay(partial=False), loop_time())
+        batch.ack()
+        return []
+
+    async def _settle(self, batch: Batch, answer: dict[str, Any], rtt: float, on_dead: OnDead) -> list[Piece]:
+        """Account for per-item results; return the pieces to send again.
+
+        A bulk most of whose items were taken is progress, whatever was refused: the refused items
+        come back on their own short backoff and new requests keep going. Only a bulk refused
+        (nearly) whole closes the gate, as a 429 to the whole request does."""
+        items = answer.get("items") if isinstance(answer, dict) else None
         items = items if isinstance(items, list) else []
-        lines = joined(body).split(b"\n")
-        if len(items) * 2 != len(lines) - 1:
+        n = batch.count
+        if len(items) != n:
             # The engine answered for a different number of items than sent: resend all rather than
             # guess (creates with fixed ids make that safe).
-            self.health.report("protocol", f"bulk response has {len(items)} items for {(len(lines) - 1) // 2} "
-                               "sent; resending the request")
-            return body
+            self.health.report("protocol", f"bulk response has {len(items)} items for {n} sent; resending the request")
+            self.gate.close()
+            return batch.retry_all(_at_once, loop_time())
         s = settle_items(items)
         self.stats.duplicates += s.duplicates
-        trouble = bool(s.problem or s.throttled)
+        kept = True
         if s.dead:
+            records = batch.records()
             try:
-                await on_dead([DeadItem(status, error, lines[2 * p], lines[2 * p + 1]) for p, status, error in s.dead])
+                await on_dead([DeadItem(status, error, *records[p].split(b"\n")[:2]) for p, status, error in s.dead])
             except OSError as e:
                 self._dead_letter_failed(e)
                 s.retry = sorted(s.retry + [p for p, _, _ in s.dead])
-                trouble = True
+                kept = False
+        refused = len(s.retry)
+        mostly_refused = refused * 10 >= n * 9
+        self.slots.observe(rtt, mostly_refused or s.throttled * 2 >= n)
         if s.problem:
             kind, reason = s.problem
             self.health.report(kind, item_problem_message(kind, reason, self.name))
-        elif s.throttled:
-            self.health.report("throttled", f"the cluster rejected {s.throttled} of {len(items)} items with 429 "
-                               "(write queue or memory full): backing off")
-        if s.throttled:
-            self.gate.close()
-        if not trouble:
+        elif mostly_refused and s.throttled:
+            self.health.report("throttled", f"the cluster rejected {s.throttled} of {n} items with 429 (write "
+                               "queue or memory full): backing off")
+        elif kept:
             self._delivered()
-        if not s.retry:
-            return b""
-        self.stats.docs_retried += len(s.retry)
-        return b"".join(b"%b\n%b\n" % (lines[2 * p], lines[2 * p + 1]) for p in s.retry)
+            if refused:
+                self.note_error(f"the cluster refused {refused} of {n} items ({s.throttled} with 429); "
+                                "sending them again")
+        if mostly_refused:
+            self.gate.close()
+        return batch.settle(s.retry, self._retry_delay(partial=not (mostly_refused or s.problem)), loop_time())
 
-    async def _post(self, body: Body) -> dict[str, Any] | None:
-        """One bulk request: None when every item was stored, else the parsed response."""
+    def _retry_delay(self, partial: bool) -> Callable[[int], float]:
+        """Backoff of records sent again. Refused by a cluster that took most of their request
+        (a hot shard, a write queue full now and then): a short one, growing at most PARTIAL_STEPS
+        times; the gate and the adaptive slots pace the cluster as a whole. Otherwise the
+        output's full backoff."""
+        cfg = self.cfg
+        steps = PARTIAL_STEPS if partial else 1 << 30
+        return lambda attempt: backoff_delay(min(attempt - 1, steps), cfg.backoff_initial, cfg.backoff_max)
+
+    async def _post(self, batch: Batch) -> tuple[dict[str, Any] | None, float]:
+        """One bulk request: (None when every item was stored, else the parsed response; round trip)."""
         host = self.client.pick()
-        data = await request_data(body, self.gzip)
+        parts = batch.parts()
+        data = await request_data(parts[0] if len(parts) == 1 else parts, self.gzip)
         self.stats.requests += 1
         try:
             resp = await self.client.request(host, "POST", self.bulk_path, data)
@@ -212,10 +228,10 @@ class ElasticsearchOutput(Output):
         if status == 200:
             host.failures = 0
             if b'"errors":false' in raw[:64]:
-                return None
+                return None, resp.elapsed
             try:
                 answer: dict[str, Any] = orjson.loads(raw)
-                return answer
+                return answer, resp.elapsed
             except orjson.JSONDecodeError:
                 raise RequestFailed("protocol", f"{host.url} answered a bulk request with 200 but no JSON: is it an "
                                     "Elasticsearch/OpenSearch node (or a proxy's login page)?") from None
@@ -241,7 +257,8 @@ class ElasticsearchOutput(Output):
         self.stats.docs_dead += n
 
     async def _dead_letter_to_index(self, items: list[DeadItem]) -> list[DeadItem]:
-        """Into the dead-letter index; what it refuses too goes to the file (returned)."""
+        """Into the dead-letter index, before the records' fragments are acknowledged (so within
+        this request, retried here); what the index refuses too goes to the file (returned)."""
         assert self.opts.dead_letter_index is not None
         body, by_line = dead_letter_body(self.opts.dead_letter_index, self.name, items)
         refused: list[DeadItem] = []
@@ -253,8 +270,14 @@ class ElasticsearchOutput(Output):
                     refused.append(DeadItem(orig.status, {"original": orig.error, "dead_letter_index": d.error},
                                             orig.action, orig.doc))
 
-        await self._send(body, to_file)
-        return refused
+        batch = Batch(None, [Piece(body, len(items), None)], self.record_lines)
+        backoff = Backoff(self.cfg.backoff_initial, self.cfg.backoff_max)
+        while True:
+            again = await self.settled(lambda b: self._attempt(b, to_file), batch)
+            if not again:
+                return refused
+            await backoff.wait(max(p.due for p in again) - loop_time())
+            batch = Batch(None, again, self.record_lines)
 
     # ------------------------------------------------------------------ engine
 

@@ -1,10 +1,11 @@
 """The HTTP output's protocol: POST the records, and read what each answer means for them.
 
-A request is retried with backoff (the server's Retry-After honoured) after a connection error, a
-timeout, 429, 5xx, 408, or an authentication refusal (401/403/407: credentials get fixed, records
-must not be thrown away meanwhile). 413 splits the request in two. Any other 4xx means the
-collector rejects those records for good: each is written to the dead-letter file with the status
-and the answer, and acknowledged so the pipeline moves on.
+A request's records are sent again after a connection error, a timeout, 429, 5xx, 408, or an
+authentication refusal (401/403/407: credentials get fixed, records must not be thrown away
+meanwhile); the output then backs off as a whole (the server's Retry-After honoured), one request
+at a time testing the collector. 413 splits the request in two. Any other 4xx means the collector
+rejects those records for good: each is written to the dead-letter file with the status and the
+answer, and acknowledged so the pipeline moves on.
 
 An HTTP collector cannot deduplicate: records resent after a connection error or timeout (the
 server may have stored them before the answer was lost) are counted in `stats.duplicates`.
@@ -12,20 +13,20 @@ server may have stored them before the answer was lost) are counted in `stats.du
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
 from ccf_agent.httpclient import HttpClient, TransportError, client_ssl_context
 from ccf_agent.httpclient.auth import Endpoint, auth_header
-from ccf_agent.outputs.base import Fragment, Output
-from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.delivery.retry import Backoff
+from ccf_agent.outputs.base import Output
+from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
+from ccf_agent.outputs.delivery.batch import Batch, Piece
+from ccf_agent.outputs.delivery.retry import Gate, backoff_delay, loop_time
+from ccf_agent.outputs.delivery.slots import AdaptiveSlots
 from ccf_agent.outputs.http.config import HttpOptions, config_problem
 
 log = logging.getLogger("ccf_agent.outputs.http")
@@ -43,10 +44,8 @@ class Rejected(Exception):
         self.unknown_fate = unknown_fate  # the server may have stored the records anyway
 
 
-@dataclass(slots=True)
-class _Chunk:
-    body: bytes  # NDJSON, one record per line
-    count: int
+def _at_once(attempt: int) -> float:
+    return 0.0  # no wait of their own: the closed gate holds every request back
 
 
 class HttpOutput(Output):
@@ -75,6 +74,8 @@ class HttpOutput(Output):
         self.client = HttpClient(ssl_context=client_ssl_context(cfg.tls, cfg.name) if needs_tls else False,
                                  headers=headers, timeout=cfg.timeout, connect_timeout=min(10.0, cfg.timeout),
                                  limit=cfg.max_in_flight + 2, server_hostname=cfg.tls.server_name)
+        self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed while the collector fails requests
+        self.slots = AdaptiveSlots(cfg.max_in_flight)
 
     @property
     def shown(self) -> list[str]:
@@ -106,57 +107,61 @@ class HttpOutput(Output):
     # ------------------------------------------------------------------ delivery
 
     async def run(self) -> None:
-        slots = asyncio.Semaphore(self.cfg.max_in_flight)
         try:
-            await self.serve_requests(self._deliver, slots)
+            await self.serve_requests(self._deliver, self.slots)
         finally:
             await self.client.close()
 
-    async def _deliver(self, fragments: list[Fragment]) -> None:
-        body = b"".join(f.body for f in fragments) if len(fragments) > 1 else fragments[0].body
-        work = [_Chunk(body, sum(f.count for f in fragments))]
-        backoff = Backoff(self.cfg.backoff_initial, self.cfg.backoff_max)
-        while work:
-            chunk = work[0]
-            try:
-                status, answer = await self._post(chunk)
-            except Rejected as e:
-                self.stats.request_errors += 1
-                self.stats.docs_retried += chunk.count
-                if e.unknown_fate:
-                    self.stats.duplicates += chunk.count
-                self.health.report(e.kind, f"{e}; retrying")
-                await backoff.wait(e.retry_after)
-                continue
-            work.pop(0)
-            backoff.reset()
-            self.health.delivered()
-            if 200 <= status < 300:
-                continue
-            if status == 413 and chunk.count > 1:
-                lines = chunk.body.split(b"\n")[:-1]
-                half = len(lines) // 2
-                work[:0] = [_Chunk(b"\n".join(lines[:half]) + b"\n", half),
-                            _Chunk(b"\n".join(lines[half:]) + b"\n", len(lines) - half)]
-                continue
-            self._dead_letter(chunk, status, answer)
-        self.acked(fragments)
+    async def _deliver(self, batch: Batch) -> list[Piece]:
+        try:
+            async with self.gate.passage():
+                status, answer, rtt = await self._post(batch.body())
+        except Rejected as e:
+            self.stats.request_errors += 1
+            if e.unknown_fate:
+                self.stats.duplicates += batch.count
+            self.health.report(e.kind, f"{e}; retrying")
+            self.slots.observe(None, e.kind in ("throttled", "timeout", "server"))
+            self.gate.close(e.retry_after)  # one request at a time tests the collector until it answers
+            return batch.retry_all(_at_once, loop_time())
+        self.slots.observe(rtt, False)
+        self.gate.reset()
+        self.health.delivered()
+        if 200 <= status < 300:
+            batch.ack()
+            return []
+        if status == 413 and batch.count > 1:
+            again: list[Piece] = []
+            for half in batch.split():
+                again += await self.settled(self._deliver, half)
+            return again
+        return self._dead_letter(batch, status, answer)
 
-    def _dead_letter(self, chunk: _Chunk, status: int, answer: str) -> None:
-        self.stats.docs_dead += chunk.count
+    def _dead_letter(self, batch: Batch, status: int, answer: str) -> list[Piece]:
         answer = self.scrub(answer)  # a collector may quote the request's credentials back
-        self.note_error(f"{status} from the collector, {chunk.count} records dead-lettered: {answer}")
+        path = self.dead.path_for(self.name)
+        try:
+            self.dead.write_many(self.name, [DeadItem(status, answer, b"", r[:-1]) for r in batch.records()])
+        except OSError as e:
+            # Never acknowledge a rejected record that is not safely kept: it is sent again later.
+            self.health.report("dead_letter_io", f"cannot write dead letters ({e.strerror or e}) to {path}: free disk "
+                               "space or fix permissions; the records wait")
+            cfg = self.cfg
+            return batch.retry_all(lambda a: backoff_delay(a - 1, cfg.backoff_initial, cfg.backoff_max), loop_time())
+        self.stats.docs_dead += batch.count
+        self.note_error(f"{status} from the collector, {batch.count} records dead-lettered: {answer}")
         log.error("output %s: the collector rejected %d records with %d (%s); written to %s",
-                  self.name, chunk.count, status, answer, self.dead.path_for(self.name))
-        for doc in chunk.body.split(b"\n")[:-1]:
-            self.dead.write(self.name, status, answer, b"", doc)
+                  self.name, batch.count, status, answer, path)
+        batch.ack()
+        return []
 
-    async def _post(self, chunk: _Chunk) -> tuple[int, str]:
-        """(status, start of the answer) for any final answer; raises Rejected for retryable ones."""
+    async def _post(self, body: bytes) -> tuple[int, str, float]:
+        """(status, start of the answer, round trip) for any final answer; raises Rejected for
+        retryable ones."""
         k = self._next_url
         endpoint = self.endpoints[k]
         self._next_url = (k + 1) % len(self.endpoints)
-        data = self.wire(chunk.body)
+        data = self.wire(body)
         if self.cfg.compression == "gzip":
             data = zlib.compress(data, 1, wbits=31)
         self.stats.requests += 1
@@ -171,7 +176,7 @@ class HttpOutput(Output):
             hint = " (check the credentials of this output)" if resp.status in (401, 403, 407) else ""
             kind = "auth" if resp.status in (401, 403, 407) else "throttled" if resp.status == 429 else "server"
             raise Rejected(kind, f"{endpoint.shown} answered {resp.status}{hint}: {answer}", resp.retry_after)
-        return resp.status, answer
+        return resp.status, answer, resp.elapsed
 
     def status(self) -> dict[str, Any]:
         s = super().status()

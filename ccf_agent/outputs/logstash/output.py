@@ -33,7 +33,7 @@ from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
 from ccf_agent.httpclient.tls import client_ssl_context
-from ccf_agent.outputs.base import Held, Output
+from ccf_agent.outputs.base import Fragment, Output
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.delivery.retry import backoff_delay
 from ccf_agent.outputs.logstash.config import LogstashOptions
@@ -107,7 +107,7 @@ class _Run:
     """Consecutive events of one fragment waiting to be sent; `start` is the next one."""
 
     events: list[bytes]
-    owner: Held
+    owner: Fragment  # acknowledged once every event of it is (Fragment.remaining)
     start: int = 0
     resend: bool = False  # these were on the wire before without an ACK
 
@@ -115,7 +115,7 @@ class _Run:
 @dataclass(eq=False, slots=True)
 class _Batch:
     events: list[bytes]
-    parts: list[tuple[Held, int]]  # whose events, in order: (owner, how many)
+    parts: list[tuple[Fragment, int]]  # whose events, in order: (owner, how many)
     resent: int
     sent_at: float = 0.0
     acked: int = 0  # highest partial ACK seen
@@ -227,7 +227,7 @@ class LogstashOutput(Output):
                     raise RuntimeError(f"output {self.name}: fragment of {f.count} records split into "
                                        f"{len(events)} events")
                 self.in_flight += 1  # fragments held until every event is ACKed
-                self._staged.append(_Run(events, Held(f, f.count)))
+                self._staged.append(_Run(events, f))
                 self._staged_count += f.count
 
     def _next_batch(self, size: int) -> _Batch:
@@ -235,7 +235,7 @@ class LogstashOutput(Output):
         self._fill(size)
         budget = self.cfg.batch_max_bytes
         events: list[bytes] = []
-        parts: list[tuple[Held, int]] = []
+        parts: list[tuple[Fragment, int]] = []
         resent = nbytes = 0
         while self._staged and len(events) < size:
             run = self._staged[0]
@@ -261,6 +261,10 @@ class LogstashOutput(Output):
                 self._staged.popleft()
         return _Batch(events, parts, resent)
 
+    def _credit(self, fragment: Fragment, n: int) -> None:
+        if self.credit(fragment, n):
+            self.in_flight -= 1
+
     def _requeue(self, w: _Worker) -> int:
         """After a failed connection: credit what the server ACKed, put the rest back in front."""
         runs: list[_Run] = []
@@ -270,7 +274,7 @@ class LogstashOutput(Output):
                 done = min(n, skip)
                 skip -= done
                 if done:
-                    self.credit(held, done)
+                    self._credit(held, done)
                 if n > done:
                     runs.append(_Run(b.events[offset + done : offset + n], held, resend=True))
                 offset += n
@@ -428,7 +432,7 @@ class LogstashOutput(Output):
         self.health.delivered()
         self.stats.observe_latency(time.monotonic() - batch.sent_at)
         for held, n in batch.parts:
-            self.credit(held, n)
+            self._credit(held, n)
         self._update_idle()
 
     # ------------------------------------------------------------------ status and messages
