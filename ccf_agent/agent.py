@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ccf_agent import __version__
-from ccf_agent.acks import Flow
+from ccf_agent.acks import Flow, Ledger
 from ccf_agent.alerts import AlertEngine, AlertsConfig
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
@@ -115,8 +115,14 @@ class Agent:
     def _build(self, config: Config) -> None:
         self.config = config
         LOG_SCRUBBER.add(config_secrets(config))  # a reload's new credentials too; old ones stay hidden
-        self.flow = Flow(config.max_inflight_bytes)
         self.outputs: dict[str, Output] = build_outputs(config, self.dead)
+        # max_inflight_bytes bounds what each output holds unacknowledged (Output.budget); reading a
+        # file pauses only while an output its records go to holds that much. The global bound is
+        # what all of them may hold together.
+        self.flow = Flow(config.max_inflight_bytes * max(1, len(self.outputs)))
+        for out in self.outputs.values():
+            out.budget = config.max_inflight_bytes
+            out.room_listeners.append(self._room_again)
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
         # Records reach the rules already redacted; the engine redacts notifications once more.
@@ -155,23 +161,33 @@ class Agent:
             if events.docs:
                 if observe is not None:
                     observe(events.records, events.times, events.docs if projected else None)
+                bound: list[Output] = []
                 for k, indices in enumerate(assign(events.records)):
                     if indices:
                         for out in targets[k]:
                             out.submit(events, indices, token)
+                            bound.append(out)
+                if token is not None:
+                    token.ledger.bound_for = bound  # whose room reading this file waits for
             if token is not None:
                 token.done()  # the reader's own share: the batch is fully handed over
 
         return dispatch
 
     async def wait_for_room(self) -> None:
-        """Backpressure: reading pauses while too much is in flight or an output's queue is full."""
-        while True:
-            await self.flow.wait_for_room()
-            full = [o for o in self.outputs.values() if o.queued_bytes >= o.cfg.max_queued_bytes]
-            if not full:
-                return
-            await full[0].wait_for_room()
+        """Backpressure for every file: reading pauses while all outputs together hold too much."""
+        await self.flow.wait_for_room()
+
+    @staticmethod
+    def room_for(ledger: Ledger) -> bool:
+        """Backpressure per file: its next chunk is read only while every output its latest records
+        went to has room. A throttled output holds back the files that feed it, not the others:
+        payouts.log, routed only to payouts, is read and shipped while the logs output waits."""
+        return all(out.has_room for out in ledger.bound_for)
+
+    def _room_again(self) -> None:
+        for inp in self.inputs:
+            inp.room_again()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -271,7 +287,7 @@ class Agent:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
             pipeline.project(projection)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(pipeline),
-                                         self.wait_for_room, first_run=first_run,
+                                         self.wait_for_room, has_room=self.room_for, first_run=first_run,
                                          read_ahead=pipeline.read_ahead() if self._reads_ahead() else None))
         try:
             async with asyncio.TaskGroup() as tg:

@@ -45,13 +45,15 @@ FD_RETRY = 1.0  # seconds between attempts to open files while descriptors are s
 class TailInput:
     def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
                  dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
-                 first_run: bool = False, read_ahead: Any = None) -> None:
+                 first_run: bool = False, read_ahead: Any = None,
+                 has_room: Callable[[Ledger], bool] | None = None) -> None:
         self.cfg = cfg
         self.read_ahead = read_ahead  # the pipeline's _fast.ReadAhead (a thread), or None
         self.registry = registry
         self.flow = flow
         self.dispatch = dispatch
         self.wait_for_room = wait_for_room
+        self.has_room = has_room  # per file: may its next chunk be read (see Agent.room_for)
         self.readers: dict[tuple[int, int], FileReader] = {}
         self.ledgers: dict[str, Ledger] = {}
         self._first_scan = first_run
@@ -133,6 +135,10 @@ class TailInput:
                 continue
             if not self.flow.has_room:
                 await self._wait_room()
+            if self.has_room is not None:
+                ledger = self.ledgers.get(reader.entry.stream_id)
+                if ledger is not None and not self.has_room(ledger):
+                    continue  # stays dirty: read when its outputs have room (room_again), the others read on
             batches = reader.read(CHUNK)
             if batches:
                 progressed = True
@@ -173,6 +179,10 @@ class TailInput:
                     next_scan = now + self.cfg.scan_interval
             finally:
                 self._pause = None
+
+    def room_again(self) -> None:
+        """An output has room again: a file held back for it may be read."""
+        self._wake.set()
 
     def _news(self) -> None:
         """A file appeared or moved: scan soon, and now if reading is paused for room."""
