@@ -256,6 +256,10 @@ class Output(ABC):
             except TimeoutError:
                 pass
 
+    def batch_docs(self) -> int:
+        """Records a request may carry now (an output adapting it to pushback overrides this)."""
+        return self.cfg.batch_max_docs
+
     async def next_request(self, slots: Slots, linger: Callable[[], Awaitable[None]] | None = None) -> Batch:
         """Wait for work and a free request slot, then take a batch. The caller owns the slot (and has
         counted the request in `in_flight`) until it releases it; `linger` may let the batch grow."""
@@ -264,7 +268,7 @@ class Output(ABC):
             await slots.acquire()
             if linger is not None:
                 await linger()
-            batch = self.take_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
+            batch = self.take_batch(self.batch_docs(), self.cfg.batch_max_bytes)
             if batch.pieces:
                 self.in_flight += 1
                 return batch

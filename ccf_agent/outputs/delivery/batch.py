@@ -104,7 +104,6 @@ class Batch:
             self.ack()
             return []
         due = self._due(delay, now)
-        records = self.records()
         again: list[Piece] = []
         done: list[tuple[Fragment, int]] = []
         positions = iter(sorted(retry))
@@ -112,12 +111,15 @@ class Batch:
         offset = 0
         for p in self.pieces:
             end = offset + p.count
-            mine: list[bytes] = []
+            mine: list[int] = []
             while pos is not None and pos < end:
-                mine.append(records[pos])
+                mine.append(pos)
                 pos = next(positions, None)
-            if mine:
-                again.append(Piece(b"".join(mine), len(mine), p.fragment, p.attempt + 1, due))
+            if len(mine) == p.count:  # refused whole (a shard's queue full): sent again as it is
+                again.append(Piece(p.body, p.count, p.fragment, p.attempt + 1, due))
+            elif mine:
+                records = self.records()
+                again.append(Piece(b"".join(records[i] for i in mine), len(mine), p.fragment, p.attempt + 1, due))
             if p.fragment is not None and p.count > len(mine):
                 done.append((p.fragment, p.count - len(mine)))
             offset = end

@@ -95,3 +95,19 @@ class Gate:
             if probing:
                 self._probe_busy = False
                 self._probe_free.set()
+
+
+class Refusals:
+    """The share of records the destination refused lately: each request's records weigh half as
+    much after every later request. One request refused whole among accepted ones (a write queue
+    full for a moment) is not a destination refusing most of what it gets; a run of them is."""
+
+    def __init__(self) -> None:
+        self.sent = 0.0
+        self.refused = 0.0
+
+    def record(self, sent: int, refused: int) -> float:
+        """Adds one request's figures; returns the refused share, recent requests weighing most."""
+        self.sent = self.sent / 2 + sent
+        self.refused = self.refused / 2 + refused
+        return self.refused / self.sent if self.sent else 0.0

@@ -35,7 +35,7 @@ from ccf_agent.outputs.base import Fragment, Output
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
 from ccf_agent.outputs.delivery.batch import Batch, Piece
 from ccf_agent.outputs.delivery.linger import Linger
-from ccf_agent.outputs.delivery.retry import Backoff, Gate, backoff_delay, loop_time
+from ccf_agent.outputs.delivery.retry import Backoff, Gate, Refusals, backoff_delay, loop_time
 from ccf_agent.outputs.delivery.slots import AdaptiveSlots
 from ccf_agent.outputs.elasticsearch.bulk import (
     FILTER,
@@ -56,6 +56,8 @@ OnDead = Callable[[list[DeadItem]], Awaitable[None]]
 # Refused items of a bulk the cluster mostly took back off at most 2**PARTIAL_STEPS x backoff_initial
 # (0.4 s by default): a hot shard refusing a third of every bulk costs its items a few short waits.
 PARTIAL_STEPS = 2
+# The output backs off as a whole when its latest bulks' items were refused at least this much.
+MOSTLY_REFUSED = 0.9
 
 
 def _at_once(attempt: int) -> float:
@@ -80,12 +82,16 @@ class ElasticsearchOutput(Output):
             self.bulk_path += "&pipeline=" + quote(self.opts.pipeline, safe="")
         self.gzip = cfg.compression == "gzip"
         self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed when the cluster refuses a whole request
-        self.slots = AdaptiveSlots(cfg.max_in_flight)
+        self.refusals = Refusals()  # or nearly every item of its latest bulks
+        self.slots = AdaptiveSlots(cfg.max_in_flight, cfg.batch_max_docs)
         self.linger = Linger(self)
 
     @property
     def hosts(self) -> list[Any]:
         return self.client.hosts
+
+    def batch_docs(self) -> int:
+        return self.slots.batch_docs
 
     # ------------------------------------------------------------------ encode (hot path)
 
@@ -123,6 +129,7 @@ class ElasticsearchOutput(Output):
         """One bulk request for `batch`: every record settled, or returned to be sent again."""
         try:
             async with self.gate.passage():
+                sent_at = time.monotonic()
                 answer, rtt = await self._post(batch)
         except RequestFailed as e:
             self.stats.request_errors += 1
@@ -131,15 +138,19 @@ class ElasticsearchOutput(Output):
             self.health.report(e.kind, str(e))
             # Refused as a whole (429/503), no answer in time, or no usable answer at all: the
             # output backs off as a whole, one request at a time testing the cluster.
-            self.slots.observe(None, e.status in (429, 503) or e.kind == "timeout")
+            pushback = e.status in (429, 503) or e.kind == "timeout"
+            if pushback:
+                self.refusals.record(batch.count, batch.count)
+            self.slots.observe(sent_at, None, pushback)
             self.gate.close(e.retry_after)
             return batch.retry_all(_at_once, loop_time())
         if answer is None:
-            self.slots.observe(rtt, False)
+            self.refusals.record(batch.count, 0)
+            self.slots.observe(sent_at, rtt, False, batch.count, 0)
             self._delivered()
             batch.ack()
             return []
-        return await self._settle(batch, answer, rtt, on_dead)
+        return await self._settle(batch, answer, sent_at, rtt, on_dead)
 
     async def _rejected(self, batch: Batch, e: RequestFailed, on_dead: OnDead) -> list[Piece]:
         """Something in this request the engine refuses as a whole (400, 413): halve it until the
@@ -159,12 +170,13 @@ class ElasticsearchOutput(Output):
         batch.ack()
         return []
 
-    async def _settle(self, batch: Batch, answer: dict[str, Any], rtt: float, on_dead: OnDead) -> list[Piece]:
+    async def _settle(self, batch: Batch, answer: dict[str, Any], sent_at: float, rtt: float,
+                      on_dead: OnDead) -> list[Piece]:
         """Account for per-item results; return the pieces to send again.
 
         A bulk most of whose items were taken is progress, whatever was refused: the refused items
-        come back on their own short backoff and new requests keep going. Only a bulk refused
-        (nearly) whole closes the gate, as a 429 to the whole request does."""
+        come back on their own short backoff and new requests keep going. Only a cluster refusing
+        (nearly) every item of its latest bulks closes the gate, as a 429 to the whole request does."""
         items = answer.get("items") if isinstance(answer, dict) else None
         items = items if isinstance(items, list) else []
         n = batch.count
@@ -186,8 +198,8 @@ class ElasticsearchOutput(Output):
                 s.retry = sorted(s.retry + [p for p, _, _ in s.dead])
                 kept = False
         refused = len(s.retry)
-        mostly_refused = refused * 10 >= n * 9
-        self.slots.observe(rtt, mostly_refused or s.throttled * 2 >= n)
+        mostly_refused = self.refusals.record(n, refused) >= MOSTLY_REFUSED
+        self.slots.observe(sent_at, rtt, mostly_refused, n, s.throttled)
         if s.problem:
             kind, reason = s.problem
             self.health.report(kind, item_problem_message(kind, reason, self.name))
@@ -315,6 +327,8 @@ class ElasticsearchOutput(Output):
         s["tls_verify"] = self.cfg.tls.verify
         s["dead_letter"] = self.opts.dead_letter_index or str(self.dead.path_for(self.name))
         s["throttled_for_s"] = round(self.gate.closed_for(), 1)
+        # adapted to the cluster's pushback, up to max_in_flight and batch_max_docs
+        s["request_slots"], s["batch_docs"] = self.slots.limit, self.slots.batch_docs
         return s
 
 

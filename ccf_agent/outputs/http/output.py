@@ -14,6 +14,7 @@ server may have stored them before the answer was lost) are counted in `stats.du
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -75,11 +76,14 @@ class HttpOutput(Output):
                                  headers=headers, timeout=cfg.timeout, connect_timeout=min(10.0, cfg.timeout),
                                  limit=cfg.max_in_flight + 2, server_hostname=cfg.tls.server_name)
         self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed while the collector fails requests
-        self.slots = AdaptiveSlots(cfg.max_in_flight)
+        self.slots = AdaptiveSlots(cfg.max_in_flight, cfg.batch_max_docs)
 
     @property
     def shown(self) -> list[str]:
         return [e.shown for e in self.endpoints]
+
+    def batch_docs(self) -> int:
+        return self.slots.batch_docs
 
     # ------------------------------------------------------------------ encode (hot path)
 
@@ -115,16 +119,17 @@ class HttpOutput(Output):
     async def _deliver(self, batch: Batch) -> list[Piece]:
         try:
             async with self.gate.passage():
+                sent_at = time.monotonic()
                 status, answer, rtt = await self._post(batch.body())
         except Rejected as e:
             self.stats.request_errors += 1
             if e.unknown_fate:
                 self.stats.duplicates += batch.count
             self.health.report(e.kind, f"{e}; retrying")
-            self.slots.observe(None, e.kind in ("throttled", "timeout", "server"))
+            self.slots.observe(sent_at, None, e.kind in ("throttled", "timeout", "server"))
             self.gate.close(e.retry_after)  # one request at a time tests the collector until it answers
             return batch.retry_all(_at_once, loop_time())
-        self.slots.observe(rtt, False)
+        self.slots.observe(sent_at, rtt, False)
         self.gate.reset()
         self.health.delivered()
         if 200 <= status < 300:
