@@ -44,7 +44,7 @@ import workload  # noqa: E402
 from ccf_agent.batch import Batch, Events  # noqa: E402
 from ccf_agent.config import InputConfig, OutputConfig  # noqa: E402
 from ccf_agent.outputs.deadletter import DeadLetters  # noqa: E402
-from ccf_agent.outputs.elasticsearch import ElasticsearchOutput  # noqa: E402
+from ccf_agent.outputs.elasticsearch.output import ElasticsearchOutput  # noqa: E402
 from ccf_agent.pipeline.process import Pipeline  # noqa: E402
 from ccf_agent.registry import Entry  # noqa: E402
 
