@@ -27,8 +27,12 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # noqa: E402 - the repo, not an install
 
 from ccf_agent.batch import Batch  # noqa: E402
-from ccf_agent.config import InputConfig  # noqa: E402
-from ccf_agent.pipeline.options import Processors, parse_input_options, parse_processors  # noqa: E402
+from ccf_agent.config import (  # noqa: E402
+    InputConfig,  # noqa: E402
+    Processors,
+    parse_input_options,
+    parse_processors,
+)
 from ccf_agent.pipeline.process import Pipeline  # noqa: E402
 from ccf_agent.registry import Entry  # noqa: E402
 from ccf_agent.samples import lines as sample_lines  # noqa: E402

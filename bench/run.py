@@ -636,7 +636,7 @@ class Es:
         self.ctx = ssl._create_unverified_context() if insecure else None
 
     def agent_output_keys(self) -> dict[str, Any]:
-        """Agent output settings for this cluster (keys of ccf_agent/config.py OutputConfig)."""
+        """Agent output settings for this cluster (keys of ccf_agent/config/outputs.py OutputConfig)."""
         keys: dict[str, Any] = {"hosts": [self.base]}
         if self.user:
             keys.update(username=urllib.parse.unquote(self.user),

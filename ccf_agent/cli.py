@@ -11,6 +11,7 @@ import sys
 
 from ccf_agent import __version__
 from ccf_agent.config import Config, ConfigError, load_config
+from ccf_agent.credentials import LOG_SCRUBBER, ScrubbingFormatter, config_secrets
 
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
@@ -31,8 +32,6 @@ def _load(path: str, build: bool = False) -> Config:
 
 
 def _setup_logging(level: str, config: Config | None = None) -> None:
-    from ccf_agent.credentials import LOG_SCRUBBER, ScrubbingFormatter, config_secrets
-
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
@@ -64,11 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         fast.keep_memory()
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        runner = asyncio.run
-    return runner(agent.run())
+        return asyncio.run(agent.run())
+    return uvloop.run(agent.run())
 
 
 def cmd_check(args: argparse.Namespace) -> int:

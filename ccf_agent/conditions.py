@@ -216,10 +216,10 @@ def program(spec: Mapping[str, Any]) -> Program:
     if "not" in spec:
         return P_NOT, program(spec["not"])
     (name, value), = ((k, v) for k, v in spec.items() if k in LEAF_OPS)
-    op = _NATIVE_LEAVES.get(name)
-    if op is None:
+    leaf = _NATIVE_LEAVES.get(name)
+    if leaf is None:
         return P_CALL, compile_condition(spec).test
-    return op, tuple(spec["field"].split(".")), value.lower() if op == P_ICONTAINS else value
+    return leaf, tuple(spec["field"].split(".")), value.lower() if leaf == P_ICONTAINS else value
 
 
 def condition_fields(spec: Any) -> set[str]:

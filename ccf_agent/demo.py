@@ -73,7 +73,7 @@ def demo(directory: str | None = None, n: int = 20_000) -> int:
 
     async def main() -> int:
         task = asyncio.create_task(agent.run())
-        while sum(o.stats.docs_acked for o in agent.outputs.values()) < written:
+        while sum(o.docs_acked for o in agent.snapshot().outputs) < written:
             if task.done():
                 return task.result()
             await asyncio.sleep(0.05)
@@ -87,8 +87,7 @@ def demo(directory: str | None = None, n: int = 20_000) -> int:
     except ImportError:  # pragma: no cover
         code = asyncio.run(main())
     took = time.monotonic() - started
-    status = agent.status()
-    print(render(status))
+    print(render(agent.snapshot().to_json()))
     shipped = {name: sum(1 for _ in open(root / "out" / f"{name}.ndjson")) for name in ("logs", "payouts")}
     print(f"\nshipped {sum(shipped.values())} of {written} records in {took:.2f}s: {shipped}")
     print(f"outputs: {root / 'out'}")

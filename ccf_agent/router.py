@@ -2,16 +2,21 @@
 
 Records matching no route go to the output named `default`, else the first output. A
 route may name several outputs (fan-out); each output then acknowledges its own copy.
+A condition that fails on a record (no record the pipeline makes should do that) does not
+hold for it: the batch is routed again a record at a time, and the failure logged once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from ccf_agent.conditions import program
 from ccf_agent.config import RouteConfig
 from ccf_agent.pipeline.native import fast as _fast  # assign's loop in C, or None
+
+log = logging.getLogger("ccf_agent.router")
 
 
 class Router:
@@ -24,7 +29,13 @@ class Router:
 
     def assign(self, records: Sequence[dict[str, Any]]) -> list[list[int]]:
         """For each target set (route order, default last), the indices of its records."""
-        if self._programs is not None and type(records) is list:
+        try:
+            return self._assign(records)
+        except Exception as e:  # a record no test foresaw: it must not stop its file, or the others
+            return self._assign_each(records, e)
+
+    def _assign(self, records: Sequence[dict[str, Any]]) -> list[list[int]]:
+        if self._programs is not None and _fast is not None and type(records) is list:
             buckets: list[list[int]] = _fast.assign(records, self._programs)
             for k, b in enumerate(buckets):
                 self.matched[k] += len(b)
@@ -48,4 +59,24 @@ class Router:
                     default.append(i)
         for k, b in enumerate(buckets):
             self.matched[k] += len(b)
+        return buckets
+
+    def _assign_each(self, records: Sequence[dict[str, Any]], error: Exception) -> list[list[int]]:
+        """assign a record and a condition at a time: a condition that fails does not hold."""
+        buckets: list[list[int]] = [[] for _ in self.targets]
+        failed: list[str] = []
+        for i, rec in enumerate(records):
+            for k, test in enumerate(self._tests):
+                try:
+                    if test(rec):
+                        break
+                except Exception as e:
+                    failed.append(f"route {self.names[k]}: {type(e).__name__}")
+            else:
+                k = len(self._tests)
+            buckets[k].append(i)
+        for k, b in enumerate(buckets):
+            self.matched[k] += len(b)
+        log.error("routing failed on %d of a batch's %d records (%s); their failing routes were passed over",
+                  len(failed), len(records), ", ".join(sorted(set(failed))) or type(error).__name__)
         return buckets

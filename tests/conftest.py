@@ -9,8 +9,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.harness import AgentProcess, Engine
+from tests.skip_guard import (  # noqa: F401 - hooks, found here by name
+    pytest_collectreport,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
+
+# No wall-clock limit on an example: a 2-core machine shared with the OpenSearch node and other
+# tests runs some examples well past hypothesis's default 200 ms deadline, which would fail the
+# run for being slow, not wrong. Loaded here, before any test module builds its settings.
+settings.register_profile("ccf", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ccf")
 
 if TYPE_CHECKING:
     from tests.kafka.launcher import Broker
@@ -85,3 +98,14 @@ def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
     yield started
     for a in started:
         a.kill()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (marked `long`: minutes each) are left out unless the run asks for them with
+    `-m long`: deselected, not skipped, so a run that did not ask for them has nothing missing."""
+    if "long" in (config.option.markexpr or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("long") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("long")])
+        items[:] = keep

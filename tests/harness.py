@@ -88,6 +88,23 @@ class Engine:
         return {"written": len(expected), "stored": len(seqs), "distinct": len(found),
                 "lost": len(expected - found), "duplicated": len(seqs) - len(found)}
 
+    def count_from(self, seq: int, name: str = "*") -> int:
+        """Stored documents whose `seq` is `seq` or later."""
+        self.refresh()
+        r = self.request("POST", f"/{self.prefix}-{name}/_count?ignore_unavailable=true&allow_no_indices=true",
+                         {"query": {"range": {"seq": {"gte": seq}}}})
+        return int(r["count"])
+
+    def settle(self, timeout: float = 60) -> None:
+        """Until no bulk request into this test's indices runs on the node: a client killed
+        mid-request does not stop the node from storing what it sent."""
+        def idle() -> bool:
+            r = self.request("GET", "/_tasks?actions=indices:data/write/bulk*&detailed=true")
+            return not any(self.prefix in t.get("description", "")
+                           for n in r.get("nodes", {}).values() for t in n.get("tasks", {}).values())
+        wait_until(idle, timeout, "the node to finish the bulk requests in flight")
+        self.refresh()
+
     def cleanup(self) -> None:
         try:
             self.request("DELETE", f"/{self.prefix}-*?ignore_unavailable=true&allow_no_indices=true")
@@ -141,6 +158,11 @@ class AgentProcess:
         tasks = Path(f"/proc/{self.proc.pid}/task")
         return {int(t.name): (t / "comm").read_text().strip() for t in tasks.iterdir()}
 
+    def runs_the_c_loop(self) -> bool:
+        """Whether the daemon loaded the pipeline's C extension (not under CCF_AGENT_PURE_PYTHON)."""
+        assert self.proc is not None
+        return "ccf_agent/pipeline/_fast" in Path(f"/proc/{self.proc.pid}/maps").read_text()
+
     def status(self) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as r:  # noqa: S310
@@ -177,11 +199,96 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace")[-5000:]
 
 
+def saved_offsets(state_dir: Path) -> dict[str, int]:
+    """path -> offset in the registry file a restart would load (the newest readable version;
+    the file format is version, written_at, checksum, entries)."""
+    best: dict[str, Any] | None = None
+    for name in ("registry.json", "registry.json.tmp", "registry.json.prev"):
+        try:
+            doc = json.loads((state_dir / name).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if best is None or doc["written_at"] > best["written_at"]:
+            best = doc
+    return {e["path"]: e["offset"] for e in best["entries"]} if best else {}
+
+
+def seq_at(path: Path, offset: int) -> int | None:
+    """The `seq` of the record that starts at `offset` (None: the file ends there)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        line = f.readline()
+    return int(json.loads(line)["seq"]) if line.endswith(b"\n") else None
+
+
+def duplicates(status: dict[str, Any] | None) -> int:
+    """Documents the agent's outputs sent again and found stored (409), since this process started."""
+    return sum(o["duplicates"] for o in status["outputs"]) if status else 0
+
+
+class KillLedger:
+    """Bounds what `kill -9` may resend, for one log file written in `seq` order.
+
+    At each kill: the offset saved in the registry (what the restart resumes from) and how many
+    documents the engine holds from that record on. Only those may come back as 409s from the
+    process started next; deterministic ids hide any other resend from the engine's count, so
+    the 409s are what shows a restart that did not resume where it had saved. And each kill's
+    saved offset is past the previous one: offsets are saved while shipping, not only at a
+    clean stop."""
+
+    def __init__(self, agent: AgentProcess, engine: Engine, path: Path) -> None:
+        self.agent, self.engine, self.path = agent, engine, path
+        self.state_dir = Path(agent.config["state_dir"])
+        self.kills: list[dict[str, int]] = []  # saved_offset, stored_beyond, then duplicates_after
+
+    def saved(self) -> int:
+        return saved_offsets(self.state_dir).get(str(self.path), 0)
+
+    def wait_saved_past_last_kill(self, timeout: float = 60) -> None:
+        last = self.kills[-1]["saved_offset"] if self.kills else 0
+        wait_until(lambda: self.saved() > last, timeout, f"the registry to save an offset past {last} "
+                   "(it saves while shipping, every registry_flush_interval)")
+
+    def kill(self) -> None:
+        """SIGKILL the agent, after noting the 409s of the process that ran since the last kill."""
+        before = duplicates(self.agent.status())
+        self.agent.kill()
+        self._after_last(before)
+        offset = self.saved()
+        self.engine.settle()
+        first = seq_at(self.path, offset)
+        self.kills.append({"saved_offset": offset,
+                           "stored_beyond": 0 if first is None else self.engine.count_from(first)})
+
+    def finish(self, written: int) -> dict[str, Any]:
+        """Once the last process caught up with the file's `written` records: the bounds held at
+        every kill (returns a summary, for the record)."""
+        status = self.agent.status()
+        self._after_last(duplicates(status))
+        offsets = [0, *(k["saved_offset"] for k in self.kills)]
+        assert all(a < b for a, b in zip(offsets, offsets[1:], strict=False)), (
+            f"a kill's saved offset is not past the previous one's: {self.kills}")
+        for k in self.kills:
+            assert k["duplicates_after"] <= k["stored_beyond"], (
+                f"the restart resent documents from before the offset it had saved: {self.kills}")
+        if self.kills:  # and the last process read exactly from there to the end
+            first = seq_at(self.path, self.kills[-1]["saved_offset"])
+            assert status is not None and status["records_in"] == written - (written if first is None else first), (
+                f"the last restart read {status and status['records_in']} records, not those from its saved "
+                f"offset on: {self.kills}")
+        return {"kills": len(self.kills), "resent_409": sum(k["duplicates_after"] for k in self.kills),
+                "stored_beyond_saved": sum(k["stored_beyond"] for k in self.kills)}
+
+    def _after_last(self, dup: int) -> None:
+        if self.kills and "duplicates_after" not in self.kills[-1]:
+            self.kills[-1]["duplicates_after"] = dup
+
+
 def agent_config(engine: Engine, paths: list[str], routes: bool = True, **output_opts: Any) -> dict[str, Any]:
     """The example config's shape pointed at the test engine: payouts to their own index."""
     out = {"type": "elasticsearch", "hosts": [engine.url], **output_opts}
     cfg: dict[str, Any] = {
-        "inputs": [{"id": "app", "paths": paths, "exclude": ["*.gz"], "scan_interval": "200ms"}],
+        "inputs": [{"id": "app", "paths": paths, "scan_interval": "200ms"}],
         "outputs": {"logs": {**out, "index": engine.index("logs")},
                     "payouts": {**out, "index": engine.index("payouts")}},
         "agent": {"registry_flush_interval": "200ms"},

@@ -11,6 +11,9 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 missing=()
 command -v logrotate >/dev/null || missing+=(logrotate)
+command -v bzip2 >/dev/null || missing+=(bzip2)       # logrotate's compresscmd in the rotation-chain tests
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v zstd >/dev/null || missing+=(zstd)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v openssl >/dev/null || missing+=(openssl)
@@ -19,6 +22,8 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || missing+=(golang-go)
 command -v chromium >/dev/null || missing+=(chromium)  # the HTML report opened in a real browser
+command -v dpkg-buildpackage >/dev/null || missing+=(dpkg-dev)     # tests/ops/test_deb.py builds the .deb
+command -v systemd-analyze >/dev/null || missing+=(systemd)         # verifies the unit (tests/ops)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -112,3 +113,22 @@ def test_the_router_takes_the_c_loop_when_there_is_one() -> None:
     recs = [{"message": "Payout processed"}, {"message": "HTTP request"}, {"service": "payout-job"}]
     assert router.assign(recs) == [[0, 2], [1]]
     assert router.matched == [2, 1]
+
+
+def test_a_condition_that_fails_on_a_record_does_not_hold_and_the_rest_are_routed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Boom:  # no JSON value fails a comparison: a stand-in for one that would
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("4111111111111111")
+
+        __hash__ = object.__hash__
+
+    routes = [RouteConfig(name="odd", outputs=("odd",), when=compile_condition({"field": "kind", "equals": "x"})),
+              RouteConfig(name="payouts", outputs=("payouts",), when=compile_condition(PAYOUT))]
+    router = Router(routes, "logs")
+    recs = [{"message": "Payout processed"}, {"kind": Boom(), "message": "payout"}, {"message": "HTTP request"}]
+    with caplog.at_level(logging.ERROR, logger="ccf_agent.router"):
+        assert router.assign(recs) == [[], [0, 1], [2]]
+    [record] = caplog.records
+    assert "route odd: RuntimeError" in record.getMessage() and "4111" not in record.getMessage()
+    assert router.matched == [0, 2, 1]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccf_agent.alerts import AlertEngine, AlertsConfig
+from ccf_agent.alerts.engine import AlertEngine
+from ccf_agent.config import AlertsConfig
 from ccf_agent.fsutil import atomic_write
 from ccf_agent.ops.business import BusinessMetrics
 from ccf_agent.outputs.deadletter import DeadLetters

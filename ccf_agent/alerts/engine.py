@@ -30,11 +30,11 @@ from typing import Any
 
 import orjson
 
-from ccf_agent.alerts.config import AlertsConfig, NotifierConfig
 from ccf_agent.alerts.notifiers import DeliveryError, deliver, iso
 from ccf_agent.alerts.outbox import Notice, Outbox
 from ccf_agent.alerts.rules import FIRING, Rule, make_rule
 from ccf_agent.alerts.select import Selector
+from ccf_agent.config.alerts import AlertsConfig, NotifierConfig
 from ccf_agent.fsutil import atomic_write, ensure_dir, read_plain
 from ccf_agent.httpclient import HttpClient
 
@@ -48,7 +48,7 @@ HISTORY_AGE = 35 * 86400.0
 
 
 class AlertEngine:
-    def __init__(self, cfg: AlertsConfig, state_dir: Path | str, redact: Callable[[dict], dict] | None = None,
+    def __init__(self, cfg: AlertsConfig, state_dir: Path | str, redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  log: logging.Logger | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.log = log or logging.getLogger("ccf_agent.alerts")
@@ -78,7 +78,7 @@ class AlertEngine:
 
     # ---------------------------------------------------------------- hot path
 
-    def observe(self, records: list[dict], times: list[float], docs: list[bytes] | None = None) -> None:
+    def observe(self, records: list[dict[str, Any]], times: list[float], docs: list[bytes] | None = None) -> None:
         """Feed one processed batch (parallel lists). Synchronous, no I/O, cheap; never raises.
 
         With `docs` (the records hold only the fields conditions read), a notice's sample is the
@@ -98,7 +98,7 @@ class AlertEngine:
             self._last_error_log = wall
             self.log.exception("alerts: %s failed (%d errors so far); shipping continues", where, self._errors)
 
-    def _observe(self, records: list[dict], times: list[float], docs: list[bytes] | None) -> None:
+    def _observe(self, records: list[dict[str, Any]], times: list[float], docs: list[bytes] | None) -> None:
         wall = self._clock()
         newest = max(times)
         if newest > wall + FUTURE_SKEW:

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ccf_agent.alerts.config import NotifierConfig
 from ccf_agent.alerts.outbox import Notice
+from ccf_agent.config.alerts import NotifierConfig
 from ccf_agent.httpclient import HttpClient, TransportError
 
 # Slack's named attachment colours, and the same colours as hex for Teams / Discord.

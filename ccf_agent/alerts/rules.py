@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ccf_agent.alerts.config import RuleConfig
+from ccf_agent.config.alerts import RuleConfig
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 

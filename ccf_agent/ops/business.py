@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from ccf_agent.conditions import P_EQUALS, P_HAS
+from ccf_agent.config.report import SOURCES
 from ccf_agent.fsutil import SnapshotOrder, atomic_write, read_plain
 from ccf_agent.pipeline.native import fast as _fast  # conditions' evaluator in C, or None
 
@@ -53,7 +54,6 @@ _EXACT = {"Payout processed": "completed", "Payout failed": "failed"}  # as the 
 STATUSES = frozenset({"completed", "failed", "pending", "paid", "in_transit", "canceled"})
 METHODS = frozenset({"standard", "instant"})
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # the seed's, in seconds
-SOURCES = ("combined*.log*",)  # combined.log, combined.log.1, combined.log-20240115, combined1.log
 STATE_FILE = "business.json"
 # With the C extension (conditions' programs): a payout's records (payoutId present, even null), the
 # payout job's; the field names and label values _fast.payouts uses.

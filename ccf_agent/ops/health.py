@@ -14,14 +14,13 @@ import resource
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccf_agent import __version__
 from ccf_agent.ops.metrics import memory_limit, resident_memory
-
-if TYPE_CHECKING:
-    from ccf_agent.agent import Agent
+from ccf_agent.ops.snapshot import Snapshot
 
 log = logging.getLogger("ccf_agent.ops")
 
@@ -63,18 +62,18 @@ class ErrorWindow:
         }
 
 
-_windows: dict[int, ErrorWindow] = {}
-
-
-def health(agent: Agent) -> tuple[dict[str, Any], bool]:
-    """The body and whether it is healthy (HTTP 200) or not (503)."""
+def health(snapshot: Callable[[], Snapshot], errors: ErrorWindow) -> tuple[dict[str, Any], bool]:
+    """The body and whether it is healthy (HTTP 200) or not (503). `snapshot` takes the agent's
+    Snapshot; `errors` keeps the readings the error rate is computed over, from one request to
+    the next (the status endpoint holds it)."""
     body: dict[str, Any] = {
         "timestamp": _iso(time.time()), "status": "healthy", "version": __version__,
-        "uptime": round(time.time() - agent.started, 1), "environment": None, "checks": {},
+        "uptime": None, "environment": None, "checks": {},
     }
     try:
-        body["environment"] = _environment(agent)
-        body["checks"] = checks(agent)
+        snap = snapshot()
+        body["uptime"], body["environment"] = round(snap.uptime, 1), snap.environment
+        body["checks"] = checks(snap, errors)
     except Exception as e:  # the seed's catch: report it, never crash the endpoint
         log.error("health check failed: %s", e, exc_info=True)
         body["status"], body["error"] = "unhealthy", str(e)
@@ -84,40 +83,30 @@ def health(agent: Agent) -> tuple[dict[str, Any], bool]:
     return body, body["status"] == "healthy"
 
 
-def checks(agent: Agent) -> dict[str, Any]:
+def checks(snap: Snapshot, errors: ErrorWindow) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for o in agent.outputs.values():
+    for o in snap.outputs:
         out[f"output:{o.name}"] = {
-            "status": "healthy" if o.healthy else "unhealthy", "type": o.cfg.type,
-            "lastError": o.stats.last_error, "lastErrorAt": _iso(o.stats.last_error_at),
-            "lastSuccessAt": _iso(o.stats.last_ok_at), "queued": o.queued_docs, "inFlight": o.in_flight,
+            "status": "healthy" if o.healthy else "unhealthy", "type": o.type,
+            "lastError": o.last_error, "lastErrorAt": _iso(o.last_error_at),
+            "lastSuccessAt": _iso(o.last_ok_at), "queued": o.queued_docs, "inFlight": o.in_flight,
         }
     try:
-        du = shutil.disk_usage(agent.state_dir)
-        disk_ok = du.free >= MIN_FREE_BYTES and agent.registry.last_error is None
-        out["disk"] = {"status": "healthy" if disk_ok else "unhealthy", "path": str(agent.state_dir),
-                       "free": _mb(du.free), "total": _mb(du.total), "registryError": agent.registry.last_error}
+        du = shutil.disk_usage(snap.state_dir)
+        disk_ok = du.free >= MIN_FREE_BYTES and snap.registry_error is None
+        out["disk"] = {"status": "healthy" if disk_ok else "unhealthy", "path": snap.state_dir,
+                       "free": _mb(du.free), "total": _mb(du.total), "registryError": snap.registry_error}
     except OSError as e:
-        out["disk"] = {"status": "unhealthy", "path": str(agent.state_dir), "error": e.strerror}
+        out["disk"] = {"status": "unhealthy", "path": snap.state_dir, "error": e.strerror}
     rss = resident_memory()
     limit = memory_limit()
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["memory"] = {
         "status": "unhealthy" if rss is not None and limit and rss > MEMORY_UNHEALTHY * limit else "healthy",
         "rss": _mb(rss) if rss is not None else None, "maxRss": _mb(max_rss),
-        "limit": _mb(limit) if limit else None, "inflight": _mb(agent.flow.inflight),
+        "limit": _mb(limit) if limit else None, "inflight": _mb(snap.inflight_bytes),
     }
-    window = _windows.setdefault(id(agent), ErrorWindow())
-    malformed = sum(p.malformed for p in agent.pipelines.values())
-    dead = sum(o.stats.docs_dead for o in agent.outputs.values())
-    out["errorRate"] = window.rate(time.time(), agent.started, agent.records_in, malformed, dead)
+    malformed = sum(i.malformed for i in snap.inputs)
+    dead = sum(o.docs_dead for o in snap.outputs)
+    out["errorRate"] = errors.rate(snap.taken_at, snap.started, snap.records_in, malformed, dead)
     return out
-
-
-def _environment(agent: Agent) -> str | None:
-    """The `environment` field the inputs add to every record (config.example.yaml sets one)."""
-    for inp in agent.config.inputs:
-        env = inp.fields.get("environment")
-        if isinstance(env, str):
-            return env
-    return None

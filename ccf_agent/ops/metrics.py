@@ -10,14 +10,10 @@ import os
 import resource
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-from ccf_agent import __version__
 from ccf_agent.ops import business
+from ccf_agent.ops.snapshot import Snapshot
 from ccf_agent.outputs.base import LATENCY_BUCKETS
-
-if TYPE_CHECKING:
-    from ccf_agent.agent import Agent
 
 Sample = tuple[dict[str, str], float]
 
@@ -78,68 +74,67 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}"
 
 
-def render_metrics(agent: Agent) -> str:
+def render_metrics(snap: Snapshot) -> str:
     e = Exposition()
-    _agent_metrics(e, agent)
+    _agent_metrics(e, snap)
     _process_metrics(e)
     business.METRICS.render(e.lines, fmt)
     return e.text()
 
 
-def _agent_metrics(e: Exposition, agent: Agent) -> None:
+def _agent_metrics(e: Exposition, snap: Snapshot) -> None:
     m = e.metric
-    m("ccf_agent_build_info", "gauge", "Always 1; the agent's version as a label.", [({"version": __version__}, 1)])
-    m("ccf_agent_records_read_total", "counter", "Records read from files.", [({}, agent.records_in)])
+    inputs, outs = snap.inputs, snap.outputs
+    m("ccf_agent_build_info", "gauge", "Always 1; the agent's version as a label.", [({"version": snap.version}, 1)])
+    m("ccf_agent_records_read_total", "counter", "Records read from files.", [({}, snap.records_in)])
     m("ccf_agent_records_malformed_total", "counter",
       "Lines shipped tagged because they were not valid JSON objects or UTF-8.",
-      [({"input": i}, p.malformed) for i, p in agent.pipelines.items()])
-    m("ccf_agent_bytes_read_total", "counter", "Bytes read from files.",
-      [({"input": i.cfg.id}, i.bytes_read) for i in agent.inputs])
+      [({"input": i.id}, i.malformed) for i in inputs])
+    m("ccf_agent_bytes_read_total", "counter", "Bytes read from files.", [({"input": i.id}, i.bytes_read) for i in inputs])
     m("ccf_agent_bytes_read_ahead_total", "counter",
       "Bytes of those read and scanned ahead by the input's second thread (agent.read_ahead).",
-      [({"input": i.cfg.id}, i.bytes_read_ahead) for i in agent.inputs])
-    m("ccf_agent_open_files", "gauge", "Files held open.",
-      [({"input": i.cfg.id}, len(i.readers)) for i in agent.inputs])
-    lag: dict[str, int] = {i.cfg.id: 0 for i in agent.inputs}
-    for i in agent.inputs:
-        for f in i.status():
-            lag[i.cfg.id] += int(f["lag_bytes"])  # type: ignore[call-overload]
+      [({"input": i.id}, i.bytes_read_ahead) for i in inputs])
+    m("ccf_agent_open_files", "gauge", "Files held open.", [({"input": i.id}, i.open_files) for i in inputs])
     m("ccf_agent_lag_bytes", "gauge", "Bytes written to files but not yet acknowledged by every output.",
-      [({"input": k}, v) for k, v in lag.items()])
-    m("ccf_agent_inflight_bytes", "gauge", "Bytes read and not yet acknowledged.", [({}, agent.flow.inflight)])
-    server = agent.status_server
-    if server is not None:
+      [({"input": i.id}, i.lag_bytes) for i in inputs])
+    m("ccf_agent_inflight_bytes", "gauge", "Bytes read and not yet acknowledged.", [({}, snap.inflight_bytes)])
+    if snap.endpoint is not None:
         m("ccf_agent_status_connections_total", "counter",
           "Connections to this endpoint not served: refused (over the cap or descriptors short), cut (no "
           "complete request or answer within its deadline), malformed (answered 400).",
-          [({"outcome": "refused"}, server.refused), ({"outcome": "cut"}, server.cut),
-           ({"outcome": "malformed"}, server.malformed)])
-    counters = [(i, k, v) for i, p in agent.pipelines.items() for k, v in p.counters.items()]
+          [({"outcome": "refused"}, snap.endpoint.refused), ({"outcome": "cut"}, snap.endpoint.cut),
+           ({"outcome": "malformed"}, snap.endpoint.malformed)])
+    counters = [(i.id, k, v) for i in inputs for k, v in i.counters.items()]
     m("ccf_agent_redactions_total", "counter", "Values masked or removed before leaving the host.",
       [({"input": i, "kind": k.split(":", 1)[1]}, v) for i, k, v in counters if k.startswith("redacted:")])
     m("ccf_agent_records_redacted_total", "counter", "Records changed by redaction.",
-      [({"input": i}, p.counters.get("records_redacted", 0)) for i, p in agent.pipelines.items()])
+      [({"input": i.id}, i.counters.get("records_redacted", 0)) for i in inputs])
+    m("ccf_agent_pipeline_errors_total", "counter",
+      "Lines shipped without their content (tagged pipeline_error) because a pipeline stage failed on them.",
+      [({"input": i.id}, i.counters.get("pipeline_errors", 0)) for i in inputs])
     m("ccf_agent_records_dropped_total", "counter", "Records dropped or sampled out by processors.",
       [({"input": i, "reason": k.split(":", 1)[0], "rule": k.split(":", 1)[1]}, v)
        for i, k, v in counters if k.startswith(("dropped:", "sampled_out:"))])
     m("ccf_agent_route_records_total", "counter", "Records assigned by each route (default last).",
-      [({"route": name}, n) for name, n in zip(agent.router.names, agent.router.matched, strict=True)])
+      [({"route": name}, n) for name, n in snap.routes])
     m("ccf_agent_backpressure_pauses_total", "counter", "Times reading paused for bytes in flight.",
-      [({}, agent.flow.paused_waits)])
-    m("ccf_agent_lost_bytes_total", "counter", "Unread bytes of deleted files given up (deleted_max_wait/bytes).",
-      [({"input": i.cfg.id}, i.lost_bytes) for i in agent.inputs])
-    outs = list(agent.outputs.values())
+      [({}, snap.backpressure_pauses)])
+    m("ccf_agent_lost_bytes_total", "counter",
+      "Unread bytes of files given up: deleted (deleted_max_wait/bytes), or gone before read to their end.",
+      [({"input": i.id}, i.lost_bytes) for i in inputs])
+    m("ccf_agent_lost_files_total", "counter",
+      "Files gone (rotated past logrotate's rotate N) or undecompressable before they were read to their end.",
+      [({"input": i.id}, i.lost_files) for i in inputs])
     for name, attr, help_ in (
             ("shipped", "docs_acked", "Records acknowledged by the output."),
             ("retried", "docs_retried", "Records retried after a transient failure."),
             ("dead_lettered", "docs_dead", "Records that failed for good and went to the dead-letter file."),
             ("duplicates", "duplicates", "Records the destination already had.")):
-        m(f"ccf_agent_records_{name}_total", "counter", help_,
-          [({"output": o.name}, getattr(o.stats, attr)) for o in outs])
+        m(f"ccf_agent_records_{name}_total", "counter", help_, [({"output": o.name}, getattr(o, attr)) for o in outs])
     m("ccf_agent_output_requests_total", "counter", "Requests made by the output.",
-      [({"output": o.name}, o.stats.requests) for o in outs])
+      [({"output": o.name}, o.requests) for o in outs])
     m("ccf_agent_output_request_errors_total", "counter", "Requests that failed as a whole (connection, 5xx).",
-      [({"output": o.name}, o.stats.request_errors) for o in outs])
+      [({"output": o.name}, o.request_errors) for o in outs])
     m("ccf_agent_output_queued_records", "gauge", "Records queued per output (queue depth).",
       [({"output": o.name}, o.queued_docs) for o in outs])
     m("ccf_agent_output_queued_bytes", "gauge", "Bytes queued per output.",
@@ -147,12 +142,11 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
     m("ccf_agent_output_healthy", "gauge", "1 when the output's last request succeeded.",
       [({"output": o.name}, 1 if o.healthy else 0) for o in outs])
     m("ccf_agent_output_last_success_timestamp_seconds", "gauge", "When the output last delivered (Unix time).",
-      [({"output": o.name}, o.stats.last_ok_at) for o in outs if o.stats.last_ok_at is not None])
+      [({"output": o.name}, o.last_ok_at) for o in outs if o.last_ok_at is not None])
     e.histogram("ccf_agent_bulk_latency_seconds", "Latency of output requests.",
-                [({"output": o.name}, o.stats.latency_buckets, o.stats.latency_sum) for o in outs],
-                LATENCY_BUCKETS)
+                [({"output": o.name}, list(o.latency_buckets), o.latency_sum) for o in outs], LATENCY_BUCKETS)
     m("ccf_agent_registry_healthy", "gauge", "1 when the last save of the offsets registry succeeded.",
-      [({}, 0 if agent.registry.last_error else 1)])
+      [({}, 0 if snap.registry_error else 1)])
 
 
 def _process_metrics(e: Exposition) -> None:

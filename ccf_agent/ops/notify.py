@@ -1,7 +1,7 @@
 """systemd's notify protocol (sd_notify(3)) on $NOTIFY_SOCKET, without libsystemd.
 
-The supervisor starts `notify_loop(agent)` once its inputs and outputs are up (or earlier, with
-an `up` event it sets then): it sends READY=1 with a STATUS= line, then WATCHDOG=1 every half of $WATCHDOG_USEC and a fresh
+The supervisor starts `notify_loop(snapshot)` (`snapshot` builds its current Snapshot) once its
+inputs and outputs are up (or earlier, with an `up` event it sets then): it sends READY=1 with a STATUS= line, then WATCHDOG=1 every half of $WATCHDOG_USEC and a fresh
 STATUS= line every `status_every` seconds, until it is cancelled (last, after the outputs
 drained). Shutdown and reload are one-off states the supervisor sends with `stopping()`
 and `reloading()` / `ready()`.
@@ -17,10 +17,9 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from ccf_agent.agent import Agent
+from ccf_agent.ops.snapshot import Snapshot
 
 log = logging.getLogger("ccf_agent.ops.notify")
 
@@ -92,22 +91,18 @@ def _size(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def summary(status: dict[str, Any], records_per_second: float) -> str:
+def summary(snap: Snapshot, records_per_second: float) -> str:
     """One STATUS= line: files, throughput, lag, outputs (what `systemctl status` shows)."""
-    files = status.get("files", [])
-    reading = sum(1 for f in files if f.get("state") == "reading")
-    lag = sum(int(f.get("lag_bytes", 0)) for f in files)
-    lag_text = f"lag {_size(lag)}"
-    lag_seconds = [float(f["lag_seconds"]) for f in files if f.get("lag_seconds") is not None]
-    if lag_seconds:  # only if the tail reports it per file
-        lag_text += f" / {max(lag_seconds):.0f}s"
-    outputs = status.get("outputs", [])
-    healthy = sum(1 for o in outputs if o.get("healthy"))
+    files = snap.files
+    reading = sum(1 for f in files if f.state == "reading")
+    lag_text = f"lag {_size(sum(f.lag_bytes for f in files))}"
+    if files:
+        lag_text += f" / {max(f.lag_seconds for f in files):.0f}s"
+    healthy = sum(1 for o in snap.outputs if o.healthy)
     text = (f"{len(files)} files ({reading} reading), {records_per_second:.0f} records/s, {lag_text}; "
-            f"outputs {healthy}/{len(outputs)} healthy")
-    dead = status.get("dead_letters")
-    if dead:
-        text += f"; {dead} dead-lettered"
+            f"outputs {healthy}/{len(snap.outputs)} healthy")
+    if snap.dead_letters:
+        text += f"; {snap.dead_letters} dead-lettered"
     return _one_line(text)
 
 
@@ -124,7 +119,8 @@ class Throughput:
         return max(0.0, value)
 
 
-async def notify_loop(agent: Agent, status_every: float = STATUS_EVERY, up: asyncio.Event | None = None) -> None:
+async def notify_loop(snapshot: Callable[[], Snapshot], status_every: float = STATUS_EVERY,
+                      up: asyncio.Event | None = None) -> None:
     """READY=1 once inputs and outputs are up (now, or when `up` is set), then watchdog pings and
     STATUS lines until cancelled. systemd arms the watchdog only after READY=1."""
     if _address() is None:
@@ -132,8 +128,8 @@ async def notify_loop(agent: Agent, status_every: float = STATUS_EVERY, up: asyn
     if up is not None:
         await up.wait()
     loop = asyncio.get_running_loop()
-    throughput = Throughput(agent.records_in, loop.time())
-    ready(summary(agent.status(), 0.0))
+    throughput = Throughput(snapshot().records_in, loop.time())
+    ready(summary(snapshot(), 0.0))
     period = watchdog_period()
     tick = min(period, status_every) if period else status_every
     next_status = loop.time() + status_every
@@ -144,7 +140,8 @@ async def notify_loop(agent: Agent, status_every: float = STATUS_EVERY, up: asyn
         if now >= next_status:
             next_status = now + status_every
             try:
-                parts.append("STATUS=" + summary(agent.status(), throughput.rate(agent.records_in, now)))
+                snap = snapshot()
+                parts.append("STATUS=" + summary(snap, throughput.rate(snap.records_in, now)))
             except Exception as e:  # a status bug must not stop the watchdog pings
                 log.warning("STATUS summary failed: %s", e)
         if parts:

@@ -20,18 +20,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ccf_agent.config import LISTEN_OFF, split_listen
+from ccf_agent.config.values import LISTEN_OFF, split_listen
 from ccf_agent.fsutil import descriptor_limit, descriptors_free, descriptors_held
+from ccf_agent.ops.health import ErrorWindow, health
 from ccf_agent.ops.metrics import render_metrics
-
-if TYPE_CHECKING:
-    from ccf_agent.agent import Agent
+from ccf_agent.ops.snapshot import Snapshot
 
 log = logging.getLogger("ccf_agent.ops")
 
@@ -46,7 +45,8 @@ class _Refused(asyncio.Protocol):
     """A connection over the cap: closed as soon as it is accepted."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()
+        # A TCP server's transport (uvloop's is not an asyncio.Transport subclass, but has abort()).
+        cast(asyncio.Transport, transport).abort()
 
 
 class _Connection(web.RequestHandler):
@@ -108,8 +108,12 @@ class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class StatusServer:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    """Serves what `snapshot()` says (the supervisor's Snapshot, built per request) on `listen`."""
+
+    def __init__(self, listen: str, snapshot: Callable[[], Snapshot]) -> None:
+        self.listen = listen
+        self.snapshot = snapshot
+        self.errors = ErrorWindow()  # /health's error rate is over the readings of earlier requests
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.AbstractServer | None = None
         self.open = 0  # connections now
@@ -121,7 +125,7 @@ class StatusServer:
         self._report_at = 0.0
 
     async def start(self) -> None:
-        listen = self.agent.config.status_listen
+        listen = self.listen
         address = None if listen in LISTEN_OFF else split_listen(listen)
         if address is None:  # the loader refused any other value
             return
@@ -178,16 +182,14 @@ class StatusServer:
                     descriptor_limit(), new[1], new[2], f" (last: {self.last_malformed})" if new[2] else "")
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(self.agent.status()), content_type="application/json")
+        return web.Response(body=orjson.dumps(self.snapshot().to_json()), content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:
-        from ccf_agent.ops.health import health
-
-        body, ok = health(self.agent)
+        body, ok = health(self.snapshot, self.errors)
         return web.Response(body=orjson.dumps(body), content_type="application/json", status=200 if ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # The text exposition format's own media type (Prometheus picks its parser by it).
-        return web.Response(body=render_metrics(self.agent).encode(),
+        return web.Response(body=render_metrics(self.snapshot()).encode(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8",
                                      "X-Content-Type-Options": "nosniff"})

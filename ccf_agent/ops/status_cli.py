@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from ccf_agent.alerts.engine import format_status
 from ccf_agent.config import LISTEN_OFF, Config, split_listen
 from ccf_agent.registry import read_registry
 
@@ -22,7 +23,8 @@ def fetch_status(config: Config, timeout: float = 3.0) -> dict[str, Any] | None:
     host, port = address
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as resp:  # noqa: S310
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
     except (OSError, urllib.error.URLError, ValueError):
         return None
 
@@ -63,7 +65,7 @@ def status(config: Config, as_json: bool = False) -> int:
                 print(f"ccf-agent is running (pid {pid}) but its status endpoint {config.status_listen or 'off'} "
                       f"{why}; last saved offsets from {config.state_dir}:")
             for e in entries:
-                print(f"  {e['path']}  offset {_size(int(e['offset']))}  ({e['state']}, stream {e['stream_id']})")
+                print(f"  {e['path']}  offset {_size(int(str(e['offset'])))}  ({e['state']}, stream {e['stream_id']})")
             if not entries:
                 print("  (no files recorded yet)")
         return EXIT_NOT_RUNNING if pid is None else EXIT_RUNNING
@@ -96,8 +98,6 @@ def render(s: dict[str, Any]) -> str:
             when = time.strftime("%H:%M:%S", time.localtime(o["last_error_at"])) if o.get("last_error_at") else ""
             lines.append(f"      last error {when}: {o['last_error']}")
     if s.get("alerts"):
-        from ccf_agent.alerts import format_status
-
         lines += ["", format_status(s["alerts"])]
     lines += ["", f"Dead letters: {s['dead_letters']}"]
     if s.get("registry_error"):

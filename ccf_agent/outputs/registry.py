@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from ccf_agent.config import OutputConfig
+    from ccf_agent.config.outputs import OutputConfig
     from ccf_agent.outputs.base import Output
     from ccf_agent.outputs.deadletter import DeadLetters
 

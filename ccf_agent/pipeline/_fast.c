@@ -1,14 +1,15 @@
 /* The pipeline's per-line loop for Winston JSON, in C.
  *
  * Same steps, same order and same results as the loop in process.py (tests/pipeline/
- * test_fast.py holds them equal on the corpus and on generated lines): parse with orjson,
+ * test_native.py holds them equal on the corpus and on generated lines): parse with orjson,
  * look the record's shape up, redact through the Python redactor when it has to, splice
  * @timestamp and the constant enrichment into the raw bytes, make the deterministic id.
  * What it saves is the interpreter's work per line (~60 bytecodes), which was half of the
  * agent's CPU time; every decision that is not the common case stays in Python, called back.
  *
  * Also here: the redaction prefilter's fold-and-scan over a batch's lines, one pass per line;
- * and the read-ahead thread, which does the part of that per-line work that needs no
+ * the raw JSON scans of rawjson.py (how deep a line nests, how many members it writes); and
+ * the read-ahead thread, which does the part of that per-line work that needs no
  * interpreter for a file's next chunk while the event loop works on the current one.
  */
 #define PY_SSIZE_T_CLEAN
@@ -1176,6 +1177,87 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
     return 1;
 }
 
+/* ------------------------------------------------------------------ raw JSON structure
+ *
+ * rawjson.py's scans of a line's bytes (that module is the reference): how deep it nests, and
+ * how many members it writes. A string runs from a quote to the next quote not escaped by a
+ * backslash, also in a line that is not valid JSON. */
+
+#define RECORD_DEPTH_MAX 200 /* rawjson.MAX_DEPTH: a deeper line is shipped as text */
+_Static_assert(MAX_DEPTH <= RECORD_DEPTH_MAX, "a line the projection scans is never too deep");
+
+/* The count of c in p[0..n), counting no further than most + 1. */
+static Py_ssize_t count_upto(const char *p, Py_ssize_t n, char c, Py_ssize_t most)
+{
+    Py_ssize_t count = 0;
+    const char *end = p + n;
+    while (count <= most && p < end && (p = memchr(p, c, end - p)) != NULL) {
+        count++;
+        p++;
+    }
+    return count;
+}
+
+/* One pass of a JSON lexer: the members the line writes at every depth (its colons outside
+ * strings), or -1 as soon as its nesting passes `limit` (when limit >= 0). */
+static Py_ssize_t structure(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit)
+{
+    Py_ssize_t members = 0, depth = 0;
+    int in_string = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > limit && limit >= 0)
+                return -1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else {
+            members += c == ':';
+        }
+    }
+    return members;
+}
+
+/* Nested deeper than RECORD_DEPTH_MAX. Only a line of more than 2 x RECORD_DEPTH_MAX bytes
+ * with more than RECORD_DEPTH_MAX opening brackets can be: the common line costs a compare,
+ * a long one two memchr runs. */
+static int too_deep(const unsigned char *p, Py_ssize_t n)
+{
+    if (n <= 2 * RECORD_DEPTH_MAX)
+        return 0;
+    Py_ssize_t opens = count_upto((const char *)p, n, '{', RECORD_DEPTH_MAX);
+    if (opens + count_upto((const char *)p, n, '[', RECORD_DEPTH_MAX - opens) <= RECORD_DEPTH_MAX)
+        return 0;
+    return structure(p, n, RECORD_DEPTH_MAX) < 0;
+}
+
+static PyObject *py_too_deep(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "too_deep(bytes)");
+        return NULL;
+    }
+    return PyBool_FromLong(too_deep((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+}
+
+static PyObject *py_members(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "members(bytes)");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(structure((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), -1));
+}
+
 /* ------------------------------------------------------------------ the loop */
 
 enum {
@@ -1322,7 +1404,9 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             PyErr_Clear();
             rec = Py_NewRef(Py_None);
         }
-        if (PyDict_CheckExact(rec) && PyDict_GET_SIZE(rec) > 0) {
+        /* too deep to take apart: shipped as text (Pipeline._odd) */
+        int deep = PyDict_CheckExact(rec) && too_deep((const unsigned char *)lp, n);
+        if (PyDict_CheckExact(rec) && PyDict_GET_SIZE(rec) > 0 && !deep) {
             int plain;
             PyObject *sensitive = NULL; /* borrowed from the shape */
             PyObject *shape = NULL;
@@ -1494,9 +1578,13 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
  * a hit when its folded text holds a run of `zeros` '0's (a card; 0 = cards off), the `needle`
  * byte (-1: none), or the sentinel (folded 1) followed by one of `suffixes` (at most 8 bytes;
  * a suffix byte 0xFF matches a folded hex digit of a \uXXXX escape: "0", a-f, A-F or 1). */
+#define MAX_SUFFIXES 8
+
 typedef struct {
     const unsigned char *table;
-    PyObject *suffixes;
+    int nsuffix;
+    unsigned char suffix[MAX_SUFFIXES][8], suffix_len[MAX_SUFFIXES];
+    unsigned char starting[256]; /* per folded byte: the bit set of the suffixes it may begin */
     Py_ssize_t zeros;
     int json; /* lines are JSON: a digit run outside every string is a number, never a card */
     unsigned char dropped[256], is_zero[256], keep[256], is_sentinel[256], is_needle[256], first[256];
@@ -1510,31 +1598,37 @@ typedef struct {
 #endif
 } Fold;
 
+static int folded_is(unsigned char want, unsigned char have)
+{
+    if (want == 0xFF)
+        return have == '0' || (have >= 'a' && have <= 'f') || (have >= 'A' && have <= 'F') || have == 1;
+    return want == have;
+}
+
 static int marker_at(const unsigned char *raw, Py_ssize_t n, Py_ssize_t k, const Fold *f)
 {
+    /* The first folded byte after the sentinel picks the suffixes to try; the rest are folded
+     * as they ask for them: most candidates ("ba" in "balance", "ke" in "key") fail at once. */
     unsigned char folded[8];
     int m = 0;
-    for (Py_ssize_t j = k + 1; j < n && m < 8; j++)
-        if (!f->dropped[raw[j]])
-            folded[m++] = f->table[raw[j]];
-    for (Py_ssize_t s = 0; s < PyTuple_GET_SIZE(f->suffixes); s++) {
-        PyObject *suffix = PyTuple_GET_ITEM(f->suffixes, s);
-        Py_ssize_t ns = PyBytes_GET_SIZE(suffix);
-        const unsigned char *sp = (const unsigned char *)PyBytes_AS_STRING(suffix);
-        if (ns > m)
+    Py_ssize_t next = k + 1;
+    for (unsigned tries = 1; m < 8 && next < n; next++) {
+        if (f->dropped[raw[next]])
             continue;
-        Py_ssize_t j = 0;
-        for (; j < ns; j++) {
-            unsigned char want = sp[j], have = folded[j];
-            if (want == 0xFF) {
-                if (!(have == '0' || (have >= 'a' && have <= 'f') || (have >= 'A' && have <= 'F') || have == 1))
-                    break;
-            } else if (want != have) {
-                break;
-            }
+        folded[m++] = f->table[raw[next]];
+        if (m == 1 && (tries = f->starting[folded[0]]) == 0)
+            return 0;
+        unsigned done = 0; /* suffixes decided by the m bytes so far */
+        for (unsigned left = tries; left; left &= left - 1) {
+            int s = __builtin_ctz(left);
+            if (!folded_is(f->suffix[s][m - 1], folded[m - 1]))
+                done |= 1u << s;
+            else if (m == f->suffix_len[s])
+                return 1;
         }
-        if (j == ns)
-            return 1;
+        tries &= ~done;
+        if (tries == 0)
+            return 0;
     }
     return 0;
 }
@@ -1814,7 +1908,7 @@ static int vectors_of(Fold *f)
 #endif
 
 /* The fold from prefilter's arguments after `lines` (args[0..nargs), 5 to 7 of them). Holds
- * borrowed pointers into `table` and `suffixes`: whoever keeps the Fold keeps those alive. */
+ * a borrowed pointer into `table`: whoever keeps the Fold keeps it alive (the suffixes are copied). */
 static int fold_init(Fold *f, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 5 || nargs > 7) {
@@ -1835,23 +1929,29 @@ static int fold_init(Fold *f, PyObject *const *args, Py_ssize_t nargs)
     }
     memset(f, 0, sizeof *f);
     f->table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
-    f->suffixes = suffixes;
     f->zeros = PyLong_AsSsize_t(args[2]);
     f->json = json;
     long needle = PyLong_AsLong(args[3]);
     if (PyErr_Occurred())
         return -1;
+    if (PyTuple_GET_SIZE(suffixes) > MAX_SUFFIXES) {
+        PyErr_Format(PyExc_TypeError, "prefilter: at most %d suffixes", MAX_SUFFIXES);
+        return -1;
+    }
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
         PyObject *suffix = PyTuple_GET_ITEM(suffixes, k);
         if (!PyBytes_CheckExact(suffix) || PyBytes_GET_SIZE(suffix) == 0 || PyBytes_GET_SIZE(suffix) > 8) {
             PyErr_SetString(PyExc_TypeError, "prefilter: suffixes are bytes of 1 to 8");
             return -1;
         }
-        unsigned char c = (unsigned char)PyBytes_AS_STRING(suffix)[0];
-        if (c == 0xFF)
-            memset(f->first, 1, sizeof f->first);
-        else
-            f->first[c] = 1;
+        memcpy(f->suffix[k], PyBytes_AS_STRING(suffix), PyBytes_GET_SIZE(suffix));
+        f->suffix_len[k] = (unsigned char)PyBytes_GET_SIZE(suffix);
+        for (int c = 0; c < 256; c++)
+            if (folded_is(f->suffix[k][0], (unsigned char)c)) {
+                f->first[c] = 1;
+                f->starting[c] |= (unsigned char)(1u << k);
+            }
+        f->nsuffix = (int)k + 1;
     }
     for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(drop_obj); k++)
         f->dropped[(unsigned char)PyBytes_AS_STRING(drop_obj)[k]] = 1;
@@ -2833,6 +2933,8 @@ static PyMethodDef methods[] = {
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
     {"scan_hits", scan_hits, METH_O, "The indices of the lines a read-ahead scan's prefilter flagged."},
     {"keep_memory", keep_memory, METH_NOARGS, "Keep freed arenas and heap for reuse (a long-running daemon)."},
+    {"too_deep", py_too_deep, METH_O, "A JSON line nested deeper than RECORD_DEPTH_MAX (see rawjson.py)."},
+    {"members", py_members, METH_O, "The members a JSON line writes: its colons outside strings (see rawjson.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2850,6 +2952,8 @@ PyMODINIT_FUNC PyInit__fast(void)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "ReadAhead", (PyObject *)&ReadAheadType) < 0)
+        Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
         Py_CLEAR(m);
 #ifdef HAVE_CLMUL_PATH
     if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", have_clmul) < 0)

@@ -41,6 +41,17 @@ class EcsConfig:
         return cls(tuple((src, tuple(dst.split("."))) for src, dst in pairs))
 
 
+def set_aside(doc: dict[str, Any], name: str, value: Any) -> None:
+    """Keep a record's value that cannot stay at `name` under `name_original`, or, when the record
+    has that field too, the first free `name_original_N`: neither of its values is lost."""
+    aside = f"{name}_original"
+    n = 1
+    while aside in doc:
+        n += 1
+        aside = f"{name}_original_{n}"
+    doc[aside] = value
+
+
 def to_ecs(rec: dict[str, Any], cfg: EcsConfig) -> dict[str, Any]:
     """A new document dict with the ECS fields; `rec` is left as it is."""
     doc = dict(rec)
@@ -54,7 +65,7 @@ def to_ecs(rec: dict[str, Any], cfg: EcsConfig) -> dict[str, Any]:
             continue
         top = doc.get(path[0])
         if top is not None and type(top) is not dict:
-            doc[f"{path[0]}_original"] = top  # the record's own non-object value, kept
+            set_aside(doc, path[0], top)  # the record's own non-object value, kept
             doc[path[0]] = {}
         _put(doc, path, rec[src])
     return doc
@@ -65,7 +76,7 @@ def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
         nxt = doc.get(part)
         if type(nxt) is not dict:
             if nxt is not None:
-                doc[f"{part}_original"] = nxt
+                set_aside(doc, part, nxt)
             nxt = doc[part] = {}
         doc = nxt
     doc.setdefault(path[-1], value)  # never overwrite what the record already has there
@@ -74,4 +85,4 @@ def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 def index_safe(doc: dict[str, Any]) -> None:
     """Without ECS: the exception handlers' thrown object moves out of `error` (see above)."""
     if doc.get("exception") is True and type(doc.get("error")) in (dict, list):
-        doc["error_original"] = doc.pop("error")
+        set_aside(doc, "error", doc.pop("error"))

@@ -15,8 +15,11 @@ Dropped records leave no event; the batch's offsets still cover them.
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import time
+import traceback
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
@@ -26,13 +29,15 @@ import orjson
 
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Batch, Events
-from ccf_agent.config import InputConfig
-from ccf_agent.pipeline.ecs import index_safe, to_ecs
+from ccf_agent.config import InputConfig, Processors
+from ccf_agent.pipeline.ecs import index_safe, set_aside, to_ecs
 from ccf_agent.pipeline.enrich import Lookup, host_metadata
 from ccf_agent.pipeline.native import fast as _fast  # the C loops, or None
-from ccf_agent.pipeline.options import InputOptions, Processors
+from ccf_agent.pipeline.rawjson import MAX_DEPTH, too_deep
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
+
+log = logging.getLogger("ccf_agent.pipeline")
 
 ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
 # Winston's exception and rejection handlers' records go the slow path (see ecs.index_safe).
@@ -40,6 +45,7 @@ SLOW_KEYS = ("exception",)
 _CLOSE = 0x7D  # '}'
 _SHAPES_MAX = 4096
 _PROJECT_MAX = 32  # fields a projection may name (_fast.c: MAX_PICKS)
+_DEEP_BYTES = 2 * MAX_DEPTH  # a shorter line cannot nest deeper than MAX_DEPTH (rawjson.too_deep)
 
 Stamp = tuple[bytes, float]
 
@@ -48,14 +54,16 @@ class Pipeline:
     """One per input: its format, options and the global processors are fixed at construction.
 
     `counters` (name -> count) says what the pipeline did besides shipping: `dropped:<rule>`,
-    `sampled_out:<rule>`, `redacted:<field|card_number|stripe_key|bearer_token|email|custom>`,
-    `records_redacted`, `invalid_encoding`, `parse_failure`.
+    `sampled_out:<rule>`, `redacted:<field|card_number|stripe_key|bearer_token|credential|email|custom>`,
+    `records_redacted`, `invalid_encoding`, `parse_failure`, `pipeline_errors` (lines shipped
+    without their content because a stage failed on them: a bug, logged).
     """
 
     def __init__(self, cfg: InputConfig, hostname: str | None = None, processors: Processors | None = None) -> None:
-        opts = cfg.options if isinstance(cfg.options, InputOptions) else InputOptions()
-        procs = processors if isinstance(processors, Processors) else Processors()
+        opts = cfg.options
+        procs = processors if processors is not None else Processors()
         self.counters: dict[str, int] = {}
+        self.input_id = cfg.id
         self.json = cfg.format == "json"
         self.text_parser = None if self.json else opts.parser
         self.ts_field = opts.timestamp_field
@@ -138,6 +146,19 @@ class Pipeline:
         self.counters[key] = self.counters.get(key, 0) + n
 
     def process(self, batch: Batch) -> Events:
+        """The batch's events, one per line (blank lines and lines a drop or sample rule removes
+        aside). Never raises: should a stage fail on some line, the batch is done again a line
+        at a time and that line shipped as a record of the failure (see _salvage)."""
+        counters, malformed, seen = dict(self.counters), self.malformed, list(self._sample_seen)
+        try:
+            return self._process(batch, self.native)
+        except Exception as e:  # a line no test foresaw: it must not stop this file, or the others
+            self.counters.clear()  # (the same dict as the redactor's): counted again line by line
+            self.counters.update(counters)
+            self.malformed, self._sample_seen[:] = malformed, seen
+            return self._salvage(batch, e)
+
+    def _process(self, batch: Batch, native: bool) -> Events:
         out = Events(batch)
         records, docs, ids, stamps, times = out.records, out.docs, out.ids, out.stamps, out.times
         now = time.time()
@@ -162,11 +183,10 @@ class Pipeline:
         hits: set[int] = set()
         names = redactor is not None and bool(redactor.names)
         # The C loop walks the bytes as read; the Python loop needs the lines.
-        lines = batch.data if self.native and batch.data is not None else batch.lines
+        lines = batch.data if native and batch.data is not None else batch.lines
         if redactor is not None and transcode is None:
-            hits = (set(_fast.scan_hits(batch.scan)) if batch.scan is not None and _fast is not None
-                    else redactor.scan(lines, json=is_json))
-        if self.native:
+            hits = redactor.scan(lines, json=is_json, scanned=batch.scan)
+        if native:
             self._native(batch, lines, out, sid, path_part, default_stamp, hits)
             return out
         lookup = self._lookup_bytes if self.lookups else None
@@ -190,7 +210,7 @@ class Pipeline:
                     rec = loads(line)
                 except orjson.JSONDecodeError:
                     rec = None
-            if type(rec) is dict and rec and tags is None:
+            if type(rec) is dict and rec and tags is None and (len(line) <= _DEEP_BYTES or not too_deep(line)):
                 if keep is not None and not keep(rec):
                     continue
                 if redact is None:
@@ -326,29 +346,38 @@ class Pipeline:
 
     def _odd(self, rec: Any, line: bytes, lo: int, batch: Batch, default_stamp: Stamp, is_json: bool,
              tags: list[str] | None, hit: bool) -> tuple[bytes, Stamp, dict[str, Any]] | None:
-        """Lines the fast path cannot splice: still shipped unless a rule drops them."""
+        """Lines the fast path cannot splice: still shipped unless a rule drops them. A JSON line
+        nested too deep to take apart (rawjson.MAX_DEPTH) is shipped as text, as one that is not
+        JSON is: its sensitive keys' values and patterns masked in the text."""
         tags = list(tags or ())
         stamp = default_stamp
-        if is_json and self.redactor is not None and not hit:
-            hit = self.redactor.could_hold_secret(line)  # scanned as JSON, and it is not an object
-        if rec is None and is_json:
+        redactor = self.redactor
+        if is_json and redactor is not None and not hit:
+            hit = redactor.could_hold_secret(line)  # scanned as JSON, and it is not an object
+        deep = is_json and (rec is None or type(rec) is dict) and too_deep(line)
+        if deep:
+            rec = None
+        elif rec is None and is_json:
             recovered = self._recover(line, tags)
             if recovered is not None:
                 rec = recovered
         if type(rec) is dict:
             if (self._drops or self._samples) and not self._keep(rec):
                 return None
-            if self.redactor is not None:
-                self.redactor.redact_dict(rec)
+            if redactor is not None:
+                redactor.redact_dict(rec)
             doc, stamp = self._dict_doc(rec, lo, batch, default_stamp, tags)
             return doc, stamp, rec
         try:
-            text = line.decode("utf-8")
-            if is_json:
-                tags.insert(0, "invalid_json" if rec is None else "not_an_object")
+            text, utf8 = line.decode("utf-8"), True
         except UnicodeDecodeError:
-            text = line.decode("utf-8", "replace")
+            text, utf8 = line.decode("utf-8", "replace"), False
+        if is_json and (utf8 or deep):  # (an undecodable JSON line is tagged invalid_utf8 alone)
+            tags.insert(0, "too_deep" if deep else "invalid_json" if rec is None else "not_an_object")
+        if not utf8:
             tags.append("invalid_utf8")
+        if batch.truncated and redactor is not None:
+            text = redactor.cut_card(text, json=is_json)
         if "\x00" in text:
             tags.append("nul_bytes")
         rec = {"message": text}
@@ -372,8 +401,8 @@ class Pipeline:
             rec["tags"] = tags
         if (self._drops or self._samples) and not self._keep(rec):
             return None
-        if self.redactor is not None:
-            self.redactor.text_record(rec, hit, self._text_names)
+        if redactor is not None:
+            redactor.text_record(rec, hit, self._text_names, json=is_json)
         doc, _ = self._slow(rec, lo, batch, stamp, [])
         return doc, stamp, rec
 
@@ -417,14 +446,72 @@ class Pipeline:
                 doc[key] = {**theirs, **ours}
             else:
                 if theirs is not None:
-                    doc[f"{key}_original"] = theirs  # never lose the record's own value
+                    set_aside(doc, key, theirs)  # never lose the record's own value
                 doc[key] = ours
         if "@timestamp" in rec and tags:
-            doc["@timestamp_original"] = rec["@timestamp"]
+            set_aside(doc, "@timestamp", rec["@timestamp"])
+        if "invalid_timestamp" in tags and self.ts_field != "@timestamp":
+            bad = doc.get(self.ts_field)
+            if bad is not None and type(bad) is not str:
+                # A list or object where the app writes a date string would fix the field's type
+                # in the index's dynamic mapping and get every later record of the app refused.
+                set_aside(doc, self.ts_field, doc.pop(self.ts_field))
         doc["@timestamp"] = stamp[0].decode()
         if tags:
             doc["tags"] = [*doc.get("tags", []), *tags] if isinstance(doc.get("tags"), list) else tags
         return orjson.dumps(doc), stamp
+
+    # ------------------------------------------------------------------ when a stage fails
+
+    def _salvage(self, batch: Batch, error: Exception) -> Events:
+        """The batch again, a line at a time through the Python loop. A line that still fails is
+        shipped as a record of the failure: its place in the file and no content (redaction may
+        not have judged it). Logged once per batch, by input and offset, never with content."""
+        out = Events(batch)
+        failed: list[tuple[int, Exception]] = []
+        offset = batch.start
+        for line in batch.lines:
+            lo = offset
+            offset += len(line) + 1
+            if not line or line.isspace():
+                continue
+            one = Batch(batch.entry, batch.path, lo, offset, [line], truncated=batch.truncated)
+            try:
+                events = self._process(one, native=False)
+            except Exception as e:
+                failed.append((lo, e))
+                events = self._withheld(one, line, e)
+            out.records += events.records
+            out.docs += events.docs
+            out.ids += events.ids
+            out.stamps += events.stamps
+            out.times += events.times
+        if failed:
+            self._count("pipeline_errors", len(failed))
+            lo, e = failed[0]
+            more = f" (and {len(failed) - 1} more lines of this batch)" if len(failed) > 1 else ""
+            log.error("input %s: %s offset %d: the pipeline failed on this line (%s)%s; shipped without its "
+                      "content, tagged pipeline_error", self.input_id, batch.path, lo, _where(e), more)
+        else:
+            log.error("input %s: %s offsets %d-%d: the pipeline failed on this batch (%s); its lines were "
+                      "processed one at a time", self.input_id, batch.path, batch.start, batch.end, _where(error))
+        return out
+
+    def _withheld(self, batch: Batch, line: bytes, error: Exception) -> Events:
+        """The event of a line the pipeline failed on: where it is, what failed, nothing of it."""
+        out = Events(batch)
+        stamp = now_stamp(time.time())
+        tags = ["pipeline_error", "truncated"] if batch.truncated else ["pipeline_error"]
+        rec = {"message": f"not shipped: the pipeline failed on this line ({type(error).__name__}); "
+                          "it is at log.file.path, log.offset", "tags": tags}
+        doc = {**self.fields, **rec, "@timestamp": stamp[0].decode(), "host": self.host, "agent": self.agent,
+               "log": {"file": {"path": batch.path}, "offset": batch.start}}
+        out.records.append(rec)
+        out.docs.append(orjson.dumps(doc))
+        out.ids.append(batch.entry.stream_id.encode() + b"%x-%08x" % (batch.start, crc32(line)))
+        out.stamps.append(stamp[0])
+        out.times.append(stamp[1])
+        return out
 
     def _tag(self, out: Events, i: int, tag: str) -> None:
         rec = out.records[i]
@@ -434,3 +521,11 @@ class Pipeline:
         tags = doc.get("tags")
         doc["tags"] = [*tags, tag] if isinstance(tags, list) else [tag]
         out.docs[i] = orjson.dumps(doc)
+
+
+def _where(e: BaseException) -> str:
+    """What failed and where, for the log: never the exception's message (it may quote the line)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return type(e).__name__
+    return f"{type(e).__name__} at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"

@@ -7,24 +7,38 @@ What is redacted (`processors.redact`):
   card numbers (13-19 digits, plain or grouped by single spaces or dashes, first digit 2-6,
   passing the Luhn check), Stripe secret and restricted keys and webhook secrets
   (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`), bearer tokens
-  (`Bearer <token>`, any case), e-mail addresses (off by default), and custom regexes.
-  JSON numbers are not free text: a 19-digit epoch-nanosecond field is not a card.
+  (`Bearer <token>`, any case), credentials (`Basic <base64 of user:password>`, and
+  `name=value` in query strings, form bodies and the like when the name is a sensitive field
+  or ends in token, secret, password, passwd, api_key, signature...; not `PWD=`, the working
+  directory sudo logs), e-mail addresses (off by default), and custom regexes. JSON numbers
+  are not free text: a 19-digit epoch-nanosecond field is not a card.
+- JSON written as text: a string value holding JSON (`JSON.stringify(req.body)`), or what
+  cannot be parsed (a JSON line that is not an object, not JSON, or nested too deep to take
+  apart), has the values written after its sensitive keys masked (`"password":"..."`, also
+  escaped once); the text of a line that cannot be parsed has its patterns masked as JSON would
+  read them (through escapes), and when cut at `max_line_bytes`, a trailing digit run that
+  could begin a card.
 
 Cost. Per batch, one `bytes.translate` folds the joined raw lines so that a `find` and one
 regex with a literal first byte tell which lines a pattern *could* be in: digits and dashes
 become '0' and whitespace vanishes (a card is then 13 zeros in a row), and the first letters
 of the markers become a sentinel byte (sk_live_ -> s\\x01_live_, Bearer -> \\x01earer). Raw
 JSON holds string contents verbatim except for escapes, and only a \\uXXXX escape can hide a
-marker, so the backslash is a sentinel too. Only lines that hit are decoded and checked
-exactly; only records that change are re-serialised. Top-level field names are decided once
-per record shape (its tuple of keys, cached by the pipeline); a masked top-level value is
-spliced into the raw bytes when that is provably exact (the key appears once, followed by the
-value as orjson encodes it), else the record is re-serialised. A line with a '{' after its
-first byte may hold a nested object: its record is walked for names.
+marker, so the backslash is a sentinel too. A `name=value` credential is looked for at each
+'=' of the batch (rare in JSON logs): the name before it decides. Only lines that hit are
+decoded and checked exactly; only records that change are re-serialised. Top-level field
+names are decided once per record shape (its tuple of keys, cached by the pipeline); a masked
+top-level value is spliced into the raw bytes when that is provably exact (the key appears
+once, followed by the value as orjson encodes it), else the record is re-serialised. A line
+with a '{' after its first byte may hold a nested object: its record is walked for names. The
+bytes that leave are what was judged: a walked line that writes more members than its record
+holds (a key written twice, orjson keeping the last copy) is written again from the record.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import re
 from collections.abc import Mapping
@@ -34,6 +48,7 @@ from typing import Any
 import orjson
 
 from ccf_agent.pipeline.native import fast as _fast  # the prefilter in C, or None
+from ccf_agent.pipeline.rawjson import members
 
 DEFAULT_FIELDS: tuple[str, ...] = (
     # The seed app's own (its Sentry hook strips these two), then credentials by their usual names.
@@ -42,9 +57,11 @@ DEFAULT_FIELDS: tuple[str, ...] = (
     "password", "passwd", "secret", "clientSecret", "client_secret",
     "token", "accessToken", "access_token", "refreshToken", "refresh_token", "idToken", "id_token",
     "apiKey", "api_key", "cardNumber", "card_number", "cvc", "cvv",
+    # Stripe's own names for a payment method (an id that charges the customer's card).
+    "paymentMethod", "payment_method", "payment_method_id",
 )
 
-PATTERN_KINDS = ("card_numbers", "stripe_keys", "bearer_tokens", "emails")
+PATTERN_KINDS = ("card_numbers", "stripe_keys", "bearer_tokens", "credentials", "emails")
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class RedactConfig:
     card_numbers: bool = True
     stripe_keys: bool = True
     bearer_tokens: bool = True
+    credentials: bool = True
     emails: bool = False
     custom: tuple[tuple[str, str], ...] = ()  # (name, regex) for free text
 
@@ -70,8 +88,25 @@ _SEPARATOR = re.compile(r"[ -]")
 _SECRET_KEY = re.compile(r"k_(?:live|test)_[0-9A-Za-z]+")  # preceded by s or r: sk_live_, rk_test_
 _WEBHOOK_SECRET = re.compile(r"whsec_[0-9A-Za-z+/=]+")
 _BEARER = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]\s+)[A-Za-z0-9\-._~+/]+=*")  # after a non-word char
+_BASIC = re.compile(r"[Bb][Aa][Ss][Ii][Cc]\s+([A-Za-z0-9+/]+=*)")  # after a non-word char; "user:password"
+_NAME_VALUE = re.compile(r"([\w.\-]+)=([^&\s\"'#<>\\]+)")
+# A name=value whose name ends so holds a credential (also: a sensitive field's name, and `key`).
+CREDENTIAL_SUFFIXES = ("token", "secret", "password", "passwd", "apikey", "api_key", "api-key",
+                       "access_key", "secret_key", "private_key", "signature")
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]+$")
+# A cut card: the digit groups a truncated text ends with (the window holds any 18 digits grouped).
+_TRAILING_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9])*[ -]?\Z")
+_CUT_WINDOW = 48
+_CUT_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*(\\(?:u[0-9A-Fa-f]{0,3})?)\Z")  # an escape the cut left unfinished
+_BIN_DIGITS = 6  # the first six digits of a card may be shown (PCI DSS): a shorter run is kept
+# A JSON key as written, or escaped once (inside a JSON string holding JSON), and its colon.
+_JSON_KEY = re.compile(r'(\\?)"((?:[^"\\\n]|\\u[0-9A-Fa-f]{4}){1,128})\1"\s*:\s*')
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})")
+_DELIMITER_CHARS = " \t\r\n,[]{}"
+_DELIMITERS = re.compile(r"[\s,\[\]{}]*")  # what may stand between a value and the next key
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)  # left to right: an escaped backslash is no escape
+_READ = {"\\t": "\t", "\\n": "\n", "\\r": "\r", "\\f": "\x0c", "\\/": "/"}  # (see _spelled_out)
 
 
 def luhn(digits: str) -> bool:
@@ -127,24 +162,29 @@ _ZEROS = b"0" * 13
 _DROP = b" \t\r"  # whitespace vanishes: grouped digits become one run
 
 
-def _fold_table(stripe: bool, bearer: bool, emails: bool) -> bytes:
+def _fold_table(stripe: bool, bearer: bool, emails: bool, credentials: bool = False) -> bytes:
     table = bytearray(_FOLD_BASE)
     if stripe:
         table[ord("k")] = table[ord("w")] = _SENTINEL
-    if bearer:
+    if bearer or credentials:
         table[ord("b")] = table[ord("B")] = _SENTINEL
+    if bearer:
         for c in b"EAR":
+            table[c] = c + 32
+    if credentials:  # Basic, any case
+        for c in b"ASIC":
             table[c] = c + 32
     if emails:
         table[ord("@")] = _AT
     return bytes(table)
 
 
-def _marker_regex(stripe: bool, bearer: bool) -> re.Pattern[bytes]:
+def _marker_regex(stripe: bool, bearer: bool, credentials: bool = False) -> re.Pattern[bytes]:
     # One literal first byte keeps the regex engine on its fast scan (an alternation of
     # different first bytes is several times slower). After the fold, a \uXXXX escape reads
     # \x01u and four of 0, a-f, A-F (or \x01 for a folded b/B).
-    after = ([rb"_live_", rb"_test_", rb"hsec_"] if stripe else []) + ([rb"earer"] if bearer else [])
+    after = ([rb"_live_", rb"_test_", rb"hsec_"] if stripe else []) + ([rb"earer"] if bearer else []) + (
+        [rb"asic"] if credentials else [])
     return re.compile(rb"\x01(?:" + b"|".join([*after, rb"u[0a-fA-F\x01]{4}"]) + rb")")
 
 
@@ -163,18 +203,29 @@ class Redactor:
         self.drop_names = frozenset(n.lower() for n in cfg.drop_fields)
         self.names = self.mask_names | self.drop_names
         self._custom = tuple((name, re.compile(rx)) for name, rx in cfg.custom)
-        self._fold = _fold_table(cfg.stripe_keys, cfg.bearer_tokens, cfg.emails)
-        self._markers = _marker_regex(cfg.stripe_keys, cfg.bearer_tokens)
+        self._fold = _fold_table(cfg.stripe_keys, cfg.bearer_tokens, cfg.emails, cfg.credentials)
+        self._markers = _marker_regex(cfg.stripe_keys, cfg.bearer_tokens, cfg.credentials)
         self._cards = cfg.card_numbers
+        self._creds = cfg.credentials
+        # name=value: the names that make it a credential.
+        self._credential_names = self.names | {"key"}
+        # The prefilter's view of them: the bytes before an '=', lower-cased, end with one of these;
+        # looked up by the three bytes before the '=' (in any case), so most '=' cost a dict get.
+        ends: dict[bytes, set[bytes]] = {}
+        for tail in {n.encode() for n in (*CREDENTIAL_SUFFIXES, *self._credential_names)}:
+            for last3 in _cases(tail[-3:]):
+                ends.setdefault(last3, set()).add(tail)
+        self._credential_ends = {last3: tuple(tails) for last3, tails in ends.items()}
         # Needles in the folded text besides the markers: 13 digits (a card), an '@' (e-mails).
         self._needles = ((_ZEROS,) if cfg.card_numbers else ()) + ((b"\x03",) if cfg.emails else ())
-        self._text_patterns = bool(cfg.card_numbers or cfg.stripe_keys or cfg.bearer_tokens or cfg.emails
-                                   or cfg.custom)
+        self._text_patterns = bool(cfg.card_numbers or cfg.stripe_keys or cfg.bearer_tokens or cfg.credentials
+                                   or cfg.emails or cfg.custom)
         # The same markers for the C prefilter: the bytes after the sentinel (0xFF: a folded hex digit).
         self._suffixes = ((b"_live_", b"_test_", b"hsec_") if cfg.stripe_keys else ()) + (
-            (b"earer",) if cfg.bearer_tokens else ()) + (b"u\xff\xff\xff\xff",)
+            (b"earer",) if cfg.bearer_tokens else ()) + ((b"asic",) if cfg.credentials else ()) + (b"u\xff\xff\xff\xff",)
         self._native = _fast is not None and not cfg.custom
         self.masked_seen = False  # set by walk: a sensitive field already held the mask
+        self._keys_seen = 0  # counted by walk: the keys of every object it went through
         # No built-in pattern fits in fewer characters ("a@b.io", "Bearer x", "sk_live_x").
         self._min_len = 1 if cfg.custom else 6
 
@@ -202,7 +253,7 @@ class Redactor:
         """The prefilter for one line: False means no pattern can match any decoded string of it."""
         return bool(self.scan([line]))
 
-    def scan(self, lines: list[bytes] | bytes, json: bool = False) -> set[int]:
+    def scan(self, lines: list[bytes] | bytes, json: bool = False, scanned: object | None = None) -> set[int]:
         """The prefilter for a batch: the indices of lines where a pattern could match. One fold
         and a few scans over the joined batch cost far less than the same calls per line; hits
         are rare, so mapping them back to lines is cheap.
@@ -212,11 +263,20 @@ class Redactor:
         epoch field then costs nothing. Only the C prefilter uses this; a line that turns out not
         to be a JSON object must be scanned again without it (see Pipeline._odd).
 
-        `lines` may also be a batch's data: its lines, each ended by a newline."""
+        `lines` may also be a batch's data: its lines, each ended by a newline. `scanned`: a
+        read-ahead scan of that data (`_fast.ReadAhead`, which ran the C prefilter already).
+        Credentials (`name=value`) are looked for here in Python, whichever prefilter ran."""
         if not lines or not self._text_patterns:
             return set()
-        if self._native:
-            return set(_fast.prefilter(lines, *self._fold_args(json)))
+        if scanned is not None and _fast is not None:
+            hits = set(_fast.scan_hits(scanned))
+        elif self._native:
+            hits = set(_fast.prefilter(lines, *self._fold_args(json)))
+        else:
+            hits = self._scan_python(lines)
+        return hits | self._credential_lines(lines) if self._creds else hits
+
+    def _scan_python(self, lines: list[bytes] | bytes) -> set[int]:
         if isinstance(lines, bytes):
             lines = lines[:-1].split(b"\n")
         joined = b"\n".join(lines)
@@ -246,11 +306,34 @@ class Redactor:
             return {0}  # (its own newlines, if it is a multiline event, do not matter)
         if joined.count(b"\n") != len(lines) - 1:
             # Multiline events hold newlines of their own: positions would not map back to lines.
-            return {i for i, line in enumerate(lines) if self.scan([line])}
+            return {i for i, line in enumerate(lines) if self._scan_python([line])}
         hits = self._lines_of(folded, positions, b"\n")
         if found:
             hits |= self._lines_of(text, found, "\n")
         return hits
+
+    def _credential_lines(self, lines: list[bytes] | bytes) -> set[int]:
+        """The lines with an '=' after a credential's name (`?access_token=`, `password=`): the
+        bytes before each '=' decide, so a batch with no '=' costs one search."""
+        data = lines if isinstance(lines, bytes) else b"\n".join(lines)
+        p = data.find(b"=")
+        if p < 0:
+            return set()
+        ends = self._credential_ends
+        positions: list[int] = []
+        while p >= 0:
+            tails = ends.get(data[max(0, p - 3):p])
+            if tails is not None and data[max(0, p - 32):p].lower().endswith(tails):
+                positions.append(p)
+                p = data.find(b"\n", p)  # one hit per line is enough
+                if p < 0:
+                    break
+            p = data.find(b"=", p + 1)
+        if not positions:
+            return set()
+        if isinstance(lines, list) and len(lines) > 1 and data.count(b"\n") != len(lines) - 1:
+            return {i for i, line in enumerate(lines) if self._credential_lines([line])}  # multiline events
+        return self._lines_of(data, positions, b"\n")
 
     @staticmethod
     def _lines_of(buf: Any, positions: list[int], newline: Any) -> set[int]:
@@ -278,7 +361,8 @@ class Redactor:
         cards = self._cards and folded.find(_ZEROS) >= 0
         markers = self._markers.search(folded) is not None
         emails = self.cfg.emails and "@" in text
-        if not (cards or markers or emails or self._custom):
+        assigned = self._creds and "=" in text
+        if not (cards or markers or emails or assigned or self._custom):
             return text
         cfg, mask = self.cfg, self.mask
         out = text
@@ -291,6 +375,12 @@ class Redactor:
             out = self._replace(out, [(m.end(1), m.end()) for m in _BEARER.finditer(out)
                                       if m.start() == 0 or not (out[m.start() - 1].isalnum()
                                                                 or out[m.start() - 1] == "_")], "bearer_token")
+        if markers and cfg.credentials and folded.find(b"\x01asic") >= 0:
+            out = self._replace(out, [m.span(1) for m in _BASIC.finditer(out) if _basic_credentials(out, m)],
+                                "credential")
+        if assigned:
+            out = self._replace(out, [m.span(2) for m in _NAME_VALUE.finditer(out)
+                                      if self._credential_name(m.group(1))], "credential")
         if emails:
             spans = []
             for m in _EMAIL_DOMAIN.finditer(out):
@@ -309,6 +399,80 @@ class Redactor:
             out = self._replace(out, spans, "card_number")
         return text if out == text else out
 
+    def _scrub_string(self, text: str, json_strings: bool) -> str:
+        """scrub, and for a string holding JSON, scrub as that JSON reads its own escapes
+        ("Bearer\\u0009x" in a stringified header), kept only when that masks something."""
+        out = self.scrub(text)
+        if out is text and json_strings and "\\" in text and '"' in text:
+            read = _spelled_out(text)
+            if read is not text:
+                masked = self.scrub(read)
+                if masked is not read:
+                    return masked
+        return out
+
+    def _credential_name(self, name: str) -> bool:
+        low = name.lower()
+        return low in self._credential_names or low.endswith(CREDENTIAL_SUFFIXES)
+
+    def cut_card(self, text: str, json: bool = False) -> str:
+        """A text cut at max_line_bytes may end inside a card, which the Luhn check then misses:
+        trailing digit groups that could begin one (from a group starting with 2-6, more digits
+        than the six a card's BIN shows, fewer than a whole card) are masked. `json`: the text
+        is JSON cut short, whose digits may be escapes (read first; one cut in half is dropped)."""
+        if not self._cards:
+            return text
+        if json and "\\" in text:
+            text = _spelled_out(text)
+            partial = _CUT_ESCAPE.search(text)
+            if partial is not None:
+                text = text[:partial.start(1)]
+        tail = text[-_CUT_WINDOW:]
+        m = _TRAILING_DIGITS.search(tail)
+        if m is None:
+            return text
+        run, base = m.group(), len(text) - len(tail) + m.start()
+        for start in (0, *(sep.end() for sep in _SEPARATOR.finditer(run))):
+            rest = run[start:]
+            digits = len(rest) - rest.count(" ") - rest.count("-")
+            if _BIN_DIGITS < digits < 19 and rest[:1] in ("2", "3", "4", "5", "6"):
+                self._count("redacted:card_number")
+                return text[:base + start] + self.mask
+        return text
+
+    def json_names(self, text: str) -> str:
+        """JSON text that is not a record (not JSON, not an object, nested too deep): the value
+        written after each sensitive key masked in the text itself, also where the JSON is
+        escaped once (a JSON string holding JSON). A value that does not end runs to the end."""
+        if not self.names or '"' not in text:
+            return text
+        parts: list[str] = []
+        last = 0
+        for m in _JSON_KEY.finditer(text):
+            if m.start() < last:
+                continue  # inside a value masked already
+            key = _UNICODE_ESCAPE.sub(lambda u: chr(int(u.group(1), 16)), m.group(2))
+            if key.lower() not in self.names:
+                continue
+            start, escaped = m.end(), len(m.group(1))
+            end = _value_end(text, start, escaped)
+            following = _JSON_KEY.search(text, end)
+            upto = following.start() if following is not None else len(text)
+            if end == start or _DELIMITERS.fullmatch(text, end, upto) is None:
+                # A broken line: no value, or more than delimiters before the next key (junk, a
+                # string after a stray bracket). All of it is the value, but its delimiters.
+                end = start + len(text[start:upto].rstrip(_DELIMITER_CHARS))
+                if end == start:
+                    continue
+            quote = m.group(1) + '"'
+            parts += [text[last:start], quote, self.mask, quote]
+            last = end
+            self._count("redacted:field")
+        if not parts:
+            return text
+        parts.append(text[last:])
+        return "".join(parts)
+
     def _replace(self, text: str, spans: list[tuple[int, int]], kind: str) -> str:
         """Mask the given (sorted, non-overlapping) spans."""
         if not spans:
@@ -324,13 +488,17 @@ class Redactor:
 
     # ---------------------------------------------------------------- records
 
-    def walk(self, obj: Any, patterns: bool = True) -> bool:
+    def walk(self, obj: Any, patterns: bool = True, json_strings: bool = True) -> bool:
         """Redact a parsed record in place: names at any depth and, with `patterns`, every string
-        value and key. True if anything changed."""
+        value and key. True if anything changed. `json_strings`: a string value may hold JSON
+        (`{"body":"{\\"password\\":\\"x\\"}"}`, from JSON.stringify): its sensitive keys' values
+        are masked in it (see json_names); False when the raw line holds no backslash, so no string
+        of it can hold a quote."""
         patterns = patterns and self._text_patterns
         changed = False
         if type(obj) is dict:
             names, drop = self.names, self.drop_names
+            self._keys_seen += len(obj)
             for key in list(obj):
                 value = obj[key]
                 low = key.lower()
@@ -346,13 +514,14 @@ class Redactor:
                     changed = True
                     continue
                 if type(value) is str:
+                    new = self.json_names(value) if json_strings and '"' in value else value
                     if patterns:
-                        new = self.scrub(value)
-                        if new is not value:
-                            obj[key] = new
-                            changed = True
+                        new = self._scrub_string(new, json_strings)
+                    if new is not value:
+                        obj[key] = new
+                        changed = True
                 elif type(value) in (dict, list):
-                    changed |= self.walk(value, patterns)
+                    changed |= self.walk(value, patterns, json_strings)
                 if patterns:
                     new_key = self.scrub(key)
                     if new_key is not key:
@@ -361,13 +530,14 @@ class Redactor:
         elif type(obj) is list:
             for i, value in enumerate(obj):
                 if type(value) is str:
+                    new = self.json_names(value) if json_strings and '"' in value else value
                     if patterns:
-                        new = self.scrub(value)
-                        if new is not value:
-                            obj[i] = new
-                            changed = True
+                        new = self._scrub_string(new, json_strings)
+                    if new is not value:
+                        obj[i] = new
+                        changed = True
                 elif type(value) in (dict, list):
-                    changed |= self.walk(value, patterns)
+                    changed |= self.walk(value, patterns, json_strings)
         return changed
 
     @staticmethod
@@ -412,7 +582,7 @@ class Redactor:
             if text is None:
                 # Escapes, nested objects or a custom regex (which might span quotes): redact
                 # the parsed strings themselves.
-                return self._walked(rec, patterns=True)
+                return self._walked(rec, line, patterns=True)
         out = self._names(line, rec, nested, sensitive)
         if out is not None:
             return out
@@ -426,24 +596,25 @@ class Redactor:
         if not self.names:
             return None
         if nested:  # nested objects: their keys need a walk
-            return self._walked(rec, patterns=False)
+            return self._walked(rec, line, patterns=False)
         if sensitive is None:
             sensitive = self.sensitive(tuple(rec))
         if not sensitive:
             return None
         return self.top_level_names(line, rec, sensitive)
 
-    def _walked(self, rec: dict[str, Any], patterns: bool) -> bytes | None:
+    def _walked(self, rec: dict[str, Any], line: bytes, patterns: bool) -> bytes | None:
         """walk(rec): the record written again if it changed, else None (ship the line as it is),
-        unless a sensitive field already held the mask. Then the line may hold that key twice,
-        orjson having kept the last: `{"cvv":"123","cvv":"[REDACTED]"}` must not ship its first
-        copy, so the record is written again (a nested key may repeat at another depth: the raw
-        text cannot tell)."""
+        unless the line holds more than the record. A key written twice parses to its last copy
+        (`{"a":{"card":"4111..."},"a":{}}`), and walk judged only that one: when the line writes
+        more members than walk went through keys, or a sensitive field already held the mask
+        (`{"cvv":"123","cvv":"[REDACTED]"}`), the record is written again instead."""
         self.masked_seen = False
-        if self.walk(rec, patterns):
+        self._keys_seen = 0
+        if self.walk(rec, patterns, json_strings=line.find(b"\\") >= 0):
             self._count("records_redacted")
             return orjson.dumps(rec)
-        return orjson.dumps(rec) if self.masked_seen else None
+        return orjson.dumps(rec) if self.masked_seen or members(line) != self._keys_seen else None
 
     def top_level_names(self, line: bytes, rec: dict[str, Any], keys: tuple[str, ...]) -> bytes | None:
         """A flat record (no '{' past the first byte) whose top-level `keys` are sensitive: mask or
@@ -505,11 +676,19 @@ class Redactor:
             return line[:i - 1] + line[j:]
         return line[:i] + line[j:]
 
-    def text_record(self, rec: dict[str, Any], hit: bool, names_possible: bool = True) -> bool:
+    def text_record(self, rec: dict[str, Any], hit: bool, names_possible: bool = True, json: bool = False) -> bool:
         """A record built from a non-JSON line (text format, invalid JSON): redact in place.
         `hit` is what `scan` said of the line; `names_possible` False when none of the keys the
-        parser can produce is a sensitive name (then only a hit needs a walk)."""
-        changed = self.walk(rec, patterns=hit) if hit or (names_possible and self.names) else False
+        parser can produce is a sensitive name (then only a hit needs a walk). `json`: the line
+        was meant to be JSON, so its message may write sensitive keys (see json_names)."""
+        message = rec.get("message")
+        if json and type(message) is str:
+            # Patterns are matched on the text as JSON would read it: "4\u0031\u0031\u0031..." is a card.
+            masked = self.json_names(_spelled_out(message) if hit and "\\" in message else message)
+            if masked != message:
+                rec["message"] = masked
+        changed = self.walk(rec, patterns=hit, json_strings=False) if hit or (names_possible and self.names) else False
+        changed = changed or rec.get("message") is not message
         if changed:
             self._count("records_redacted")
         return changed
@@ -526,3 +705,81 @@ class Redactor:
         out = copy.deepcopy(dict(rec))
         self.walk(out)
         return out
+
+
+def _cases(word: bytes) -> set[bytes]:
+    """Every way to write `word` (lower-case ASCII) in upper and lower case."""
+    out = {b""}
+    for c in word:
+        out = {w + bytes([x]) for w in out for x in {c, bytes([c]).upper()[0]}}
+    return out
+
+
+def _spelled_out(text: str) -> str:
+    """JSON text with the escapes a pattern must see through read: \\uXXXX of printable ASCII
+    and of whitespace, and \\t \\n \\r \\f \\/ ("Bearer\\u0009x" is a bearer token). Quotes and
+    backslashes stay escaped."""
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return _READ.get(m.group(), m.group())
+        c = chr(int(m.group(1), 16))
+        return c if (" " <= c <= "~" and c not in '"\\') or c in "\t\n\r\x0b\x0c" else m.group()
+    return _ESCAPE.sub(one, text)
+
+
+def _basic_credentials(text: str, m: re.Match[str]) -> bool:
+    """A `Basic <token>` match is an HTTP Basic credential: a word of its own, and the token is
+    base64 of `user:password` (so "Basic plan" or "Basic auth is off" stays)."""
+    a = m.start()
+    if a and (text[a - 1].isalnum() or text[a - 1] == "_"):
+        return False
+    token = m.group(1).rstrip("=")
+    token = token[:len(token) - 1] if len(token) % 4 == 1 else token  # (a line cut inside the token)
+    try:
+        return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _value_end(text: str, i: int, escaped: int) -> int:
+    """Where the JSON value starting at text[i] ends (json_names): a string after its closing
+    quote, an object or array after its closing bracket, anything else (a scalar, or the junk of
+    a broken line) at the next comma or closing bracket, through any string on the way; the end
+    of the text when it does not end. `escaped`: 1 when the JSON is escaped once (quotes are \\")."""
+    quote = "\\" * escaped + '"'
+    if text.startswith(quote, i):
+        return _string_end(text, i + len(quote), escaped)
+    opens = text[i:i + 1] in ("{", "[")
+    depth, k = 0, i
+    while k < len(text):
+        if text.startswith(quote, k):
+            k = _string_end(text, k + len(quote), escaped)
+            continue
+        c = text[k]
+        if c in "{[":
+            depth += 1
+        elif c in "}]" or (c == "," and depth == 0):
+            if depth == 0:
+                return k
+            depth -= 1
+            if depth == 0 and opens:
+                return k + 1
+        k += 1
+    return len(text)
+
+
+def _string_end(text: str, j: int, escaped: int) -> int:
+    """Past the quote that closes the string whose contents start at text[j] (the end of the
+    text when none does)."""
+    while True:
+        k = text.find('"', j)
+        if k < 0:
+            return len(text)
+        run = 0  # the backslashes before this quote
+        while k - 1 - run >= j and text[k - 1 - run] == "\\":
+            run += 1
+        # Unescaped, a quote after an even run closes the string; escaped once, \" closes it
+        # and \\\" is a quote inside it.
+        if (run % 4 == 1) if escaped else (run % 2 == 0):
+            return k + 1
+        j = k + 1

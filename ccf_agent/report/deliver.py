@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ccf_agent.alerts.config import AlertsConfig, NotifierConfig
 from ccf_agent.alerts.notifiers import (
     DeliveryError,
     discord_payload,
@@ -35,8 +34,9 @@ from ccf_agent.alerts.notifiers import (
     slack_payload,
     teams_payload,
 )
+from ccf_agent.config.alerts import AlertsConfig, NotifierConfig
+from ccf_agent.config.report import SmtpConfig
 from ccf_agent.httpclient import HttpClient, client_ssl_context
-from ccf_agent.report.config import SmtpConfig
 from ccf_agent.report.figures import Figures
 from ccf_agent.report.render import summary_details
 
@@ -122,10 +122,15 @@ def send_mail(cfg: SmtpConfig, msg: EmailMessage) -> None:
     except smtplib.SMTPRecipientsRefused as e:
         raise MailError(f"{cfg.host}:{cfg.port} refused every recipient: {', '.join(e.recipients)}") from e
     except smtplib.SMTPResponseException as e:
-        raise MailError(f"{cfg.host}:{cfg.port}: {e.smtp_code} {e.smtp_error.decode(errors='replace')[:200]}") from e
+        raise MailError(f"{cfg.host}:{cfg.port}: {e.smtp_code} {_text(e.smtp_error)[:200]}") from e
     except ssl.SSLError as e:
         raise MailError(f"TLS with {cfg.host}:{cfg.port} failed: {e.reason or e}") from e
     except (smtplib.SMTPException, OSError) as e:
         raise MailError(f"cannot deliver through {cfg.host}:{cfg.port}: {e}") from e
     if refused:
         raise MailError(f"{cfg.host}:{cfg.port} refused {', '.join(sorted(refused))} (the others got it)")
+
+
+def _text(reply: bytes | str) -> str:
+    """An SMTP server's reply text (smtplib hands bytes, or str for errors it makes itself)."""
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply

@@ -29,7 +29,6 @@ from typing import IO, Any
 import orjson
 
 from ccf_agent.config import Config, InputConfig
-from ccf_agent.pipeline.options import InputOptions
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser
 from ccf_agent.report.figures import Figures, Tally
@@ -82,7 +81,8 @@ def open_log(path: str) -> IO[bytes] | None:
         return None
     for magic, opener in _MAGIC:
         if head.startswith(magic):
-            return opener(path, "rb")
+            stream: IO[bytes] = opener(path, "rb")
+            return stream
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 
@@ -110,7 +110,7 @@ class FileCounter:
     def _parser(self, inp: InputConfig) -> tuple[TimestampParser, str]:
         hit = self._parsers.get(inp.id)
         if hit is None:
-            opts = inp.options if isinstance(inp.options, InputOptions) else InputOptions()
+            opts = inp.options
             hit = self._parsers[inp.id] = (TimestampParser(inp.timezone, opts.timestamp_formats), opts.timestamp_field)
         return hit
 

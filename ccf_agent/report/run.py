@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from ccf_agent.alerts.config import AlertsConfig
 from ccf_agent.alerts.engine import read_history
 from ccf_agent.config import Config, parse_duration
+from ccf_agent.config.alerts import AlertsConfig
+from ccf_agent.config.report import ReportConfig
 from ccf_agent.fsutil import atomic_write
-from ccf_agent.pipeline.options import Processors
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.report import deliver
-from ccf_agent.report.config import ReportConfig
 from ccf_agent.report.figures import Figures, Tally, Window, alerts_in, day_window, since_window, yesterday
 from ccf_agent.report.files import figures_from_files
 from ccf_agent.report.html import render_html
@@ -69,8 +68,8 @@ def window_for(req: Request, tz: str, now: float) -> Window:
 
 
 def redactor_of(config: Config) -> Redactor | None:
-    procs = config.processors if isinstance(config.processors, Processors) else Processors()
-    return Redactor(procs.redact) if procs.redact.enabled else None
+    redact = config.processors.redact
+    return Redactor(redact) if redact.enabled else None
 
 
 def redacted(figures: Figures, redactor: Redactor | None) -> Figures:
@@ -84,7 +83,7 @@ def redacted(figures: Figures, redactor: Redactor | None) -> Figures:
 
 
 def collect(config: Config, req: Request, now: float) -> Figures:
-    rc = config.report if isinstance(config.report, ReportConfig) else ReportConfig()
+    rc = config.report
     window = window_for(req, report_timezone(config, rc), now)
     redactor = redactor_of(config)
     outputs, notes = choose_outputs(config, rc.outputs)
@@ -124,8 +123,8 @@ def write(text: str, out: str | None, figures: Figures) -> str | None:
 
 def send(config: Config, figures: Figures) -> list[str]:
     """Deliver to every named notifier and the SMTP recipients; the failures, as lines to print."""
-    rc = config.report if isinstance(config.report, ReportConfig) else ReportConfig()
-    alerts = config.alerts if isinstance(config.alerts, AlertsConfig) else AlertsConfig()
+    rc = config.report
+    alerts = config.alerts or AlertsConfig()
     failures: list[str] = []
     names = rc.notifier_names(alerts)
     smtp = rc.smtp

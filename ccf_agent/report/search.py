@@ -135,7 +135,7 @@ def resolve_fields(mapping: Mapping[str, Any]) -> dict[str, str]:
     types: dict[str, dict[str, str]] = {}  # full name -> index -> type
     for index, body in mapping.items():
         for full, spec in ((body or {}).get("mappings") or {}).items():
-            leaf = (spec.get("mapping") or {})
+            leaf: dict[str, dict[str, str]] = spec.get("mapping") or {}
             kind = next(iter(leaf.values()), {}).get("type", "object") if leaf else "object"
             types.setdefault(full, {})[index] = kind
     out: dict[str, str] = {}

@@ -7,6 +7,7 @@ longer than `max_line_bytes` is cut there, tagged, and the rest of it skipped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Any
 from ccf_agent.acks import Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
+from ccf_agent.tail import compressed
 from ccf_agent.tail.multiline import Multiline
 
 log = logging.getLogger("ccf_agent.tail")
@@ -26,7 +28,11 @@ TAIL_BYTES = 64
 
 def fingerprint(fd: int, nbytes: int) -> str | None:
     """Hash of the file's first line (at most `nbytes`); None until that line is complete."""
-    head = os.pread(fd, nbytes, 0)
+    return fingerprint_of(os.pread(fd, nbytes, 0), nbytes)
+
+
+def fingerprint_of(head: bytes, nbytes: int) -> str | None:
+    """`fingerprint` of a stream whose first `nbytes` (or all, if shorter) are `head`."""
     nl = head.find(b"\n")
     if nl >= 0:
         head = head[: nl + 1]
@@ -47,6 +53,8 @@ def same_prefix(fd_a: int, fd_b: int, nbytes: int) -> bool:
 
 
 class FileReader:
+    compressed = False  # a compressed rotation (CompressedReader): offsets are decompressed bytes
+
     def __init__(self, fd: int, path: str, entry: Entry, ledger: Ledger, offset: int,
                  max_line_bytes: int, multiline: Multiline | None = None) -> None:
         self.fd = fd
@@ -59,6 +67,7 @@ class FileReader:
         self.skipping = False  # inside the cut-off rest of an over-long line
         self.last_data = time.monotonic()
         self.moved_at: float | None = None  # when the path stopped pointing at this file
+        self.rotated = False  # a rotated generation (moved, or found under a rotated name): finished, then closed
         self.deleted = False
         self.deleted_at: float | None = None
         self.checked_size = -1  # file size at the last truncation check (see TailInput._check_files)
@@ -74,6 +83,14 @@ class FileReader:
         return self.multiline is not None and self.multiline.pending_lines > 0
 
     @property
+    def unshipped_from(self) -> int:
+        """Where this stream's unshipped bytes start: a held partial line or open event was read
+        but not shipped, so a copy of this file (copytruncate) must continue from there."""
+        if self.holds_event:
+            return self.held_start
+        return self.offset - len(self.partial)
+
+    @property
     def dev_ino(self) -> tuple[int, int]:
         return self.entry.dev, self.entry.ino
 
@@ -85,7 +102,7 @@ class FileReader:
             batches, full = got
         else:  # nothing read ahead, or only more of an unfinished line: read on now
             want = max(size, len(self.partial))  # a long line still open doubles the read: linear, not quadratic
-            data = os.pread(self.fd, want, self.offset)
+            data = self._read_at(want)
             if not data:
                 return []
             batches, full = self._cut(data), len(data) == want
@@ -95,6 +112,9 @@ class FileReader:
                 log.warning("%s: no read-ahead thread (%s); reading on one core", self.path, ahead.error)
                 self.ahead = None
         return batches
+
+    def _read_at(self, want: int) -> bytes:
+        return os.pread(self.fd, want, self.offset)
 
     def _take(self, ahead: Any, size: int) -> tuple[list[Batch], bool] | None:
         """The chunk read ahead, as `_cut` would have made it, and whether it was a full read of
@@ -235,3 +255,42 @@ class FileReader:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class CompressedReader(FileReader):
+    """A compressed rotation continuing its stream: decompressed bytes read forward, one chunk per
+    read on the loop (the seek to the resume offset was done in a thread), without read-ahead.
+    A decompression error ends the file where it happened; `error` says why."""
+
+    compressed = True
+
+    def __init__(self, fd: int, path: str, entry: Entry, ledger: Ledger, offset: int, max_line_bytes: int,
+                 multiline: Multiline | None, stream: compressed.Stream) -> None:
+        super().__init__(fd, path, entry, ledger, offset, max_line_bytes, multiline)
+        self.stream = stream
+        self.rotated = True
+        self.error: str | None = None
+        self._ready: bytes | None = None  # decompressed by prefetch, for the next read
+
+    async def prefetch(self, size: int) -> None:
+        """Decompress the next read's bytes in a thread: bzip2 works a 900 KB block at a time
+        (50 ms of CPU), which the event loop must not wait for."""
+        if self._ready is None:
+            self._ready = await asyncio.to_thread(self._decompress, max(size, len(self.partial)))
+
+    def _decompress(self, want: int) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self.stream.read(want)
+        except compressed.ERRORS as e:
+            self.error = str(e) or type(e).__name__
+            return b""
+
+    def _read_at(self, want: int) -> bytes:
+        data, self._ready = self._ready, None
+        return self._decompress(want) if data is None else data
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()

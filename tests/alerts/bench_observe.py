@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 import yaml
 
-from ccf_agent.alerts import AlertEngine, parse_alerts
+from ccf_agent.alerts.engine import AlertEngine
+from ccf_agent.config import parse_alerts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "ccf_agent" / "alerts" / "example.yaml"
 

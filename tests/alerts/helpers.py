@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ccf_agent.alerts import AlertEngine, AlertsConfig, parse_alerts
+from ccf_agent.alerts.engine import AlertEngine
 from ccf_agent.alerts.rules import Rule, make_rule
+from ccf_agent.config import AlertsConfig, parse_alerts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "ccf_agent" / "alerts" / "example.yaml"
 

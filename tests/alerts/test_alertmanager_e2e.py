@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ccf_agent.alerts import AlertEngine
+from ccf_agent.alerts.engine import AlertEngine
 from tests.alerts.helpers import FAILED, PAYOUT, Receiver, alerts, free_port, payout, running
 
 AM_BIN = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"

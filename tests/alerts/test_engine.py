@@ -7,7 +7,7 @@ import logging
 
 import orjson
 
-from ccf_agent.alerts import AlertEngine, format_status
+from ccf_agent.alerts.engine import AlertEngine, format_status
 from tests.alerts.helpers import FAILED, PAYOUT, Clock, alerts, make_engine, payout
 
 HOOK = {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}

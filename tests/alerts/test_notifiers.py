@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ccf_agent.alerts.config import NotifierConfig
 from ccf_agent.alerts.notifiers import FORMATTERS, endpoint, iso
+from ccf_agent.config.alerts import NotifierConfig
 
 T = 1_700_000_000.0
 

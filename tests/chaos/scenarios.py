@@ -21,16 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT, AgentProcess, Engine, agent_config
+from tests.harness import ROOT, AgentProcess, Engine, KillLedger, agent_config
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
 
 class Writer:
+    running: set[Writer] = set()  # until stop(): what a failed scenario leaves behind (see conftest.py)
+
     def __init__(self, path: Path, rate: int) -> None:
         self.path = path
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.chaos.writer", str(path), "--rate", str(rate)],
                                      stdout=subprocess.PIPE, cwd=ROOT, text=True)
+        Writer.running.add(self)
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "WRITER_READY"
 
@@ -46,9 +49,15 @@ class Writer:
         self.proc.send_signal(signal.SIGUSR2)
 
     def stop(self) -> int:
+        Writer.running.discard(self)
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=30)
         return int(json.loads(out.strip().splitlines()[-1])["written"])
+
+    def kill(self) -> None:
+        Writer.running.discard(self)
+        self.proc.kill()
+        self.proc.wait()
 
 
 class RssSampler:
@@ -91,22 +100,30 @@ class Run:
     rate: int
     output_url: str | None = None  # e.g. a fault proxy in front of the engine
     agent_opts: dict[str, Any] = field(default_factory=dict)
+    input_opts: dict[str, Any] = field(default_factory=dict)
+    agent_section: dict[str, Any] = field(default_factory=dict)  # the config's `agent:` keys
     notes: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # the agent's, e.g. CCF_AGENT_PURE_PYTHON
 
     def __post_init__(self) -> None:
         self.logs = self.tmp / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.live = self.logs / "app.log"
         cfg = agent_config(self.engine, [str(self.logs / "*.log")], **self.agent_opts)
+        cfg["inputs"][0].update(self.input_opts)
+        cfg["agent"].update(self.agent_section)
         if self.output_url:
             for out in cfg["outputs"].values():
                 out["hosts"] = [self.output_url]
-        self.agent = AgentProcess(self.tmp, cfg)
+        self.agent = AgentProcess(self.tmp, cfg, env=self.env)
 
     def result(self, written: int | set[int]) -> dict[str, Any]:
+        """Counted once the agent caught up; catch_up_s is how long that took after the writer stopped."""
+        started = time.monotonic()
         self.agent.wait_caught_up(timeout=300)
+        caught_up = round(time.monotonic() - started, 1)
         tally = self.engine.tally(written)
-        return {"scenario": self.name, **tally, **self.notes}
+        return {"scenario": self.name, **tally, "catch_up_s": caught_up, **self.notes}
 
 
 def _every(seconds: float, period: float, action: Callable[[], None]) -> None:
@@ -119,9 +136,11 @@ def _every(seconds: float, period: float, action: Callable[[], None]) -> None:
 # ---------------------------------------------------------------- file scenarios
 
 
-def logrotate_conf(run: Run, mode: str, writer: Writer) -> Path:
+def logrotate_conf(run: Run, mode: str, writer: Writer, *extra: str) -> Path:
+    """The operations guide's block (daily, rotate 30, compress, delaycompress, notifempty, create,
+    postrotate reload), or with copytruncate; `extra` lines added (dateext)."""
     body = [f"{run.logs}/*.log {{", "    daily", "    missingok", "    rotate 30", "    compress",
-            "    delaycompress", "    notifempty"]
+            "    delaycompress", "    notifempty", *(f"    {x}" for x in extra)]
     if mode == "copytruncate":
         body.append("    copytruncate")
     else:
@@ -165,9 +184,64 @@ def scenario_logrotate(run: Run, mode: str) -> dict[str, Any]:
         # logrotate itself drops what lands between its copy and its truncate: count that apart;
         # what survived on disk is what must arrive (lines read before the truncate may arrive too).
         survived = on_disk_seqs(run.logs)
-        run.notes["dropped_by_logrotate"] = written - len(survived)
-        return run.result(survived)
+        dropped = set(range(written)) - survived
+        run.notes["dropped_by_logrotate"] = len(dropped)
+        # One run of consecutive records per rotation: the writes of its copy-to-truncate window.
+        run.notes["dropped_runs"] = sum(1 for s in dropped if s - 1 not in dropped)
+        result = run.result(survived)
+        stored = {d["seq"] for d in run.engine.docs() if "seq" in d}
+        result["dropped_but_shipped"] = len(dropped & stored)  # read before logrotate truncated them
+        return result
     return run.result(written)
+
+
+# dateext with a name per second: forced rotations a second apart do not collide
+DATEEXT = ("dateext", "dateformat -%Y%m%d-%s")
+
+
+def finish_order(run: Run) -> list[str]:
+    """The rotated generations the agent read to their end, in that order (from its log)."""
+    return [line.split(" read to its end", 1)[0].rsplit("/", 1)[-1]
+            for line in run.agent.log_path.read_text().splitlines() if " read to its end " in line]
+
+
+def generation_age(name: str) -> tuple[int, str]:
+    """Older first: app.log.3.gz before app.log.2.gz before app.log.1; dateext names by their date."""
+    parts = name.split(".")
+    return (-int(parts[2]), name) if len(parts) > 2 and parts[2].isdigit() else (0, name)
+
+
+def scenario_long_outage(run: Run, fault: str, dateext: bool, proxy: Any = None,
+                         rotations: int = 3) -> dict[str, Any]:
+    """The output down (`fault="output down"`, through the proxy) or the agent stopped
+    (`"agent stopped"`) across `rotations` forced rotations with the guide's compress +
+    delaycompress, while the writer appends: the unshipped generations end up compressed."""
+    run.agent.start()
+    writer = Writer(run.live, run.rate)
+    conf = logrotate_conf(run, "create", writer, *(DATEEXT if dateext else ()))
+    state = run.tmp / "logrotate.state"
+    time.sleep(min(2.0, run.seconds / 4))
+    if fault == "output down":
+        proxy.set("reset", paths="all")
+    else:
+        assert run.agent.stop() == 0
+    gap = max(1.1, run.seconds / (rotations + 1))  # dateext names have a second's resolution
+    for _ in range(rotations):
+        time.sleep(gap)
+        subprocess.run([LOGROTATE, "-f", "-s", str(state), str(conf)], check=True, capture_output=True)
+    time.sleep(gap)
+    if fault == "output down":
+        proxy.set("pass")
+    else:
+        run.agent.start()
+    time.sleep(min(2.0, run.seconds / 4))
+    written = writer.stop()
+    result = run.result(written)
+    compressed = sorted(p.name for p in run.logs.iterdir() if p.suffix == ".gz")
+    order = [n for n in finish_order(run) if n.endswith(".gz")]
+    result.update(rotations=rotations, compressed=len(compressed),
+                  in_order=order == sorted(order, key=generation_age) and len(order) >= 2)
+    return result
 
 
 def scenario_rename_storm(run: Run, period: float = 0.2) -> dict[str, Any]:
@@ -254,18 +328,18 @@ def scenario_inode_reuse(run: Run) -> dict[str, Any]:
 def scenario_kill9(run: Run, period: float = 2.5) -> dict[str, Any]:
     run.agent.start()
     writer = Writer(run.live, run.rate)
-    kills = 0
+    ledger = KillLedger(run.agent, run.engine, run.live)
 
     def kill() -> None:
-        nonlocal kills
-        run.agent.kill()
-        kills += 1
+        ledger.wait_saved_past_last_kill()  # so that each kill has something saved to resume from
+        ledger.kill()
         run.agent.start()
 
     _every(run.seconds, period, kill)
     written = writer.stop()
-    run.notes["kills"] = kills
-    return run.result(written)
+    result = run.result(written)
+    result.update(ledger.finish(written))  # each restart resent (409) only what was stored past its saved offset
+    return result
 
 
 # ---------------------------------------------------------------- output scenarios (through FaultProxy)

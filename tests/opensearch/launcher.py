@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,34 +79,90 @@ def _http_json(url: str, timeout: float = 60.0) -> dict:
 
 
 class Node:
-    """A running node; stop() is idempotent."""
+    """A running node; stop() is idempotent. For outage tests it can also be killed, paused and
+    restarted on the same home (its data kept) and port."""
 
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        home: Path,
-        owns_home: bool,
-        log_path: Path,
-        cds_dump: CdsDump | None,
-    ) -> None:
-        self.proc = proc
+    def __init__(self, home: Path, owns_home: bool, heap: str, settings: Mapping[str, object] | None) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
         self.home = home
-        self.log_path = log_path
+        self.log_path = home / "node.log"
         self.url = ""
+        self.port = 0
         self._owns_home = owns_home
-        self._cds_dump = cds_dump
+        self._heap = heap
+        self._settings = dict(settings or {})
+        self._cds_dump: CdsDump | None = None  # the archive the JVM writes at exit, on a machine's first start
 
     @property
     def pid(self) -> int:
+        assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def launch(self, port: int, keep_data: bool = False) -> None:
+        """Start the JVM and wait until the node answers and its cluster is at least yellow."""
+        # Starts ~30% faster with the archive; the first start on a machine writes it when it stops.
+        cds_opts, self._cds_dump = JVM_BUILD.cds_options()
+        cmd = [
+            java("java"),
+            f"-Xms{self._heap}",
+            f"-Xmx{self._heap}",
+            f"-Djava.io.tmpdir={self.home / 'tmp'}",
+            f"-Dccf.keepData={str(keep_data).lower()}",
+            *JVM_OPTS,
+            *cds_opts,
+            "-cp",
+            JVM_BUILD.classpath(),
+            MAIN_CLASS,
+            str(self.home),
+            str(port),
+            *(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in self._settings.items()),
+        ]
+        (self.home / "tmp").mkdir(exist_ok=True)
+        with open(self.log_path, "ab" if keep_data else "wb") as log:
+            # stdin stays a pipe we hold: if this Python process dies, the node sees EOF and exits.
+            # A new session keeps a terminal's Ctrl-C away from the JVM: we stop it ourselves.
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+            )
+        self.url = _wait_ready(self)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        _http_json(f"{self.url}/_cluster/health?wait_for_status=yellow&timeout=30s")
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or the OOM killer does (what it acknowledged is on disk)."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+        self._settle_cds()
+
+    def pause(self) -> None:
+        """SIGSTOP: the node hangs; the kernel still accepts connections into its backlog."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Start again on the same home, with its data, and the same port, once stopped or killed."""
+        assert not self.running, "stop() or kill() the node first"
+        self.launch(self.port, keep_data=True)
+
+    def stop_process(self, timeout: float = 30.0) -> None:
+        """Stop the node cleanly, keeping its home: restart() brings it back."""
         if self._cds_dump:
             timeout = max(timeout, 90.0)  # writing the archive at exit takes 5-25 s on a busy machine
-        if self.proc.poll() is None:
+        if self.running:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a paused node cannot stop
             # Closing stdin is the node's normal stop signal; SIGTERM/SIGKILL are fallbacks.
             try:
                 if self.proc.stdin:
@@ -117,11 +175,17 @@ class Node:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-        if self._cds_dump:
-            self._cds_dump.finish(clean_exit=self.proc.returncode == 0)
-            self._cds_dump = None
+        self._settle_cds()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_process(timeout)
         if self._owns_home:
             shutil.rmtree(self.home, ignore_errors=True)
+
+    def _settle_cds(self) -> None:
+        if self._cds_dump and self.proc is not None:
+            self._cds_dump.finish(clean_exit=self.proc.returncode == 0)
+            self._cds_dump = None
 
 
 def start(
@@ -135,34 +199,9 @@ def start(
     owns_home = home is None
     home = Path(tempfile.mkdtemp(prefix="ccf-opensearch-")) if home is None else Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    log_path = home / "node.log"
-    # Starts ~30% faster with the archive; the first start on a machine writes it when it stops.
-    cds_opts, cds_dump = JVM_BUILD.cds_options()
-    cmd = [
-        java("java"),
-        f"-Xms{heap}",
-        f"-Xmx{heap}",
-        f"-Djava.io.tmpdir={home / 'tmp'}",
-        *JVM_OPTS,
-        *cds_opts,
-        "-cp",
-        JVM_BUILD.classpath(),
-        MAIN_CLASS,
-        str(home),
-        str(port),
-        *(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in (settings or {}).items()),
-    ]
-    (home / "tmp").mkdir(exist_ok=True)
-    with open(log_path, "wb") as log:
-        # stdin stays a pipe we hold: if this Python process dies, the node sees EOF and exits.
-        # A new session keeps a terminal's Ctrl-C away from the JVM: we stop it ourselves.
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True
-        )
-    node = Node(proc, home, owns_home, log_path, cds_dump)
+    node = Node(home, owns_home, heap, settings)
     try:
-        node.url = _wait_ready(node)
-        _http_json(f"{node.url}/_cluster/health?wait_for_status=yellow&timeout=30s")
+        node.launch(port)
     except BaseException:
         node.stop()
         raise
@@ -174,9 +213,12 @@ def _wait_ready(node: Node) -> str:
     found: list[str] = []
     ready = threading.Event()
 
+    proc = node.proc
+    assert proc is not None and proc.stdout is not None
+    stdout = proc.stdout
+
     def reader() -> None:
-        assert node.proc.stdout is not None
-        for raw in node.proc.stdout:
+        for raw in stdout:
             line = raw.decode(errors="replace").strip()
             if line.startswith(READY_PREFIX) and not ready.is_set():
                 found.append(line[len(READY_PREFIX) :])
@@ -186,7 +228,7 @@ def _wait_ready(node: Node) -> str:
     threading.Thread(target=reader, name="opensearch-stdout", daemon=True).start()
     if not ready.wait(READY_TIMEOUT_S) or not found:
         try:  # stdout EOF can come just before the exit status does
-            code: int | None = node.proc.wait(5)
+            code: int | None = proc.wait(5)
         except subprocess.TimeoutExpired:
             code = None
         state = f"exited with {code}" if code is not None else f"not ready after {READY_TIMEOUT_S:.0f}s"
@@ -205,7 +247,7 @@ def ensure_node() -> str:
     if external:
         return external.rstrip("/")
     with _node_lock:
-        if _node is None or _node.proc.poll() is not None:
+        if _node is None or not _node.running:
             _node = start()
             atexit.register(_node.stop)
         return _node.url
@@ -233,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    serve_until_stopped(lambda: node.proc.poll() is None, node.stop)
+    serve_until_stopped(lambda: node.running, node.stop)
     return 0
 
 

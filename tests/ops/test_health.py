@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ccf_agent.ops.health import ErrorWindow, health
+from ccf_agent.ops.snapshot import InputState, OutputState, Snapshot
 from tests.harness import AgentProcess, free_port, wait_until
 from tests.ops.helpers import file_outputs_config, get, write_app_logs
 
@@ -55,16 +56,27 @@ def test_an_output_that_cannot_deliver_makes_it_degraded_with_503(tmp_path: Path
     assert body["checks"]["output:logs"]["status"] == "healthy"
 
 
-class BrokenAgent:
-    started = time.time()
-    outputs: dict[str, Any] = {}
-    config = None  # health cannot read the inputs' environment: the check itself fails
+def test_a_snapshot_that_cannot_be_taken_makes_it_unhealthy_with_the_error() -> None:
+    def broken() -> Snapshot:
+        raise RuntimeError("counters unreadable")
 
-
-def test_a_check_that_fails_makes_it_unhealthy_with_the_error() -> None:
-    body, ok = health(BrokenAgent())  # type: ignore[arg-type]
+    body, ok = health(broken, ErrorWindow())
     assert not ok
-    assert body["status"] == "unhealthy" and "error" in body
+    assert body["status"] == "unhealthy" and body["error"] == "counters unreadable"
+
+
+def test_health_is_rendered_from_a_snapshot_alone(tmp_path: Path) -> None:
+    snap = Snapshot(taken_at=1000.0, started=940.0, state_dir=str(tmp_path), environment="staging",
+                    records_in=200, inputs=(InputState("app", malformed=2),),
+                    outputs=(OutputState("logs", "file"), OutputState("es", "elasticsearch", healthy=False,
+                                                                      last_error="connection refused", docs_dead=4)))
+    body, ok = health(lambda: snap, ErrorWindow())
+    assert not ok and body["status"] == "degraded"
+    assert (body["uptime"], body["environment"]) == (60.0, "staging")
+    assert body["checks"]["output:es"] == {
+        "status": "unhealthy", "type": "elasticsearch", "lastError": "connection refused", "lastErrorAt": None,
+        "lastSuccessAt": None, "queued": 0, "inFlight": 0}
+    assert body["checks"]["errorRate"]["errorRate"] == "3.00%"  # (2 malformed + 4 dead-lettered) of 200
 
 
 def test_the_error_rate_is_over_the_last_five_minutes_not_since_start() -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ccf_agent.ops.metrics import fmt
+from ccf_agent.ops.metrics import fmt, render_metrics
+from ccf_agent.ops.snapshot import EndpointState, FileState, InputState, OutputState, Snapshot
 from tests.harness import AgentProcess
 from tests.ops.helpers import (
     AppLogs,
     file_outputs_config,
     get,
     labels,
-    needs_business_wiring,
     samples,
     scrape,
     shipped_app_logs,
@@ -64,7 +64,6 @@ def test_process_metrics_describe_this_process(shipped: tuple[AgentProcess, AppL
     assert fds >= 3
 
 
-@needs_business_wiring
 def test_business_metrics_count_each_payout_once_although_winston_wrote_it_to_several_files(
         shipped: tuple[AgentProcess, AppLogs]) -> None:
     agent, expected = shipped
@@ -89,7 +88,6 @@ def test_metrics_content_type_is_the_text_exposition_format(shipped: tuple[Agent
     assert status == 200 and content_type.startswith("text/plain")
 
 
-@needs_business_wiring
 def test_the_payout_job_timestamp_survives_an_agent_restart(tmp_path: Path) -> None:
     expected = write_app_logs(tmp_path / "logs", time.time())
     agent = AgentProcess(tmp_path, file_outputs_config(tmp_path)).start()
@@ -102,3 +100,26 @@ def test_the_payout_job_timestamp_survives_an_agent_restart(tmp_path: Path) -> N
         assert not any(samples(text, "ccf_payouts_total").values())  # counters restart, as rate() expects
     finally:
         agent.kill()
+
+
+def test_the_agents_metrics_are_rendered_from_a_snapshot_alone() -> None:
+    snap = Snapshot(
+        records_in=7, inflight_bytes=512, backpressure_pauses=2, registry_error="disk full",
+        inputs=(InputState("app", bytes_read=900, malformed=1, open_files=2,
+                           counters={"redacted:card_number": 3, "records_redacted": 2, "dropped:debug": 4},
+                           files=(FileState(lag_bytes=100), FileState(lag_bytes=20))),),
+        outputs=(OutputState("logs", "elasticsearch", healthy=False, docs_acked=5, last_ok_at=1700000000.5,
+                             latency_buckets=(1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2), latency_sum=0.012),),
+        routes=(("payouts", 3), ("default", 4)), endpoint=EndpointState(refused=1))
+    text = render_metrics(snap)
+    assert samples(text, "ccf_agent_records_read_total") == {labels(): 7}
+    assert samples(text, "ccf_agent_lag_bytes") == {labels(input="app"): 120}
+    assert samples(text, "ccf_agent_redactions_total") == {labels(input="app", kind="card_number"): 3}
+    assert samples(text, "ccf_agent_records_dropped_total") == {labels(input="app", reason="dropped", rule="debug"): 4}
+    assert samples(text, "ccf_agent_route_records_total") == {labels(route="payouts"): 3, labels(route="default"): 4}
+    assert samples(text, "ccf_agent_records_shipped_total") == {labels(output="logs"): 5}
+    assert samples(text, "ccf_agent_output_healthy") == {labels(output="logs"): 0}
+    assert samples(text, "ccf_agent_output_last_success_timestamp_seconds") == {labels(output="logs"): 1700000000.5}
+    assert samples(text, "ccf_agent_bulk_latency_seconds_count") == {labels(output="logs"): 2}
+    assert samples(text, "ccf_agent_status_connections_total")[labels(outcome="refused")] == 1
+    assert samples(text, "ccf_agent_registry_healthy") == {labels(): 0}

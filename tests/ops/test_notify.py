@@ -10,13 +10,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ccf_agent.ops import notify
+from ccf_agent.ops.snapshot import FileState, InputState, OutputState, Snapshot
+from tests import virtual_time
 from tests.harness import AgentProcess, wait_until, write_lines
-from tests.ops.helpers import file_outputs_config, needs_notify_wiring, stamp, wired
+from tests.ops.helpers import file_outputs_config, stamp
 
 
 class NotifySocket:
@@ -47,6 +48,15 @@ class NotifySocket:
             if key in msg:
                 return msg, before
             before.append(msg)
+
+    def drain(self) -> list[dict[str, str]]:
+        """Every message already received, without waiting."""
+        out: list[dict[str, str]] = []
+        while True:
+            try:
+                out.append(self.receive(timeout=0))
+            except BlockingIOError:
+                return out
 
     def close(self) -> None:
         self.sock.close()
@@ -116,50 +126,55 @@ def test_stopping_and_reloading_carry_their_states(listener: NotifySocket) -> No
 
 
 def test_status_summarises_files_throughput_lag_and_outputs() -> None:
-    status = {"files": [{"state": "reading", "lag_bytes": 3 << 20}, {"state": "idle", "lag_bytes": 0}],
-              "outputs": [{"healthy": True}, {"healthy": False}], "dead_letters": 0}
-    assert notify.summary(status, 1520.4) == ("2 files (1 reading), 1520 records/s, lag 3.0 MiB; "
-                                              "outputs 1/2 healthy")
+    snap = Snapshot(inputs=(InputState("app", files=(FileState(state="reading", lag_bytes=3 << 20, lag_seconds=12.0),
+                                                     FileState(state="idle"))),),
+                    outputs=(OutputState("logs", "file"), OutputState("es", "elasticsearch", healthy=False)))
+    assert notify.summary(snap, 1520.4) == ("2 files (1 reading), 1520 records/s, lag 3.0 MiB / 12s; "
+                                            "outputs 1/2 healthy")
 
 
 def test_status_is_always_one_line() -> None:
-    assert "\n" not in notify.summary({"files": [], "outputs": [], "dead_letters": 3}, 0)
+    assert "\n" not in notify.summary(Snapshot(dead_letters=3), 0)
 
 
-class FakeAgent:
+class Counting:
+    """What the supervisor hands the loop: a snapshot of a growing records counter."""
+
     def __init__(self) -> None:
         self.records_in = 0
 
-    def status(self) -> dict[str, Any]:
-        return {"files": [{"state": "idle", "lag_bytes": 0}], "outputs": [{"healthy": True}], "dead_letters": 0}
+    def __call__(self) -> Snapshot:
+        return Snapshot(records_in=self.records_in, inputs=(InputState("app", files=(FileState(),)),),
+                        outputs=(OutputState("logs", "file"),))
 
 
 def test_loop_sends_ready_then_watchdog_pings_then_a_status_with_throughput(
         listener: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
-    agent = FakeAgent()
+    # On the virtual clock: a ping every 62.5 ms, a status every 500 ms, exactly (binary fractions).
+    monkeypatch.setenv("WATCHDOG_USEC", "125000")
+    agent = Counting()
 
-    async def scenario() -> tuple[dict[str, str], list[dict[str, str]], dict[str, str]]:
-        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.4))  # type: ignore[arg-type]
-        try:
-            ready = await asyncio.to_thread(listener.receive)
-            agent.records_in = 400
-            status, before = await asyncio.to_thread(listener.receive_until, "STATUS", 5)
-            return ready, before, status
-        finally:
-            task.cancel()
+    async def scenario() -> None:
+        task = asyncio.create_task(notify.notify_loop(agent, status_every=0.5))
+        await asyncio.sleep(0)  # READY=1 is out
+        agent.records_in = 400
+        await asyncio.sleep(0.6)
+        task.cancel()
 
-    ready, before, status = asyncio.run(scenario())
-    assert ready["READY"] == "1" and ready["STATUS"].startswith("1 files (0 reading), 0 records/s")
-    assert len(before) >= 3 and all(m == {"WATCHDOG": "1"} for m in before)
-    assert status["WATCHDOG"] == "1"
-    assert 0 < float(status["STATUS"].split(", ")[1].split()[0]) <= 1000  # 400 records over >= 0.4 s
+    virtual_time.run(scenario())
+    messages = listener.drain()
+    # READY at 0, pings at 62.5, 125, ... 437.5 ms, the status with a ping at 500, a ping at 562.5.
+    assert [sorted(m) for m in messages] == [["READY", "STATUS"], *[["WATCHDOG"]] * 7, ["STATUS", "WATCHDOG"],
+                                             ["WATCHDOG"]]
+    assert all(m.get("WATCHDOG", "1") == "1" for m in messages)
+    assert messages[0]["STATUS"].startswith("1 files (0 reading), 0 records/s")
+    assert messages[-2]["STATUS"].startswith("1 files (0 reading), 800 records/s")  # 400 records in 0.5 s
 
 
 def test_loop_waits_for_the_agent_to_be_up_before_ready(listener: NotifySocket) -> None:
     async def scenario() -> tuple[bool, dict[str, str]]:
         up = asyncio.Event()
-        task = asyncio.create_task(notify.notify_loop(FakeAgent(), up=up))  # type: ignore[arg-type]
+        task = asyncio.create_task(notify.notify_loop(Counting(), up=up))
         try:
             listener.sock.setblocking(False)
             await asyncio.sleep(0.2)
@@ -179,10 +194,9 @@ def test_loop_waits_for_the_agent_to_be_up_before_ready(listener: NotifySocket) 
 
 def test_loop_ends_at_once_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    asyncio.run(asyncio.wait_for(notify.notify_loop(FakeAgent()), 1))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(notify.notify_loop(Counting()), 1))
 
 
-@needs_notify_wiring
 def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_stopping(
         tmp_path: Path, listener: NotifySocket) -> None:
     logs = tmp_path / "logs"
@@ -210,7 +224,6 @@ def test_the_daemon_is_ready_when_up_pings_the_watchdog_reports_status_and_says_
         agent.kill()
 
 
-@pytest.mark.skipif(not wired("notify.reloading"), reason="ccf_agent/agent.py does not notify reloads yet")
 def test_sighup_reports_reloading_then_ready_again(tmp_path: Path, listener: NotifySocket) -> None:
     (tmp_path / "logs").mkdir()
     agent = AgentProcess(tmp_path, file_outputs_config(tmp_path), env={"NOTIFY_SOCKET": listener.address})

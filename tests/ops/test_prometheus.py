@@ -19,7 +19,6 @@ from tests.harness import ROOT, AgentProcess, free_port, wait_until
 from tests.ops.helpers import (
     AppLogs,
     get,
-    needs_business_wiring,
     samples,
     scrape,
     shipped_app_logs,
@@ -88,7 +87,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory,
         prom.stop()
 
 
-@needs_business_wiring
 def test_prometheus_scraping_the_agent_sees_each_payout_once_by_status_and_method(
         prometheus: Prometheus, shipped: tuple[AgentProcess, AppLogs]) -> None:
     agent, expected = shipped
@@ -121,7 +119,6 @@ def test_every_dashboard_query_is_valid_promql_and_the_agents_panels_have_data(p
         assert prometheus.query(exprs[title][0].replace("$instance", ".*")), title
 
 
-@needs_business_wiring
 def test_the_adapted_rules_fire_on_the_series_the_agent_produced(
         tmp_path: Path, shipped: tuple[AgentProcess, AppLogs]) -> None:
     """The agent's real series, replayed in promtool's clock: counters grow by their scraped totals each

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ INFO = {"name": "fake", "version": {"distribution": "opensearch", "number": "2.1
 
 @dataclass
 class BulkCall:
-    at: float  # monotonic arrival
+    at: float  # arrival, on the event loop's clock
     ids: list[str]
     headers: dict[str, str] = field(repr=False)
     raw_bytes: int  # on the wire (compressed when gzip)
@@ -55,7 +54,7 @@ class FakeNode:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
-            self.gets.append((time.monotonic(), request.path))
+            self.gets.append((asyncio.get_running_loop().time(), request.path))
             if self.get_status != 200:
                 return web.json_response({"error": "down"}, status=self.get_status)
             return web.json_response(self.nodes if request.path.startswith("/_nodes") else INFO)
@@ -63,7 +62,7 @@ class FakeNode:
         body = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
         lines = body.split(b"\n")
         ids = [orjson.loads(a)["create"]["_id"] for a in lines[0:-1:2]]
-        call = BulkCall(time.monotonic(), ids, dict(request.headers), request.content_length or len(raw),
+        call = BulkCall(asyncio.get_running_loop().time(), ids, dict(request.headers), request.content_length or len(raw),
                         request.rel_url.raw_query_string, body)
         self.calls.append(call)
         self.active += 1

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 
 from ccf_agent.batch import Batch, Events
-from ccf_agent.config import InputConfig
-from ccf_agent.pipeline.options import parse_input_options, parse_processors
+from ccf_agent.config import InputConfig, parse_input_options, parse_processors
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.registry import Entry
 

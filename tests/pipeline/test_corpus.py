@@ -18,8 +18,8 @@ import orjson
 import pytest
 import yaml
 
+from ccf_agent.config import parse_input_options
 from ccf_agent.pipeline import process
-from ccf_agent.pipeline.options import parse_input_options
 from ccf_agent.tail.multiline import Multiline
 from tests.pipeline.helpers import make, run, where
 

@@ -16,7 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccf_agent.pipeline import _fast
+from ccf_agent.pipeline import _fast, rawjson
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.pipeline.redact import _DROP
 from ccf_agent.samples import lines as sample_lines
@@ -96,7 +96,9 @@ json_scalars = st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) 
 keys = st.sampled_from(["timestamp", "level", "message", "service", "paymentMethodId", "password", "amount",
                         "host", "log", "@timestamp", "exception", "meta", "Token", "stack"]) | st.text(max_size=8)
 secrets = st.sampled_from(["4242 4242 4242 4242", "sk_live_abcdefgh12345678", "Bearer abc.def-123",
-                           "a.b@example.com", "\\u0073k_live_x", "2024-01-15 10:30:45", "5555-5555-5555-4444"])
+                           "a.b@example.com", "\\u0073k_live_x", "2024-01-15 10:30:45", "5555-5555-5555-4444",
+                           "Basic dXNlcjpwYXNz", "BASIC dXNlcjpwYXNz", "basic plan", "?access_token=abc",
+                           "a=1&Password=x", "api_key=", "=", "4111 1111 1111 111"])
 records = st.dictionaries(keys, json_scalars | secrets | st.dictionaries(keys, json_scalars | secrets, max_size=3),
                           max_size=8)
 
@@ -149,6 +151,28 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 
 TS = b'"timestamp":"2024-01-15 10:30:00"'
+
+
+def nested(depth: int, inner: bytes, extra: bytes = b"") -> bytes:
+    return b'{"x":' + b'{"a":' * depth + inner + b"}" * depth + extra + b"}"
+
+
+# Issue 19's lines and their relatives: deep nesting, keys written twice, text that is no record.
+HOSTILE = [
+    nested(300, b'"4111111111111111"'), nested(254, b'"x"', b',' + TS), nested(1100, b'{"password":"pw1"}'),
+    nested(300, b'"x"', b',"timestamp":"nope"'), nested(300, b'"x"', b',"host":1'), nested(199, b'"x"'),
+    nested(200, b'"x"'), b'{"x":' + b"[" * 300 + b"]" * 300 + b"}", b"[" * 300 + b"]" * 300,
+    b'{"a":' + b'"{[",' * 300 + b'1}', b'{"items":[' + b",".join([b'{"a":[{}]}'] * 300) + b'],' + TS + b'}',
+    b'{"level":"info","x":{"y":1},"message":"card 4277700000000003","message":"ok"}',
+    b'{"a":{"card":"4111111111111111"},"a":{}}', b'{"x":{"password":"pw1"},"x":{}}',
+    b'{"x":{"y":1},"m":"Bearer abcdefghijkl123","m":"none",' + TS + b'}',
+    b'{"m":"a\\tb","message":"4111111111111111","message":"ok"}', b'{"x":[{"cvv":"9731"}],"x":[]}',
+    b'[{"password":"pw1"}]', b'{"password":"pw1", broken', b'"{\\"token\\":\\"pw1\\"}"',
+    b'{"x":1,"p\\u0061ssword":"pw1",}', b'{"message":"Authorization: Basic dXNlcjpwYXNz",' + TS + b'}',
+    b'{"url":"/cb?access_token=abc123&x=1",' + TS + b'}', b'{"body":"user=bob&password=hunter2"}',
+    b'{"n":{"q":"?api_key=k1"},' + TS + b'}', b'{"payment_method_id":"pm_1","payment_method":"pm_2",' + TS + b'}',
+    b'{"message":"a=b",' + TS + b'}', b'{"message":"x\\u003dy token\\u003dabc",' + TS + b'}',
+]
 TRICKY = [
     b'{"message":"a\x00b",' + TS + b'}', b'{"message":"a\x1fb",' + TS + b'}', b'{"message":"a\x7fb",' + TS + b'}',
     b'{"amount":1e400,' + TS + b'}', b'{"amount":1.5e3,' + TS + b'}', b'{"amount":18446744073709551616,' + TS + b'}',
@@ -173,6 +197,7 @@ TRICKY = [
     b'{"timestamp":"2024-01-15 10:30:00\\u0000"}', b'{"@timestamp":"2024-01-15T10:30:00Z","message":"x"}',
     b'{"message":"x","timestamp":"2024-01-15 10:30:00"}\r', b'{"message" : "x" , ' + TS + b' }',
     b'{"meta":{"paymentMethodId":"pm_1"},' + TS + b'}', b'{"message":"card 4242 4242 4242 4242",' + TS + b'}',
+    *HOSTILE,
 ]
 
 
@@ -276,7 +301,7 @@ def test_the_vector_prefilter_finds_the_lines_the_scalar_one_does(lines: list[by
     args = (lines, r._fold, _DROP, 13 if r._cards else 0, 3 if r.cfg.emails else -1, r._suffixes)
     # 1: the CPU's best (AVX2 here), 2: SSE2, 0: scalar
     assert _fast.prefilter(*args) == _fast.prefilter(*args, 2) == _fast.prefilter(*args, 0)
-    assert set(_fast.prefilter(*args)) == python.redactor.scan(lines)
+    assert set(_fast.prefilter(*args)) == python.redactor._scan_python(lines)  # (credentials: in Python alone)
     as_json = _fast.prefilter(*args, 1, True)
     assert as_json == _fast.prefilter(*args, 2, True) == _fast.prefilter(*args, 0, True)
     assert set(as_json) <= set(_fast.prefilter(*args))
@@ -294,6 +319,20 @@ def test_a_json_number_is_no_card_but_a_card_in_a_string_or_in_a_line_that_is_no
     assert b"4242424242424242" in events.docs[0]  # a number: not redacted, as before
     assert b"4242 4242 4242 4242" not in events.docs[1]
     assert b"4242424242424242" not in events.docs[2] and events.records[2]["tags"] == ["invalid_json"]
+
+
+JSONISH = st.lists(st.sampled_from([b'"', b"\\", b"{", b"}", b"[", b"]", b":", b",", b"a", b"1", b" ", b"\\u00"]),
+                   max_size=60).map(b"".join)
+
+
+@given(st.lists(JSONISH, max_size=3).map(b"".join), st.integers(0, 3), st.integers(0, 450))
+def test_raw_json_scans_in_c_are_those_in_python(piece: bytes, where: int, depth: int) -> None:
+    # Around the depth limit and the gates before its exact scan (length, bracket count).
+    line = (b"{" * depth + piece + b"}" * depth) if where == 0 else (b"[" * depth + piece) if where == 1 else (
+        piece + b"x" * depth) if where == 2 else piece * (depth // 10 + 1)
+    assert _fast.too_deep(line) is rawjson._too_deep(line)
+    assert _fast.members(line) == rawjson._members(line)
+    assert _fast.RECORD_DEPTH_MAX == rawjson.MAX_DEPTH
 
 
 @given(st.binary(max_size=300))

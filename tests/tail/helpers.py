@@ -17,14 +17,15 @@ from ccf_agent.tail.source import TailInput
 
 
 class Tail:
-    def __init__(self, tmp: Path, pattern: str = "*.log", first_run: bool = True, **cfg: Any) -> None:
+    def __init__(self, tmp: Path, pattern: str = "*.log", first_run: bool = True, flow_limit: int = 64 << 20,
+                 **cfg: Any) -> None:
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         self.state = tmp / "state"
         opts: dict[str, Any] = {"scan_interval": 0.05, "poll_interval": 0.02, "rotate_wait": 0.3, **cfg}
-        opts.setdefault("rotated_paths", (str(self.logs / pattern) + ".1",))  # as the config loader does
         self.cfg = InputConfig(id="app", paths=(str(self.logs / pattern),), **opts)
         self.first_run = first_run
+        self.flow_limit = flow_limit  # bytes read but not acknowledged before reading pauses
         self.lines: list[bytes] = []
         self.batches: list[Batch] = []
         self.hold = False  # True: keep batches unacknowledged (an output that is down)
@@ -49,9 +50,17 @@ class Tail:
     async def __aenter__(self) -> Tail:
         self.registry = Registry(self.state)
         self.registry.load()
-        self.flow = Flow(64 << 20)
+        self.flow = Flow(self.flow_limit)
         self.input = TailInput(self.cfg, self.registry, self.flow, self.dispatch, self._room,
                                first_run=self.first_run, read_ahead=_fast.ReadAhead() if _fast is not None else None)
+        self.scans = 0
+        scan = self.input.scan
+
+        def counted() -> None:  # what a scan finds is read before the next scan starts
+            scan()
+            self.scans += 1
+
+        self.input.scan = counted  # type: ignore[method-assign]
         self.task = asyncio.create_task(self.input.run())
         return self
 
@@ -76,6 +85,12 @@ class Tail:
 
     async def has_lines(self, n: int) -> None:
         await self.until(lambda: len(self.lines) >= n, f"{n} lines")
+
+    async def scanned(self, n: int = 2) -> None:
+        """`n` more scans from now. After two, whatever a scan would (wrongly) open again has been
+        opened and its first chunk read: how "nothing is read twice" is awaited, not slept on."""
+        target = self.scans + n
+        await self.until(lambda: self.scans >= target, f"{n} more scans")
 
 
 def numbered(start: int, n: int, prefix: str = "line") -> str:

@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ccf_agent.config import parse_duration
+from ccf_agent.config.values import parse_duration
 from ccf_agent.outputs.elasticsearch.indices import DATE_PATTERN, INDEX_NAME, index_problem
 
 if TYPE_CHECKING:
-    from ccf_agent.config import OutputConfig
+    from ccf_agent.config.outputs import OutputConfig
 
 OPTION_KEYS = ("dead_letter_index", "discovery", "data_stream", "pipeline", "retention", "template")
 DEFAULT_RETENTION = 30 * 86400.0  # the seed's logrotate keeps 30 days

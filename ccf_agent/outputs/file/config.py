@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ccf_agent.config import OutputConfig
+    from ccf_agent.config.outputs import OutputConfig
 
 
 def config_problem(cfg: OutputConfig) -> tuple[tuple[str, ...], str] | None:

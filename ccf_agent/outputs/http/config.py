@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ccf_agent.config import header_problem
+from ccf_agent.config.values import header_problem
 from ccf_agent.credentials import split_userinfo
 
 if TYPE_CHECKING:
-    from ccf_agent.config import OutputConfig
+    from ccf_agent.config.outputs import OutputConfig
 
 Where = Callable[[tuple[str | int, ...], str], Exception]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ccf_agent.config import parse_duration
+from ccf_agent.config.values import parse_duration
 
 Where = Callable[[tuple[str | int, ...], str], Exception]
 

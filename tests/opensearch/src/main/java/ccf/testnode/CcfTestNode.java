@@ -90,8 +90,11 @@ public final class CcfTestNode extends Node {
 
         Path config = home.resolve("config");
         Path data = home.resolve("data");
-        // A fresh data dir every start: tests must never see a previous run's indices.
-        deleteTree(data);
+        // A fresh data dir every start: tests must never see a previous run's indices. Unless the
+        // node is restarted on purpose (-Dccf.keepData=true): a crash test wants its data back.
+        if (!Boolean.getBoolean("ccf.keepData")) {
+            deleteTree(data);
+        }
         for (Path dir : List.of(config, data, home.resolve("logs"), home.resolve("plugins"), home.resolve("modules"))) {
             Files.createDirectories(dir);
         }

@@ -26,15 +26,20 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from ccf_agent.alerts.config import _Section as Section  # the alerts section's typed getters
-from ccf_agent.config import TlsConfig
-from ccf_agent.ops.business import SOURCES
+from ccf_agent.config.alerts import AlertsConfig
+from ccf_agent.config.outputs import OutputConfig, TlsConfig
+from ccf_agent.config.reader import Reader
+from ccf_agent.config.values import Where
 
-Where = Callable[[tuple, str], Exception]
+# The files that hold every record once (Winston writes a record to combined.log and again to
+# error.log or payouts.log): combined.log, combined.log.1, combined.log-20240115, combined1.log.
+# The business metrics count these too.
+SOURCES = ("combined*.log*",)
 _EMAIL = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
 
 
@@ -65,7 +70,7 @@ class ReportConfig:
     smtp: SmtpConfig | None = None
     where: Where | None = field(default=None, repr=False, compare=False)
 
-    def check(self, outputs: Mapping[str, Any], alerts: Any) -> None:
+    def check(self, outputs: Mapping[str, OutputConfig], alerts: AlertsConfig | None) -> None:
         """Cross-section names: each output an Elasticsearch one, each notifier one of alerts.notifiers
         (a notifier switched off there by an empty URL is skipped here too)."""
         where = self.where or (lambda path, message: ValueError(f"{path}: {message}"))
@@ -74,8 +79,8 @@ class ReportConfig:
             if out is None or out.type != "elasticsearch":
                 known = ", ".join(n for n, o in outputs.items() if o.type == "elasticsearch") or "none"
                 raise where(("outputs", i), f"no elasticsearch output named '{name}' (elasticsearch outputs: {known})")
-        defined = dict(getattr(alerts, "notifiers", None) or {})
-        off = set(getattr(alerts, "notifiers_off", ()) or ())
+        defined = dict(alerts.notifiers) if alerts is not None else {}
+        off = set(alerts.notifiers_off) if alerts is not None else set()
         for i, name in enumerate(self.notifiers or ()):
             if name in off:
                 continue
@@ -85,101 +90,88 @@ class ReportConfig:
             if defined[name].type == "alertmanager":
                 raise where(("notifiers", i), f"'{name}' is an alertmanager notifier: it takes alerts, not reports")
 
-    def notifier_names(self, alerts: Any) -> list[str]:
-        defined = dict(getattr(alerts, "notifiers", None) or {})
+    def notifier_names(self, alerts: AlertsConfig | None) -> list[str]:
+        defined = dict(alerts.notifiers) if alerts is not None else {}
         if self.notifiers is None:
             return [n for n, c in defined.items() if c.type != "alertmanager"]
         return [n for n in self.notifiers if n in defined]
 
 
-def parse_report(raw: dict | None, where: Where) -> ReportConfig:
+def parse_report(raw: dict[str, Any] | None, where: Where) -> ReportConfig:
     if raw is None:
         return ReportConfig(where=where)
-    s = Section(where, (), raw)
+    s = Reader(where, (), raw)
     tz = s.get("timezone", str)
     if tz is not None:
         try:
-            from zoneinfo import ZoneInfo
-
             ZoneInfo(tz)
         except Exception as e:
-            raise s.err("timezone", f"unknown time zone '{tz}'") from e
+            raise s.error("timezone", f"unknown time zone '{tz}'") from e
     top = s.get("top", int, 5)
     if not 1 <= top <= 100:
-        raise s.err("top", "must be from 1 to 100")
+        raise s.error("top", "must be from 1 to 100")
     cents = s.get("high_value_cents", int, 10000)
     if cents < 0:
-        raise s.err("high_value_cents", "must be 0 or more (cents: 10000 is $100)")
+        raise s.error("high_value_cents", "must be 0 or more (cents: 10000 is $100)")
     list_max = s.get("list_max", int, 20)
     if not 1 <= list_max <= 100:
-        raise s.err("list_max", "must be from 1 to 100")
-    sources = _strings(s, "sources", SOURCES)
+        raise s.error("list_max", "must be from 1 to 100")
+    sources = s.strings("sources", SOURCES)
     for i, pattern in enumerate(sources):
         if "/" in pattern or not pattern.strip():
-            raise where(("sources", i), f"must be a file name pattern like combined*.log*, not {pattern!r}")
+            raise s.error(("sources", i), f"must be a file name pattern like combined*.log*, not {pattern!r}")
         fnmatch.translate(pattern)
-    outputs = _strings(s, "outputs", ())
+    outputs = s.strings("outputs")
     url = s.get("url", str)
     if url is not None and not re.match(r"^https?://[^/\s]+", url):
-        raise s.err("url", "must be an http:// or https:// URL; {date} stands for the report's date")
-    notifiers = _strings(s, "notifiers", None)
+        raise s.error("url", "must be an http:// or https:// URL; {date} stands for the report's date")
+    notifiers = s.strings("notifiers", None)
     smtp_raw = s.get("smtp", dict)
-    smtp = _smtp(Section(where, ("smtp",), smtp_raw)) if smtp_raw is not None else None
+    smtp = _smtp(Reader(where, ("smtp",), smtp_raw)) if smtp_raw is not None else None
     s.done()
     return ReportConfig(tz, top, cents, list_max, sources, outputs, url, notifiers, smtp, where)
 
 
-def _strings(s: Section, key: str, default: Any) -> Any:
-    v = s.get(key, (list, str))
-    if v is None:
-        return default
-    items = [v] if isinstance(v, str) else v
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise s.where((*s.path, key, i), "must be a string")
-    return tuple(items)
-
-
-def _smtp(s: Section) -> SmtpConfig:
+def _smtp(s: Reader) -> SmtpConfig:
     host = s.get("host", str, required=True)
     port = s.get("port", int, 587)
     if not 0 < port < 65536:
-        raise s.err("port", "must be a TCP port (587 for STARTTLS submission, 25 for a local relay)")
+        raise s.error("port", "must be a TCP port (587 for STARTTLS submission, 25 for a local relay)")
     starttls = s.get("starttls", bool, True)
     username = s.get("username", str)
     password = s.get("password", str)
     if password and not username:
-        raise s.err("password", "password needs username")
+        raise s.error("password", "password needs username")
     if username and not starttls:
         # Secure by default: a login over plain SMTP hands the password to the network.
-        raise s.err("starttls", "must be true to log in (username is set): the password would cross in clear")
+        raise s.error("starttls", "must be true to log in (username is set): the password would cross in clear")
     sender = s.get("from", str, required=True)
     if not _EMAIL.match(sender):
-        raise s.err("from", f"must be an e-mail address, not {sender!r}")
-    to = _strings(s, "to", None)
+        raise s.error("from", f"must be an e-mail address, not {sender!r}")
+    to = s.strings("to", None)
     if not to:
-        raise s.err("to" if "to" in s.value else None, "needs at least one address in 'to'")
+        raise s.error("to" if "to" in s.value else None, "needs at least one address in 'to'")
     for i, addr in enumerate(to):
         if not _EMAIL.match(addr):
-            raise s.where((*s.path, "to", i), f"must be an e-mail address, not {addr!r}")
+            raise s.error(("to", i), f"must be an e-mail address, not {addr!r}")
     timeout = s.duration("timeout", 30.0)
     if timeout <= 0:
-        raise s.err("timeout", "must be greater than 0")
+        raise s.error("timeout", "must be greater than 0")
     subject = s.get("subject", str, "Daily Log Report - {date}")
-    tls = _tls(Section(s.where, (*s.path, "tls"), s.get("tls", dict, {})))
+    tls = _tls(Reader(s.where, (*s.path, "tls"), s.get("tls", dict, {})))
     s.done()
     return SmtpConfig(host, sender, to, port, starttls, username, password, timeout, tls, subject)
 
 
-def _tls(s: Section) -> TlsConfig:
+def _tls(s: Reader) -> TlsConfig:
     # No server_name: smtplib checks the certificate against `host` itself.
     tls = TlsConfig(verify=s.get("verify", bool, True), ca_file=s.get("ca_file", str),
                     cert_file=s.get("cert_file", str), key_file=s.get("key_file", str))
     s.done()
     if tls.key_file and not tls.cert_file:
-        raise s.err("key_file", "key_file needs cert_file")
+        raise s.error("key_file", "key_file needs cert_file")
     for key in ("ca_file", "cert_file", "key_file"):
         f = getattr(tls, key)
         if f and not os.access(f, os.R_OK):
-            raise s.err(key, f"cannot read {f}")
+            raise s.error(key, f"cannot read {f}")
     return tls

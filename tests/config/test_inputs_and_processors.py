@@ -1,4 +1,4 @@
-"""The pipeline's YAML keys, read by the real config loader: good values typed, bad ones named by file:line."""
+"""The pipeline's YAML keys (config/inputs.py, config/processors.py), read by the real loader: good values typed, bad ones named by file:line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ccf_agent.config import ConfigError, parse_config
-from ccf_agent.pipeline.options import InputOptions, Processors
+from ccf_agent.config import ConfigError, InputOptions, Processors, parse_config
 
 BASE = """\
 state_dir: /tmp/ccf-state

@@ -1,8 +1,7 @@
-"""The `alerts:` section of the agent's YAML, parsed into frozen dataclasses.
+"""The `alerts:` section: rules evaluated inline on the records, and where notices go.
 
-The main config loader hands us the raw mapping (secrets already substituted) and a
-`where(key_path, message) -> Exception` that turns a path relative to `alerts:` into a
-file:line error, so every problem here is reported at the exact key.
+The loader hands it the raw mapping (secrets already substituted) and a `where` that names a
+path relative to `alerts:` at its file:line.
 
     alerts:
       backlog_max_age: 5m
@@ -22,17 +21,15 @@ file:line error, so every problem here is reported at the exact key.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ccf_agent.alerts.template import Template, TemplateError, compile_template
-from ccf_agent.conditions import Condition, ConditionError, compile_condition
-from ccf_agent.config import format_duration, header_problem, parse_duration
-
-Where = Callable[[tuple, str], Exception]
+from ccf_agent.conditions import Condition
+from ccf_agent.config.reader import Reader
+from ccf_agent.config.values import Where, header_problem
 
 KINDS = ("ratio", "count", "absence", "match")
 # The seed's alert levels; they pick Slack/Teams/Discord colours.
@@ -88,96 +85,21 @@ class AlertsConfig:
     notifiers_off: frozenset[str] = frozenset()  # named, but switched off by an empty url
 
 
-class _Section:
-    """One mapping of the section: typed getters that raise `where(path, msg)`."""
-
-    def __init__(self, where: Where, path: tuple, value: Any) -> None:
-        if not isinstance(value, dict):
-            raise where(path, "must be a mapping")
-        self.where, self.path, self.value = where, path, value
-        self.used: set[str] = set()
-
-    def err(self, key: str | None, message: str) -> Exception:
-        return self.where((*self.path, key) if key else self.path, message)
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        self.used.add(key)
-        v = self.value.get(key)
-        if v is None:
-            if required:
-                raise self.err(None, f"missing required key '{key}'")
-            return default
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
-            raise self.err(key, f"must be {_kind(kind)}, not {_kind(type(v))}")
-        if isinstance(v, float) and not math.isfinite(v):  # YAML's .nan passes every comparison's else branch
-            raise self.err(key, f"must be a finite number, not {v}")
-        return v
-
-    def duration(self, key: str, default: float | None, required: bool = False, minimum: float = 0.0) -> Any:
-        self.used.add(key)
-        raw = self.value.get(key)
-        if raw is None:
-            if required:
-                raise self.err(None, f"missing required key '{key}'")
-            return default
-        v = parse_duration(raw)
-        if v is None or v < 0:
-            raise self.err(key, f"must be a duration like 250ms, 5s, 2m or 1h, not {raw!r}")
-        if v < minimum:
-            raise self.err(key, f"must be at least {format_duration(minimum)}, not {raw!r}")
-        return v
-
-    def strmap(self, key: str) -> dict[str, str]:
-        raw = self.get(key, dict, {})
-        out = {}
-        for k, v in raw.items():
-            if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise self.err(key, f"'{k}' must be a string")
-            out[str(k)] = str(v)
-        return out
-
-    def condition(self, key: str, required: bool) -> Condition | None:
-        raw = self.get(key, dict, None, required)
-        if raw is None:
-            return None
-        try:
-            return compile_condition(raw)
-        except ConditionError as e:
-            raise self.where((*self.path, key, *e.path), e.message) from e
-
-    def done(self) -> None:
-        for key in self.value:
-            if key not in self.used:
-                raise self.err(key, f"unknown key (known keys here: {', '.join(sorted(self.used))})")
-
-
-_KIND_NAMES = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
-               bool: "true or false", type(None): "empty"}
-
-
-def _kind(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
-
-
-def parse_alerts(raw: dict | None, where: Where) -> AlertsConfig:
+def parse_alerts(raw: dict[str, Any] | None, where: Where) -> AlertsConfig:
     """Parse the `alerts:` mapping; raises `where(path_relative_to_alerts, message)`."""
     if raw is None:
         return AlertsConfig()
-    top = _Section(where, (), raw)
+    top = Reader(where, (), raw)
     notifiers = _notifiers(top)
     # A repeat or resend interval of 0 would notify on every tick (4 a second) while an alert fires.
     repeat = top.duration("repeat_interval", 4 * 3600.0, minimum=1.0)
     labels = _labels(top, "labels")
-    rules_raw = top.get("rules", list, [])
     rules = []
     seen: set[str] = set()
-    for i, item in enumerate(rules_raw):
-        rule = _rule(_Section(where, ("rules", i), item), notifiers, repeat)
+    for s in top.each("rules"):
+        rule = _rule(s, notifiers, repeat)
         if rule.name in seen:
-            raise where(("rules", i, "name"), f"duplicate rule name '{rule.name}'")
+            raise s.error("name", f"duplicate rule name '{rule.name}'")
         seen.add(rule.name)
         rules.append(rule)
     cfg = AlertsConfig(
@@ -195,40 +117,40 @@ def parse_alerts(raw: dict | None, where: Where) -> AlertsConfig:
     return cfg
 
 
-def _labels(s: _Section, key: str) -> dict[str, str]:
+def _labels(s: Reader, key: str) -> dict[str, str]:
     labels = s.strmap(key)
     for k in labels:
         if not _LABEL_RE.match(k):
-            raise s.err(key, f"label name '{k}' must match [A-Za-z_][A-Za-z0-9_]*")
+            raise s.error(key, f"label name '{k}' must match [A-Za-z_][A-Za-z0-9_]*")
     return labels
 
 
-def _notifiers(top: _Section) -> dict[str, NotifierConfig]:
+def _notifiers(top: Reader) -> dict[str, NotifierConfig]:
     raw = top.get("notifiers", dict, {})
     out = {}
     for name, item in raw.items():
-        s = _Section(top.where, ("notifiers", name), item)
+        s = Reader(top.where, ("notifiers", name), item)
         kind = s.get("type", str, required=True)
         if kind not in NOTIFIER_TYPES:
-            raise s.err("type", f"unknown notifier type '{kind}' (known: {', '.join(NOTIFIER_TYPES)})")
+            raise s.error("type", f"unknown notifier type '{kind}' (known: {', '.join(NOTIFIER_TYPES)})")
         url = s.get("url", str, required=True).strip()
         if url and not re.match(r"^https?://[^/\s]+", url):
             # Never echo the value: a webhook URL is a secret.
-            raise s.err("url", "must be an http:// or https:// URL (write it as ${ENV_VAR} or ${file:/path})")
+            raise s.error("url", "must be an http:// or https:// URL (write it as ${ENV_VAR} or ${file:/path})")
         headers = s.strmap("headers")
         for hname, value in headers.items():
             problem = header_problem(hname, value)
             if problem:
-                raise s.where((*s.path, "headers", hname), problem)
+                raise s.error(("headers", hname), problem)
         token = s.get("bearer_token", str)
         if token:
             problem = header_problem("Authorization", token)
             if problem:
-                raise s.err("bearer_token", problem)
+                raise s.error("bearer_token", problem)
             headers["Authorization"] = f"Bearer {token}"
         if "@" in url.partition("://")[2].partition("/")[0] and any(k.lower() == "authorization" for k in headers):
             # aiohttp refuses such a request: every notice would fail. Never echo the URL.
-            raise s.err("url", "carries user:password@ while bearer_token or an Authorization header is set too: "
+            raise s.error("url", "carries user:password@ while bearer_token or an Authorization header is set too: "
                         "give the credentials one way only")
         default_resend = 60.0 if kind == "alertmanager" else None
         cfg = NotifierConfig(
@@ -240,55 +162,55 @@ def _notifiers(top: _Section) -> dict[str, NotifierConfig]:
             max_outbox=s.get("max_outbox", int, 1000),
         )
         if cfg.timeout <= 0 or cfg.backoff_initial <= 0 or cfg.backoff_max < cfg.backoff_initial:
-            raise s.err(None, "timeout and backoff_initial must be > 0, backoff_max >= backoff_initial")
+            raise s.error(None, "timeout and backoff_initial must be > 0, backoff_max >= backoff_initial")
         if cfg.max_outbox < 1:
-            raise s.err("max_outbox", "must be at least 1")
+            raise s.error("max_outbox", "must be at least 1")
         s.done()
         out[name] = cfg
     return out
 
 
-def _rule(s: _Section, notifiers: Mapping[str, NotifierConfig], repeat: float) -> RuleConfig:
+def _rule(s: Reader, notifiers: Mapping[str, NotifierConfig], repeat: float) -> RuleConfig:
     name = s.get("name", str, required=True)
     if not name.strip():
-        raise s.err("name", "must not be empty")
+        raise s.error("name", "must not be empty")
     kind = s.get("kind", str, required=True)
     if kind not in KINDS:
-        raise s.err("kind", f"unknown rule kind '{kind}' (known: {', '.join(KINDS)})")
+        raise s.error("kind", f"unknown rule kind '{kind}' (known: {', '.join(KINDS)})")
     when = s.condition("when", required=True)
     of = s.condition("of", required=kind == "ratio")
     if of is not None and kind != "ratio":
-        raise s.err("of", "only a ratio rule has a denominator ('of')")
+        raise s.error("of", "only a ratio rule has a denominator ('of')")
     # A match rule's window is how long after the last match the alert stays firing.
-    window = s.duration("window", 300.0 if kind == "match" else None, required=kind != "match")
+    window = s.duration("window", 300.0) if kind == "match" else s.duration("window", None, required=True)
     if window < 1:
-        raise s.err("window", "must be at least 1s (windows count per second)")
+        raise s.error("window", "must be at least 1s (windows count per second)")
     default_threshold = None if kind in ("ratio", "count") else 1.0
     threshold = s.get("threshold", float, default_threshold, required=default_threshold is None)
     if kind == "ratio" and not 0 <= threshold < 1:
-        raise s.err("threshold", "a ratio threshold is a fraction: at least 0 and below 1 (0.1 = 10%)")
+        raise s.error("threshold", "a ratio threshold is a fraction: at least 0 and below 1 (0.1 = 10%)")
     if kind == "count" and threshold <= 0:
-        raise s.err("threshold", "must be greater than 0")
+        raise s.error("threshold", "must be greater than 0")
     if kind in ("absence", "match") and s.value.get("threshold") is not None:
-        raise s.err("threshold", f"a {kind} rule has no threshold")
+        raise s.error("threshold", f"a {kind} rule has no threshold")
     min_count = s.get("min_count", int, 10 if kind == "ratio" else 0)
     if kind != "ratio" and s.value.get("min_count") is not None:
-        raise s.err("min_count", "only a ratio rule has a minimum count")
+        raise s.error("min_count", "only a ratio rule has a minimum count")
     severity = s.get("severity", str, "warning")
     if severity not in SEVERITIES:
-        raise s.err("severity", f"must be one of {', '.join(SEVERITIES)}, not '{severity}'")
+        raise s.error("severity", f"must be one of {', '.join(SEVERITIES)}, not '{severity}'")
     annotations = {}
     for key, text in s.strmap("annotations").items():
         try:
             annotations[key] = compile_template(text)
         except TemplateError as e:
-            raise s.where((*s.path, "annotations", key), str(e)) from e
+            raise s.error(("annotations", key), str(e)) from e
     wanted = tuple(s.get("notifiers", list, list(notifiers)))
     for j, n in enumerate(wanted):
         if not isinstance(n, str) or n not in notifiers:
-            raise s.where((*s.path, "notifiers", j), f"no notifier named '{n}' (notifiers: {', '.join(notifiers)})")
+            raise s.error(("notifiers", j), f"no notifier named '{n}' (notifiers: {', '.join(notifiers)})")
     rule = RuleConfig(
-        name=name, kind=kind, when=when, of=of,  # type: ignore[arg-type]
+        name=name, kind=kind, when=when, of=of,
         window=window, threshold=threshold, min_count=min_count,
         for_=s.duration("for", 0.0),
         severity=severity, labels=_labels(s, "labels"), annotations=annotations,

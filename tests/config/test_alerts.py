@@ -44,7 +44,7 @@ def test_durations_accept_the_usual_units():
 
 def test_no_section_means_no_rules():
     assert alerts({}).rules == ()
-    from ccf_agent.alerts import parse_alerts
+    from ccf_agent.config import parse_alerts
     assert parse_alerts(None, lambda p, m: ValueError(m)).rules == ()
 
 

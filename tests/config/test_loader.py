@@ -129,7 +129,7 @@ def test_check_command_exits_2_with_file_and_line(tmp_path: Path) -> None:
 
 
 def test_check_command_accepts_the_example_config() -> None:
-    example = Path(__file__).parent.parent / "config.example.yaml"
+    example = Path(__file__).parents[2] / "config.example.yaml"
     r = subprocess.run([sys.executable, "-m", "ccf_agent", "check", "-c", str(example)], capture_output=True,
                        text=True, env={"PATH": "/usr/bin:/bin", "ES_PASSWORD": "x", "ES_USERNAME": "elastic"})
     assert r.returncode == 0, r.stderr

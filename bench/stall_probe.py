@@ -1,0 +1,104 @@
+"""Is a pause the process's own, or the machine's? A sleeper that asks for 5 ms and records every
+wake-up that came late, with what the kernel says happened meanwhile.
+
+    python bench/stall_probe.py --seconds 300 [--threshold-ms 50] [--json out.json]
+
+Run it beside the agent (for example during `bench/run.py --scenario latency`): a stall the agent
+shows while this process, which allocates nothing and holds no lock, overslept at the same
+moment, is the machine's (a vCPU not scheduled by the host shows as steal time in /proc/stat; a
+run queue longer than the cores as CPU pressure), not the agent's garbage collector or I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Cumulative counters: steal and iowait in ms, pressure stall totals in µs."""
+
+    steal_ms: float
+    iowait_ms: float
+    cpu_some_us: int
+    io_full_us: int
+    mem_full_us: int
+
+
+@dataclass(frozen=True)
+class Late:
+    at: float  # seconds since the probe started
+    overslept_ms: float
+    steal_ms: float
+    iowait_ms: float
+    cpu_some_ms: float
+    io_full_ms: float
+    mem_full_ms: float
+
+
+def _pressure(kind: str, line: str) -> int:
+    try:
+        with open(f"/proc/pressure/{kind}") as f:
+            for row in f:
+                if row.startswith(line):
+                    return int(row.rsplit("total=", 1)[1])
+    except OSError:
+        pass
+    return 0
+
+
+def parse_stat(text: str) -> tuple[float, float]:
+    """(steal, iowait) in ms from /proc/stat's first line."""
+    fields = text.split("\n", 1)[0].split()
+    per_ms = 1000 / USER_HZ
+    return int(fields[8]) * per_ms, int(fields[5]) * per_ms
+
+
+def kernel() -> Kernel:
+    with open("/proc/stat") as f:
+        steal, iowait = parse_stat(f.read(4096))
+    return Kernel(steal, iowait, _pressure("cpu", "some"), _pressure("io", "full"), _pressure("memory", "full"))
+
+
+def between(a: Kernel, b: Kernel, at: float, overslept: float) -> Late:
+    return Late(round(at, 3), round(overslept * 1000, 1), round(b.steal_ms - a.steal_ms, 1),
+                round(b.iowait_ms - a.iowait_ms, 1), round((b.cpu_some_us - a.cpu_some_us) / 1000, 1),
+                round((b.io_full_us - a.io_full_us) / 1000, 1), round((b.mem_full_us - a.mem_full_us) / 1000, 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--threshold-ms", type=float, default=50)
+    ap.add_argument("--json", help="write every late wake-up here")
+    args = ap.parse_args()
+    tick, limit = 0.005, args.threshold_ms / 1000
+    start = time.monotonic()
+    first = before = kernel()
+    late: list[Late] = []
+    while (now := time.monotonic()) - start < args.seconds:
+        time.sleep(tick)
+        woke = time.monotonic()
+        after = kernel()
+        if woke - now - tick > limit:
+            late.append(between(before, after, woke - start, woke - now - tick))
+            print(json.dumps(asdict(late[-1])), flush=True)
+        before = after
+    total = between(first, kernel(), time.monotonic() - start, 0)
+    summary = {"seconds": round(time.monotonic() - start, 1), "late_wakeups": len(late),
+               "worst_ms": max((x.overslept_ms for x in late), default=0.0),
+               "steal_ms": total.steal_ms, "cpu_some_ms": total.cpu_some_ms, "io_full_ms": total.io_full_ms}
+    print(json.dumps(summary))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "late": [asdict(x) for x in late]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
