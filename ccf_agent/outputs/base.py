@@ -34,6 +34,8 @@ from ccf_agent.outputs.delivery.retry import backoff_delay
 
 log = logging.getLogger("ccf_agent.outputs")
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
 
 @dataclass(eq=False, slots=True)
 class Fragment:
@@ -78,9 +80,6 @@ class Slots(Protocol):
     async def acquire(self) -> Any: ...
 
     def release(self) -> None: ...
-
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 
 
 class Output(ABC):

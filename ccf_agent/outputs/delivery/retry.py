@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
     """Exponential with jitter in [50%, 100%]: spreads retries without collapsing to zero."""
-    base = min(ceiling, initial * (2 ** min(attempt, 30)))
+    base: float = min(ceiling, initial * (2 ** min(attempt, 30)))
     return base * random.uniform(0.5, 1.0)
 
 

@@ -50,7 +50,7 @@ def _operator_fixable(status: int, error: Any) -> tuple[str, str] | None:
 def settle_items(items: Sequence[Any]) -> Settled:
     out = Settled()
     for pos, item in enumerate(items):
-        result = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
+        result: Any = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
         status = result.get("status", 0) if isinstance(result, dict) else 0
         status = status if isinstance(status, int) else 0
         error = result.get("error") if isinstance(result, dict) else None

@@ -30,7 +30,7 @@ try:  # ISA-L writes the same gzip format ~5x faster than zlib at level 1 (see b
 
     _GZIP_OFF_LOOP = False  # ~2 ms per 1.5 MB body: a thread hop would cost more CPU than it frees
 except ImportError:  # pragma: no cover - optional speed-up
-    _zlib = zlib  # type: ignore[no-redef]
+    _zlib = zlib  # type: ignore[misc]  # the same interface: the stdlib module when ISA-L is missing
     _GZIP_OFF_LOOP = True  # ~10 ms per 1.5 MB body: off the event loop
 
 
@@ -53,14 +53,17 @@ def bulk_body(namer: IndexNamer, events: Events, indices: Sequence[int]) -> byte
         else:
             actions = list(map(namer.action, stamps))
     if _fast is not None:  # one pass in C, no list of parts
-        return _fast.bulk_body(actions, events.ids, events.docs,
-                               None if every else indices if type(indices) is list else list(indices))
+        body: bytes = _fast.bulk_body(actions, events.ids, events.docs,
+                                      None if every else indices if type(indices) is list else list(indices))
+        return body
     return encode_parts(actions, events, indices, every)
 
 
 def encode_parts(actions: bytes | list[bytes], events: Events, indices: Sequence[int], every: bool) -> bytes:
     """bulk_body without the C extension."""
     n = len(indices)
+    ids: Sequence[bytes]
+    docs: Sequence[bytes]
     if every:
         ids, docs = events.ids, events.docs
     elif n > 1:
@@ -68,8 +71,10 @@ def encode_parts(actions: bytes | list[bytes], events: Events, indices: Sequence
         ids, docs = pick(events.ids), pick(events.docs)
     else:
         ids, docs = (events.ids[indices[0]],), (events.docs[indices[0]],)
-    parts: list[bytes] = [actions] * (5 * n) if type(actions) is bytes else [b""] * (5 * n)
-    if type(actions) is not bytes:
+    if isinstance(actions, bytes):
+        parts = [actions] * (5 * n)
+    else:
+        parts = [b""] * (5 * n)
         parts[0::5] = actions
     parts[1::5] = ids
     parts[2::5] = _MID * n
@@ -79,7 +84,7 @@ def encode_parts(actions: bytes | list[bytes], events: Events, indices: Sequence
 
 
 def joined(body: Body) -> bytes:
-    return body if type(body) is bytes else b"".join(body)
+    return body if isinstance(body, bytes) else b"".join(body)
 
 
 class Parts(aiohttp.payload.Payload):
@@ -103,14 +108,15 @@ class Parts(aiohttp.payload.Payload):
             await writer.write(part)
 
     async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
-        if content_length is None or content_length >= self._size:
+        if content_length is None or self._size is None or content_length >= self._size:
             await self.write(writer)
             return
         await writer.write(b"".join(self._value)[:content_length])
 
 
 def _gzip(body: bytes) -> bytes:
-    return _zlib.compress(body, 1, wbits=31)
+    gzipped: bytes = _zlib.compress(body, 1, wbits=31)
+    return gzipped
 
 
 async def request_data(body: Body, gzip: bool) -> bytes | Parts:
@@ -121,4 +127,4 @@ async def request_data(body: Body, gzip: bool) -> bytes | Parts:
         if _GZIP_OFF_LOOP and len(raw) > GZIP_THREAD_MIN:
             return await asyncio.to_thread(_gzip, raw)  # zlib drops the GIL while it works
         return _gzip(raw)
-    return body if type(body) is bytes else Parts(body)
+    return body if isinstance(body, bytes) else Parts(body)

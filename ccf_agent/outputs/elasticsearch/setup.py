@@ -186,6 +186,12 @@ def _index_digest(answer: Any) -> Any:
     return ((items[0].get("index_template") or {}).get("_meta") or {}).get("digest")
 
 
+def _ilm_digest(policy: str) -> Callable[[Any], Any]:
+    def digest(answer: Any) -> Any:
+        return (((answer.get(policy) or {}).get("policy") or {}).get("_meta") or {}).get("digest")
+    return digest
+
+
 async def _ism(cluster: Cluster, name: str, body: dict[str, Any]) -> Outcome:
     path = f"/_plugins/_ism/policies/{quote(name)}"
     status, answer = await cluster.call("GET", path)
@@ -242,7 +248,7 @@ async def setup_output(cfg: OutputConfig, out: TextIO) -> bool:
                     steps.append(await _ensure(
                         cluster, "ILM policy", f"{policy} (delete after {duration(opts.retention)})",
                         f"/_ilm/policy/{quote(policy)}", ilm_policy(cfg, opts.retention),
-                        lambda a, p=policy: (((a.get(p) or {}).get("policy") or {}).get("_meta") or {}).get("digest")))
+                        _ilm_digest(policy)))
                 else:
                     steps.append(await _ism(cluster, policy, ism_policy(cfg, opts.retention)))
             else:
