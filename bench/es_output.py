@@ -44,7 +44,7 @@ import workload  # noqa: E402
 from ccf_agent.batch import Batch, Events  # noqa: E402
 from ccf_agent.config import InputConfig, OutputConfig  # noqa: E402
 from ccf_agent.outputs.deadletter import DeadLetters  # noqa: E402
-from ccf_agent.outputs.elasticsearch import ElasticsearchOutput  # noqa: E402
+from ccf_agent.outputs.elasticsearch.output import ElasticsearchOutput  # noqa: E402
 from ccf_agent.pipeline.process import Pipeline  # noqa: E402
 from ccf_agent.registry import Entry  # noqa: E402
 
@@ -152,14 +152,14 @@ def one(args: argparse.Namespace) -> None:
     """A single configuration, in this (fresh) process; prints one JSON line."""
     import uvloop
 
-    from ccf_agent.outputs import elasticsearch as es
+    from ccf_agent.outputs.elasticsearch import encoding
 
     if args.stdlib_zlib:  # what an install without isal gets
-        es._zlib, es._GZIP_OFF_LOOP = zlib, True  # type: ignore[assignment]
+        encoding._zlib, encoding._GZIP_OFF_LOOP = zlib, True  # type: ignore[assignment]
     pool = build_events(min(POOL, args.docs))
     rss_before = _rss_mb("VmRSS")
     result = uvloop.run(ship(args, args.sink_url, pool))
-    codec = "" if args.compression == "none" else ("+zlib" if es._zlib is zlib else "+isal")
+    codec = "" if args.compression == "none" else ("+zlib" if encoding._zlib is zlib else "+isal")
     result.update(compression=args.compression + codec, peak_rss_mb=round(_rss_mb("VmHWM"), 1),
                   rss_before_mb=round(rss_before, 1),
                   ru_maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))

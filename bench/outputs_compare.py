@@ -40,10 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 from ccf_agent.batch import Events  # noqa: E402
 from ccf_agent.config import OutputConfig  # noqa: E402
-from ccf_agent.outputs import elasticsearch  # noqa: E402
 from ccf_agent.outputs.base import Output  # noqa: E402
 from ccf_agent.outputs.deadletter import DeadLetters  # noqa: E402
-from ccf_agent.outputs.logstash import LogstashOptions, LogstashOutput  # noqa: E402
+from ccf_agent.outputs.elasticsearch.output import ElasticsearchOutput  # noqa: E402
+from ccf_agent.outputs.logstash.config import LogstashOptions  # noqa: E402
+from ccf_agent.outputs.logstash.output import LogstashOutput  # noqa: E402
 from tests.lumber import server as lumber  # noqa: E402
 from tests.outputs.helpers import sample_events  # noqa: E402
 
@@ -124,7 +125,7 @@ def es(compression: str) -> Callable[[int, Path], Output]:
     def make(port: int, workdir: Path) -> Output:
         cfg = OutputConfig(name="es", type="elasticsearch", hosts=(f"http://127.0.0.1:{port}",),
                            index="ccf-logs", compression=compression)
-        return elasticsearch.create(cfg, DeadLetters(workdir))
+        return ElasticsearchOutput(cfg, DeadLetters(workdir))
     return make
 
 

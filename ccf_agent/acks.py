@@ -7,14 +7,16 @@ of the longest fully acknowledged prefix: offsets never run ahead of acknowledge
 and one slow file holds back nobody else.
 
 `Flow` bounds the bytes read but not yet acknowledged, so an output outage pauses
-reading instead of growing memory: the files are the buffer.
+reading instead of growing memory: the files are the buffer. A ledger also knows which outputs
+its stream's latest records went to (`bound_for`): reading that file waits for their room only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ccf_agent.registry import Entry, Registry
 
@@ -78,6 +80,7 @@ class Ledger:
         self.flow = flow
         self.on_commit = on_commit
         self.tokens: deque[AckToken] = deque()
+        self.bound_for: Sequence[Any] = ()  # the outputs (with `has_room`) of the stream's latest batch
 
     def issue(self, end: int, nbytes: int, tail: bytes | None = None) -> AckToken:
         token = AckToken(self, end, nbytes, tail)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib
 import logging
 import os
 import signal
@@ -21,11 +20,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from ccf_agent import __version__
-from ccf_agent.acks import Flow
+from ccf_agent.acks import Flow, Ledger
 from ccf_agent.alerts.engine import AlertEngine
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import OUTPUT_MODULES, AlertsConfig, Config, ConfigError, OutputConfig, load_config
+from ccf_agent.config import AlertsConfig, Config, ConfigError, OutputConfig, load_config
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
@@ -42,6 +41,7 @@ from ccf_agent.ops.snapshot import (
 from ccf_agent.ops.tap import Taps
 from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadLetters
+from ccf_agent.outputs.registry import output_type
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.registry import Registry
@@ -52,9 +52,7 @@ log = logging.getLogger("ccf_agent")
 
 
 def build_output(cfg: OutputConfig, dead: DeadLetters) -> Output:
-    module = importlib.import_module(OUTPUT_MODULES[cfg.type])
-    output: Output = module.create(cfg, dead)
-    return output
+    return output_type(cfg.type).create(cfg, dead)
 
 
 def _refused(config: Config, path: tuple[str | int, ...], why: Exception | str) -> ConfigError:
@@ -129,8 +127,14 @@ class Agent:
     def _build(self, config: Config) -> None:
         self.config = config
         LOG_SCRUBBER.add(config_secrets(config))  # a reload's new credentials too; old ones stay hidden
-        self.flow = Flow(config.max_inflight_bytes)
         self.outputs: dict[str, Output] = build_outputs(config, self.dead)
+        # max_inflight_bytes bounds what each output holds unacknowledged (Output.budget); reading a
+        # file pauses only while an output its records go to holds that much. The global bound is
+        # what all of them may hold together.
+        self.flow = Flow(config.max_inflight_bytes * max(1, len(self.outputs)))
+        for out in self.outputs.values():
+            out.budget = config.max_inflight_bytes
+            out.room_listeners.append(self._room_again)
         self.router = Router(config.routes, config.default_output)
         self._targets = [[self.outputs[n] for n in t] for t in self.router.targets]
         self._tap_targets = tuple(zip(self.router.names, self.router.targets, strict=True))
@@ -174,10 +178,14 @@ class Agent:
                 if observe is not None:
                     observe(events.records, events.times, events.docs if projected else None)
                 buckets = assign(events.records)
+                bound: list[Output] = []
                 for k, indices in enumerate(buckets):
                     if indices:
                         for out in targets[k]:
                             out.submit(events, indices, token)
+                            bound.append(out)
+                if token is not None:
+                    token.ledger.bound_for = bound  # whose room reading this file waits for
                 if taps.clients:  # the whole cost of `ccf-agent tap` while nobody taps
                     taps.offer(input_id, events.docs, buckets, tap_targets)
             if token is not None:
@@ -186,13 +194,19 @@ class Agent:
         return dispatch
 
     async def wait_for_room(self) -> None:
-        """Backpressure: reading pauses while too much is in flight or an output's queue is full."""
-        while True:
-            await self.flow.wait_for_room()
-            full = [o for o in self.outputs.values() if o.queued_bytes >= o.cfg.max_queued_bytes]
-            if not full:
-                return
-            await full[0].wait_for_room()
+        """Backpressure for every file: reading pauses while all outputs together hold too much."""
+        await self.flow.wait_for_room()
+
+    @staticmethod
+    def room_for(ledger: Ledger) -> bool:
+        """Backpressure per file: its next chunk is read only while every output its latest records
+        went to has room. A throttled output holds back the files that feed it, not the others:
+        payouts.log, routed only to payouts, is read and shipped while the logs output waits."""
+        return all(out.has_room for out in ledger.bound_for)
+
+    def _room_again(self) -> None:
+        for inp in self.inputs:
+            inp.room_again()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -288,7 +302,7 @@ class Agent:
             pipeline = self.pipelines[inp.id] = Pipeline(inp, self.config.hostname, self.config.processors)
             pipeline.project(projection)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(inp.id, pipeline),
-                                         self.wait_for_room, first_run=first_run,
+                                         self.wait_for_room, has_room=self.room_for, first_run=first_run,
                                          read_ahead=pipeline.read_ahead() if self._reads_ahead() else None))
         try:
             async with asyncio.TaskGroup() as tg:

@@ -102,7 +102,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 def cmd_setup(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging("warning", config)
-    from ccf_agent.setup import run_setup
+    from ccf_agent.outputs.elasticsearch.setup import run_setup
 
     return run_setup(config)
 

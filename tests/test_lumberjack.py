@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ccf_agent.outputs.lumberjack import (
+from ccf_agent.outputs.logstash.lumberjack import (
     LumberjackConnectError,
     LumberjackConnection,
     LumberjackConnectionLost,

@@ -29,18 +29,20 @@ LAZY: dict[tuple[str, str, str], str] = {
     ("ccf_agent.cli", "cmd_status", "ccf_agent.ops.status_cli"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_tap", "ccf_agent.ops.tap_cli"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_top", "ccf_agent.ops.top"): "a CLI subcommand imports its module",
-    ("ccf_agent.cli", "cmd_setup", "ccf_agent.setup"): "a CLI subcommand imports its module",
+    ("ccf_agent.cli", "cmd_setup", "ccf_agent.outputs.elasticsearch.setup"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_report", "ccf_agent.report.run"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_demo", "ccf_agent.demo"): "a CLI subcommand imports its module",
     ("ccf_agent.pipeline.native", "_load", "ccf_agent.pipeline"):
         "the C extension is optional (no compiler at install, or CCF_AGENT_PURE_PYTHON=1)",
-    # Output types reached by module name (config.OUTPUT_MODULES). Were these edges in the graph,
-    # outputs -> config -> outputs would be a cycle: part 2 of issue 18 replaces them with a
-    # registry of output types owned by outputs/ (then config/__init__ must not import the loader,
-    # or the loader must reach the registry lazily, and say so here).
-    ("ccf_agent.config.outputs", "_output_options", "importlib"): "output types by module name (OUTPUT_MODULES)",
-    ("ccf_agent.config.outputs", "_output_problem", "importlib"): "output types by module name (OUTPUT_MODULES)",
-    ("ccf_agent.agent", "build_output", "importlib"): "output types by module name (OUTPUT_MODULES)",
+    # The registry of output types reaches each type's modules by name: config/outputs imports the
+    # registry (config -> outputs.registry) and a type's config module imports config's leaf
+    # (outputs.<type>.config -> config.values, which runs config/__init__ and its loader), so an
+    # edge registry -> outputs.<type> would close a cycle; config loading also stays free of
+    # aiohttp and the protocol code, imported only when an output is built.
+    ("ccf_agent.outputs.registry", "_config", "importlib"):
+        "an output type's config module, by name: importing it would be a cycle through config/",
+    ("ccf_agent.outputs.registry", "create", "importlib"):
+        "an output type's protocol, by name, when the agent or check's preflight builds one",
 }
 
 

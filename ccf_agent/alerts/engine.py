@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ccf_agent.alerts.notifiers import DeliveryError, deliver, iso
@@ -37,6 +36,7 @@ from ccf_agent.alerts.rules import FIRING, Rule, make_rule
 from ccf_agent.alerts.select import Selector
 from ccf_agent.config.alerts import AlertsConfig, NotifierConfig
 from ccf_agent.fsutil import atomic_write, ensure_dir, read_plain
+from ccf_agent.httpclient import HttpClient
 
 FUTURE_SKEW = 5.0   # seconds an event may be stamped ahead of the wall clock and still move it
 IDLE_AFTER = 10.0   # seconds without a batch before a lagging clock follows the wall clock
@@ -227,10 +227,10 @@ class AlertEngine:
     async def run(self) -> None:
         """Deliver the outbox and persist state until cancelled (run it in the supervisor's TaskGroup)."""
         try:
-            async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
+            async with HttpClient() as client, asyncio.TaskGroup() as tg:
                 tg.create_task(self._persist_loop())
                 for ncfg in self.cfg.notifiers.values():
-                    tg.create_task(self._deliver_loop(session, ncfg))
+                    tg.create_task(self._deliver_loop(client, ncfg))
         finally:
             self.save()
 
@@ -251,7 +251,7 @@ class AlertEngine:
                     self._dirty = True
                     self.log.error("cannot save alert state to %s: %s", self._path, e.strerror)
 
-    async def _deliver_loop(self, session: aiohttp.ClientSession, ncfg: NotifierConfig) -> None:
+    async def _deliver_loop(self, client: HttpClient, ncfg: NotifierConfig) -> None:
         name, st = ncfg.name, self._nstatus[ncfg.name]
         wakeup = self._outbox.wakeups[name]
         failures, last_log = 0, 0.0
@@ -264,7 +264,7 @@ class AlertEngine:
             t = self._clock()
             st["last_attempt"] = t
             try:
-                await deliver(session, ncfg, notice, t)
+                await deliver(client, ncfg, notice, t)
             except DeliveryError as e:
                 st.update(ok=False, error=str(e))
                 if e.permanent:

@@ -20,6 +20,7 @@ import orjson
 
 from ccf_agent.alerts.outbox import Notice
 from ccf_agent.config.alerts import NotifierConfig
+from ccf_agent.httpclient import HttpClient, TransportError
 
 # Slack's named attachment colours, and the same colours as hex for Teams / Discord.
 SLACK_COLORS = {"info": "good", "warning": "warning", "error": "danger", "critical": "danger"}
@@ -172,30 +173,24 @@ def endpoint(cfg: NotifierConfig) -> str:
     return cfg.url
 
 
-async def deliver(session: aiohttp.ClientSession, cfg: NotifierConfig, notice: Notice, now: float) -> None:
+async def deliver(client: HttpClient, cfg: NotifierConfig, notice: Notice, now: float) -> None:
     """POST one notice; raises DeliveryError (permanent for 4xx other than 408/429)."""
     body = orjson.dumps(FORMATTERS[cfg.type](notice, cfg, now))
-    await post(session, cfg, body, {"Content-Type": "application/json", "Idempotency-Key": notice["id"]})
+    await post(client, cfg, body, {"Content-Type": "application/json", "Idempotency-Key": notice["id"]})
 
 
-async def post(session: aiohttp.ClientSession, cfg: NotifierConfig, body: bytes | aiohttp.FormData,
+async def post(client: HttpClient, cfg: NotifierConfig, body: bytes | aiohttp.FormData,
                headers: dict[str, str]) -> None:
     """POST to a notifier's endpoint (with its own headers): every notifier request goes through here.
     Raises DeliveryError, permanent for 4xx other than 408/429; never shows the URL (a secret)."""
     try:
-        async with session.post(endpoint(cfg), data=body, headers={**headers, **cfg.headers},
-                                timeout=aiohttp.ClientTimeout(total=cfg.timeout)) as resp:
-            if 200 <= resp.status < 300:
-                return
-            text = (await resp.text(errors="replace"))[:200].strip()
-            permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
-            raise DeliveryError(f"HTTP {resp.status}" + (f": {text}" if text else ""), permanent)
-    except DeliveryError:
-        raise
-    except TimeoutError as e:
-        raise DeliveryError(f"timed out after {cfg.timeout:g}s") from e
-    except aiohttp.ClientConnectorError as e:
-        # Only the OS error: aiohttp's own message may carry the URL, and the URL is the secret.
-        raise DeliveryError(f"cannot connect: {e.os_error.strerror or type(e.os_error).__name__}") from e
-    except (aiohttp.ClientError, OSError, ValueError) as e:  # ValueError: a request aiohttp refuses to send
-        raise DeliveryError(f"{type(e).__name__}") from e
+        # shown=None: the URL is the secret, so the HTTP layer's messages do not name it.
+        resp = await client.request("POST", endpoint(cfg), data=body, headers={**headers, **cfg.headers},
+                                    seconds=cfg.timeout, shown=None)
+    except TransportError as e:
+        raise DeliveryError(str(e)) from e
+    if resp.ok:
+        return
+    text = resp.text(200)
+    permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
+    raise DeliveryError(f"HTTP {resp.status}" + (f": {text}" if text else ""), permanent)

@@ -1,8 +1,7 @@
-"""The `outputs:` section: the keys every output has, and each output type's own keys.
-
-The common keys (hosts, credentials, tls, batching, backoff) are read here; an output type's
-module adds its own through `OPTION_KEYS` / `parse_options` and checks them with `config_problem`.
-(Part 2 of issue 18 moves this to a registry of output types owned by `outputs/`.)
+"""The `outputs:` section: the keys every output has (hosts, credentials, tls, batching,
+backoff). Everything that belongs to one output type (how its hosts are written, its own keys,
+its checks across keys) comes from that type's entry in `outputs.registry`, which reads the
+type's `config` module by name only when an output of that type is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from ccf_agent.config.reader import duration as _duration
 from ccf_agent.config.reader import size as _size
 from ccf_agent.config.values import KeyPath, attempt, every, header_problem
 from ccf_agent.credentials import safe_url
+from ccf_agent.outputs.registry import OUTPUT_TYPES, output_type
 
 
 @dataclass(frozen=True)
@@ -56,20 +56,7 @@ class OutputConfig:
     timeout: float = 30.0
     backoff_initial: float = 0.1
     backoff_max: float = 30.0
-    options: Any = None  # the output module's own keys, parsed by it
-
-
-# Each output type is one module with `create(cfg, dead_letters) -> Output`; a module may add
-# keys of its own with `OPTION_KEYS` and `parse_options(raw, where) -> Any` (kept in cfg.options).
-OUTPUT_MODULES = {
-    "elasticsearch": "ccf_agent.outputs.elasticsearch",
-    "file": "ccf_agent.outputs.file",
-    "logstash": "ccf_agent.outputs.logstash",
-    "http": "ccf_agent.outputs.http",
-}
-OUTPUT_TYPES = tuple(OUTPUT_MODULES)
-URL_HOSTS = ("elasticsearch", "http")
-
+    options: Any = None  # the type's own keys, parsed by its config module (outputs.registry)
 
 
 def _outputs(doc: Document, root: Reader) -> dict[str, OutputConfig]:
@@ -89,14 +76,15 @@ def _output(doc: Document, name: str, item: Any) -> OutputConfig:
     kind = r.get("type", str, required=True)
     if kind not in OUTPUT_TYPES:
         raise doc.error(("outputs", name, "type"), f"unknown output type '{kind}' (known: {', '.join(OUTPUT_TYPES)})")
-    hosts = r.strings("hosts", required=kind in ("elasticsearch", "http", "logstash"))
-    if kind != "file" and not hosts:
+    otype = output_type(kind)
+    hosts = r.strings("hosts", required=otype.hosts is not None)
+    if otype.hosts is not None and not hosts:
         raise doc.error(("outputs", name, "hosts"), "needs at least one host")
     for j, h in enumerate(hosts):
-        if kind in URL_HOSTS and not _url_ok(h):
+        if otype.hosts == "url" and not _url_ok(h):
             raise doc.error(("outputs", name, "hosts", j),
                             f"must be a URL like https://es1:9200, not '{safe_url(h)}'")
-        if kind == "logstash" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
+        if otype.hosts == "host:port" and not (re.match(r"^[^\s/:@]+:\d+$", h) and 1 <= int(h.rpartition(":")[2]) <= 65535):
             raise doc.error(("outputs", name, "hosts", j),
                             f"must be host:port like logstash1:5044 (port 1 to 65535), not '{safe_url(h)}'")
     present = "tls" in r.value
@@ -168,21 +156,17 @@ def _url_ok(url: str) -> bool:
 
 
 def _output_options(doc: Document, r: Reader, path: KeyPath, kind: str) -> Any:
-    import importlib
-
-    module = importlib.import_module(OUTPUT_MODULES[kind])
-    keys: tuple[str, ...] = getattr(module, "OPTION_KEYS", ())
+    """The type's own keys, parsed by its config module (outputs.registry)."""
+    otype = output_type(kind)
+    keys = otype.option_keys
     if not keys:
         return None
     r.used.update(keys)
     raw = {k: r.value[k] for k in keys if k in r.value}
-    return module.parse_options(raw, lambda p, m: doc.error((*path, *p), m))
+    return otype.parse_options(raw, lambda p, m: doc.error((*path, *p), m))
 
 
 def _output_problem(cfg: OutputConfig) -> str | tuple[KeyPath, str] | None:
-    """A module may check its own keys against the common ones with `config_problem(cfg)`: a message
-    for the output as a whole, or (key path, message) for one key."""
-    import importlib
-
-    check = getattr(importlib.import_module(OUTPUT_MODULES[cfg.type]), "config_problem", None)
-    return check(cfg) if check else None
+    """The type's check of its own keys against the common ones: a message for the output as a
+    whole, or (key path within the output, message) for one key."""
+    return output_type(cfg.type).problem(cfg)

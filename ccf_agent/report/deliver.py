@@ -36,7 +36,7 @@ from ccf_agent.alerts.notifiers import (
 )
 from ccf_agent.config.alerts import AlertsConfig, NotifierConfig
 from ccf_agent.config.report import SmtpConfig
-from ccf_agent.outputs.base import client_ssl_context
+from ccf_agent.httpclient import HttpClient, client_ssl_context
 from ccf_agent.report.figures import Figures
 from ccf_agent.report.render import summary_details
 
@@ -75,17 +75,17 @@ def request_for(cfg: NotifierConfig, alert: dict[str, Any], link: str | None, fi
 async def send_to_notifiers(names: Sequence[str], alerts: AlertsConfig, alert: dict[str, Any], link: str | None,
                             figures: dict[str, Any], html: str, filename: str) -> dict[str, str | None]:
     """Post to each notifier at once; name -> None when delivered, else the error (no URL in it)."""
-    async def one(session: aiohttp.ClientSession, cfg: NotifierConfig) -> str | None:
+    async def one(client: HttpClient, cfg: NotifierConfig) -> str | None:
         body, headers = request_for(cfg, alert, link, figures, html, filename)
         try:
-            await post(session, cfg, body, headers)
+            await post(client, cfg, body, headers)
         except DeliveryError as e:
             return str(e)
         return None
 
-    async with aiohttp.ClientSession() as session:
+    async with HttpClient() as client:
         configs = [alerts.notifiers[n] for n in names]
-        results = await asyncio.gather(*(one(session, c) for c in configs))
+        results = await asyncio.gather(*(one(client, c) for c in configs))
     return dict(zip(names, results, strict=True))
 
 

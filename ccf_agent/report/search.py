@@ -29,7 +29,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ccf_agent.config import Config, OutputConfig
-from ccf_agent.outputs.elasticsearch import IndexNamer
+from ccf_agent.outputs.elasticsearch.client import Cluster, SetupError
+from ccf_agent.outputs.elasticsearch.indices import IndexNamer
 from ccf_agent.report.figures import (
     FAILED,
     NO_ERROR,
@@ -46,7 +47,6 @@ from ccf_agent.report.figures import (
     number,
     text_of,
 )
-from ccf_agent.setup import Cluster, SetupError
 
 KEYWORD_FIELDS = ("level", "message", "payoutId", "error", "log.file.path")
 NUMERIC_FIELDS = ("amount", "processingTime")

@@ -85,13 +85,15 @@ class _Candidate:
 class TailInput:
     def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
                  dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
-                 first_run: bool = False, read_ahead: Any = None) -> None:
+                 first_run: bool = False, read_ahead: Any = None,
+                 has_room: Callable[[Ledger], bool] | None = None) -> None:
         self.cfg = cfg
         self.read_ahead = read_ahead  # the pipeline's _fast.ReadAhead (a thread), or None
         self.registry = registry
         self.flow = flow
         self.dispatch = dispatch
         self.wait_for_room = wait_for_room
+        self.has_room = has_room  # per file: may its next chunk be read (see Agent.room_for)
         self.readers: dict[tuple[int, int], FileReader] = {}
         self.ledgers: dict[str, Ledger] = {}
         self._first_scan = first_run
@@ -218,6 +220,10 @@ class TailInput:
                 await self._wait_room()
                 if self.opened != opened:
                     return True  # files opened during the pause may be older: order again
+            if self.has_room is not None:
+                ledger = self.ledgers.get(reader.entry.stream_id)
+                if ledger is not None and not self.has_room(ledger):
+                    continue  # stays dirty: read when its outputs have room (room_again), the others read on
             if isinstance(reader, CompressedReader):
                 await reader.prefetch(CHUNK)
             if reader.fd < 0:
@@ -266,6 +272,10 @@ class TailInput:
                     await self._probe_compressed()
             finally:
                 self._pause = None
+
+    def room_again(self) -> None:
+        """An output has room again: a file held back for it may be read."""
+        self._wake.set()
 
     def _news(self) -> None:
         """A file appeared or moved: scan soon, and now if reading is paused for room."""

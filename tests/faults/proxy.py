@@ -3,6 +3,8 @@
     proxy = FaultProxy(es_url)
     url = proxy.start()                      # http://127.0.0.1:PORT, forwards everything
     proxy.set("items", fraction=0.3)         # 30% of bulk items answered 429, never stored
+    proxy.set("items", fraction=0.3, reject_marker='"poison"')  # and items whose document holds
+                                             # the marker answered 400 (mapper_parsing_exception) every time
     proxy.set("reject", status=429, retry_after=2)   # whole bulk requests answered 429
     proxy.set("reject", status=503, count=3) # the next 3 bulk requests answered 503, then pass
     proxy.set("reset")                       # connections cut while the request body is read
@@ -43,6 +45,7 @@ MODES = ("pass", "reject", "items", "reset", "delay")
 _HOP_HEADERS = {"host", "content-length", "content-encoding", "transfer-encoding", "connection",
                 "accept-encoding", "keep-alive"}
 _ERRORS = {
+    400: {"type": "mapper_parsing_exception", "reason": "injected by FaultProxy: failed to parse field [amount]"},
     429: {"type": "rejected_execution_exception", "reason": "injected by FaultProxy: write queue full"},
     401: {"type": "security_exception", "reason": "injected by FaultProxy: missing authentication credentials"},
     403: {"type": "security_exception", "reason": "injected by FaultProxy: no permissions"},
@@ -120,7 +123,7 @@ class FaultProxy:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
         known = {"fraction", "count", "paths", "delay", "status", "retry_after", "store_rejected",
-                 "after_forward", "seconds"}
+                 "after_forward", "seconds", "reject_marker"}
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}")
@@ -219,8 +222,9 @@ class FaultProxy:
             request.transport.abort()
             return web.Response(status=500)  # never reaches the client
         if fault.name == "items":
+            marker = p.get("reject_marker")
             return await self._items(request, float(p.get("fraction", 0.3)), int(p.get("status", 429)),
-                                     bool(p.get("store_rejected", False)))
+                                     bool(p.get("store_rejected", False)), marker.encode() if marker else None)
         return await self._forward(request, await self._body(request))
 
     async def _body(self, request: web.Request) -> bytes:
@@ -253,8 +257,10 @@ class FaultProxy:
         self._count(f"status_{status}")
         return web.Response(status=status, headers=headers, body=raw)
 
-    async def _items(self, request: web.Request, fraction: float, status: int, store_rejected: bool) -> web.Response:
-        """Per-item faults: chosen items get `status`; unless `store_rejected`, they never reach the node."""
+    async def _items(self, request: web.Request, fraction: float, status: int, store_rejected: bool,
+                     marker: bytes | None = None) -> web.Response:
+        """Per-item faults: chosen items get `status`; unless `store_rejected`, they never reach the node.
+        Items whose document holds `marker` get 400 every time (rejected for good) and never reach it."""
         body = await self._body(request)
         lines = body.split(b"\n")
         entries: list[tuple[str, dict[str, Any], list[bytes]]] = []  # (op, meta, lines)
@@ -268,9 +274,10 @@ class FaultProxy:
             n = 1 if op == "delete" else 2
             entries.append((op, action[op], lines[i:i + n]))
             i += n
+        poisoned = [marker is not None and len(e[2]) > 1 and marker in e[2][1] for e in entries]
         with self._lock:
             chosen = [self._rng.random() < fraction for _ in entries]
-        sent = entries if store_rejected else [e for e, c in zip(entries, chosen, strict=True) if not c]
+        sent = [e for e, c, bad in zip(entries, chosen, poisoned, strict=True) if not bad and (store_rejected or not c)]
         upstream_items: list[dict[str, Any]] = []
         errors = False
         if sent:
@@ -292,7 +299,12 @@ class FaultProxy:
         it = iter(upstream_items)
         rejected = 0
         error = _ERRORS.get(status, {"type": "unavailable", "reason": f"injected by FaultProxy: {status}"})
-        for (op, meta, _), c in zip(entries, chosen, strict=True):
+        for (op, meta, _), c, bad in zip(entries, chosen, poisoned, strict=True):
+            if bad:
+                self._count("items_poisoned")
+                items.append({op: {"_index": meta.get("_index"), "_id": meta.get("_id"), "status": 400,
+                                   "error": _ERRORS[400]}})
+                continue
             real = next(it) if (store_rejected or not c) else None
             if c:
                 rejected += 1
@@ -304,4 +316,5 @@ class FaultProxy:
         self._count("items_rejected", rejected)
         self._count("status_200")
         return web.Response(status=200, content_type="application/json",
-                            body=orjson.dumps({"took": 1, "errors": errors or rejected > 0, "items": items}))
+                            body=orjson.dumps({"took": 1, "errors": errors or rejected > 0 or any(poisoned),
+                                               "items": items}))

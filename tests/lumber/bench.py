@@ -12,7 +12,7 @@ import time
 
 import orjson
 
-from ccf_agent.outputs.lumberjack import LumberjackConnection, beats_event
+from ccf_agent.outputs.logstash.lumberjack import LumberjackConnection, beats_event
 from tests.lumber import server as lumber
 
 

@@ -86,6 +86,8 @@ def sample_events(n: int, start: int = 0, per_batch: int = 1000, path: str = "/v
 class CountingToken:
     """Stands in for the registry's AckToken: counts the shares taken and released."""
 
+    nbytes = 0  # the read bytes an output holds while it holds the token (its budget)
+
     def __init__(self) -> None:
         self.held = 0
         self.released = 0

@@ -20,8 +20,10 @@ import orjson
 import pytest
 
 from ccf_agent.config import ConfigError, OutputConfig, parse_config
+from ccf_agent.httpclient import parse_retry_after
 from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.http import HttpOptions, HttpOutput, _parse_retry_after
+from ccf_agent.outputs.http.config import HttpOptions
+from ccf_agent.outputs.http.output import HttpOutput
 from ccf_agent.samples import lines
 from tests.harness import AgentProcess, free_port, wait_until, write_lines
 from tests.outputs.collector import Collector
@@ -98,10 +100,10 @@ def test_a_request_body_holds_the_records_in_order(tmp_path: Path, fmt: str) -> 
 
 
 def test_retry_after_in_seconds_or_as_an_http_date() -> None:
-    assert _parse_retry_after("3") == 3.0
+    assert parse_retry_after("3") == 3.0
     in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
-    assert 58 <= (_parse_retry_after(in_a_minute) or 0) <= 60
-    assert _parse_retry_after("soon") is None and _parse_retry_after(None) is None
+    assert 58 <= (parse_retry_after(in_a_minute) or 0) <= 60
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
 # ---------------------------------------------------------------------------- the daemon

@@ -10,8 +10,9 @@ import pytest
 
 from ccf_agent import __version__
 from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
-from ccf_agent.outputs.logstash import LogstashOptions, LogstashOutput
-from ccf_agent.outputs.lumberjack import beats_event
+from ccf_agent.outputs.logstash.config import LogstashOptions
+from ccf_agent.outputs.logstash.lumberjack import beats_event
+from ccf_agent.outputs.logstash.output import LogstashOutput
 from tests.outputs.helpers import sample_events
 
 BASE = """\

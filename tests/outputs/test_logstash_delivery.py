@@ -15,8 +15,9 @@ import pytest
 
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
-from ccf_agent.outputs.logstash import LogstashOptions, LogstashOutput
-from ccf_agent.outputs.lumberjack import decode_frames, encode_ack
+from ccf_agent.outputs.logstash.config import LogstashOptions
+from ccf_agent.outputs.logstash.lumberjack import decode_frames, encode_ack
+from ccf_agent.outputs.logstash.output import LogstashOutput
 from tests.harness import free_port
 from tests.lumber.server import LumberServer
 from tests.outputs.conftest import StartLumber

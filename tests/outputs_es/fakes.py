@@ -20,7 +20,8 @@ from aiohttp import web
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
 from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.elasticsearch import ElasticsearchOutput, EsOptions
+from ccf_agent.outputs.elasticsearch.config import EsOptions
+from ccf_agent.outputs.elasticsearch.output import ElasticsearchOutput
 
 INFO = {"name": "fake", "version": {"distribution": "opensearch", "number": "2.19.6"}}
 
@@ -112,6 +113,8 @@ def items(call: BulkCall, status_of: Callable[[str], int], error: dict[str, Any]
 
 class Token:
     """Stands in for an AckToken: counts the shares held and released."""
+
+    nbytes = 0  # the read bytes an output holds while it holds the token (its budget)
 
     def __init__(self) -> None:
         self.held = 0

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ccf_agent.outputs import elasticsearch as es
-from ccf_agent.outputs.elasticsearch import EsOptions
+from ccf_agent.outputs.delivery import linger
+from ccf_agent.outputs.elasticsearch import encoding
+from ccf_agent.outputs.elasticsearch.config import EsOptions
 from tests import virtual_time
 from tests.outputs_es.fakes import BulkCall, Token, drained, events, fake_node, items, output, running
 
@@ -74,7 +75,7 @@ class LoopTime:
 def on_virtual_time(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
     """Run a test's coroutine on the virtual clock, which the output reads too: its batching
     rules then see exactly the timing the test scripts, however loaded the machine is."""
-    monkeypatch.setattr(es, "time", LoopTime())
+    monkeypatch.setattr(linger, "time", LoopTime())
     return virtual_time.run
 
 
@@ -136,9 +137,9 @@ def test_up_to_max_in_flight_requests_run_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("codec", ["default", "stdlib zlib on a thread"])
 def test_gzip_compresses_request_bodies(tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if codec != "default":
-        monkeypatch.setattr(es, "_zlib", zlib)
-        monkeypatch.setattr(es, "_GZIP_OFF_LOOP", True)
-        monkeypatch.setattr(es, "GZIP_THREAD_MIN", 1024)
+        monkeypatch.setattr(encoding, "_zlib", zlib)
+        monkeypatch.setattr(encoding, "_GZIP_OFF_LOOP", True)
+        monkeypatch.setattr(encoding, "GZIP_THREAD_MIN", 1024)
 
     async def go() -> BulkCall:
         async with fake_node() as node:

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from ccf_agent.config import load_config
+from ccf_agent.outputs.elasticsearch.setup import COMPONENT, run_setup
 from ccf_agent.samples import lines
-from ccf_agent.setup import COMPONENT, run_setup
 from tests.faults import FaultProxy
 from tests.harness import AgentProcess, Engine, agent_config, wait_until, write_lines
 

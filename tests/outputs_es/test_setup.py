@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from ccf_agent.config import OutputConfig, load_config
-from ccf_agent.outputs.elasticsearch import EsOptions
-from ccf_agent.samples import lines
-from ccf_agent.setup import (
+from ccf_agent.outputs.elasticsearch.config import EsOptions
+from ccf_agent.outputs.elasticsearch.setup import (
     COMPONENT,
     MAPPINGS,
     component_template,
@@ -23,6 +22,7 @@ from ccf_agent.setup import (
     ism_policy,
     run_setup,
 )
+from ccf_agent.samples import lines
 from tests.harness import AgentProcess, Engine, agent_config, write_lines
 
 DAYS_30 = 30 * 86400.0

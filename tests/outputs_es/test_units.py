@@ -16,18 +16,15 @@ from hypothesis import strategies as st
 
 from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
 from ccf_agent.credentials import output_secrets
-from ccf_agent.outputs import elasticsearch as es
-from ccf_agent.outputs.base import client_ssl_context
+from ccf_agent.httpclient import client_ssl_context, parse_retry_after
 from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.elasticsearch import (
-    ElasticsearchOutput,
-    EsOptions,
-    IndexNamer,
-    discovered_urls,
-    index_pattern,
-    parse_retry_after,
-    settle_items,
-)
+from ccf_agent.outputs.delivery import linger
+from ccf_agent.outputs.elasticsearch import encoding
+from ccf_agent.outputs.elasticsearch.bulk import settle_items
+from ccf_agent.outputs.elasticsearch.client import discovered_urls
+from ccf_agent.outputs.elasticsearch.config import EsOptions
+from ccf_agent.outputs.elasticsearch.indices import IndexNamer, index_pattern
+from ccf_agent.outputs.elasticsearch.output import ElasticsearchOutput
 from tests.outputs_es.fakes import events
 
 
@@ -136,7 +133,7 @@ def test_encode_in_c_is_the_python_encode(tmp_path: Path, recs: list[tuple[bytes
         ev.stamps.append(f"{day}T10:00:00.000Z".encode())
     indices = sorted(data.draw(st.sets(st.integers(0, max(len(recs) - 1, 0)))) if recs else set())
     o = out(index, tmp_path)
-    with patch.object(es, "_fast", None):
+    with patch.object(encoding, "_fast", None):
         python = o.encode(ev, indices)
     assert o.encode(ev, indices) == python
     assert o.encode(ev, range(len(recs))) == o.encode(ev, list(range(len(recs))))  # any sequence of indices
@@ -221,7 +218,7 @@ def test_error_messages_never_carry_a_secret(tmp_path: Path) -> None:
                        api_key="the-api-key")
     o = ElasticsearchOutput(cfg, DeadLetters(tmp_path))
     assert {"url-pass", "the-api-key"} <= set(output_secrets(cfg))
-    o._report("auth", "echoed the-api-key and url-pass back")
+    o.health.report("auth", "echoed the-api-key and url-pass back")
     assert o.status()["last_error"] == "echoed *** and *** back"
     assert o.status()["hosts"] == [{"url": "https://es:9200", "alive": True}]
 
@@ -241,31 +238,31 @@ def arrivals(burst: int, every_ms: float, until_ms: float) -> tuple[float, float
 
 def test_a_steady_ten_thousand_lines_a_second_in_writer_bursts_is_sent_without_lingering() -> None:
     for until in (5, 6, 9.9, 10, 12, 20):
-        assert es.half_full_in(*arrivals(100, 10, until), LINGER_CFG) is None, until
+        assert linger.half_full_in(*arrivals(100, 10, until), LINGER_CFG) is None, until
 
 
 def test_a_backlog_read_in_chunks_lingers_until_half_a_batch_is_due() -> None:
-    wait = es.half_full_in(*arrivals(370, 1.5, 5), LINGER_CFG)
+    wait = linger.half_full_in(*arrivals(370, 1.5, 5), LINGER_CFG)
     assert wait is not None and 0.004 < wait < 0.006  # 1,020 more docs at 222 a ms
 
 
 def test_a_burst_alone_is_no_rate_to_linger_for() -> None:
-    assert es.half_full_in(0.005, 0.005, 0, 0, 1500, 1500 * 345, LINGER_CFG) is None
+    assert linger.half_full_in(0.005, 0.005, 0, 0, 1500, 1500 * 345, LINGER_CFG) is None
 
 
 def test_a_catch_up_burst_followed_by_the_steady_rate_stops_lingering_at_the_next_look() -> None:
     # A stall's backlog read at once: 1,400 docs within 5 ms look like a fast stream...
-    assert es.half_full_in(0.005, 0.005, 1400, 1400 * 345, 1500, 1500 * 345, LINGER_CFG) is not None
+    assert linger.half_full_in(0.005, 0.005, 1400, 1400 * 345, 1500, 1500 * 345, LINGER_CFG) is not None
     # ...but the next 5 ms bring the writer's 50: not worth holding the batch for.
-    assert es.half_full_in(0.010, 0.005, 50, 50 * 345, 1550, 1550 * 345, LINGER_CFG) is None
+    assert linger.half_full_in(0.010, 0.005, 50, 50 * 345, 1550, 1550 * 345, LINGER_CFG) is None
 
 
 def test_a_batch_already_half_full_by_bytes_does_not_linger() -> None:
-    assert es.half_full_in(0.005, 0.005, 100, 3 << 20, 200, 3 << 20, LINGER_CFG) is None
+    assert linger.half_full_in(0.005, 0.005, 100, 3 << 20, 200, 3 << 20, LINGER_CFG) is None
 
 
 def test_no_linger_ends_later_than_the_longest_allowed() -> None:
-    longest = LINGER_CFG.flush_interval * es.LINGER_FACTOR
+    longest = LINGER_CFG.flush_interval * linger.LINGER_FACTOR
     for age in (0.005, 0.02, 0.05, 0.09):
-        wait = es.half_full_in(age, 0.005, 100, 100 * 345, 500, 500 * 345, LINGER_CFG)
+        wait = linger.half_full_in(age, 0.005, 100, 100 * 345, 500, 500 * 345, LINGER_CFG)
         assert wait is None or age + wait <= longest

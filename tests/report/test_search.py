@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ccf_agent.config import load_config
-from ccf_agent.setup import COMPONENT, run_setup
+from ccf_agent.outputs.elasticsearch.setup import COMPONENT, run_setup
 from tests.harness import AgentProcess, Engine
 from tests.report.helpers import report, report_json
 from tests.report.workload import DAY, TZ, expected, figures_part, generate, write_logs

@@ -101,6 +101,7 @@ def encode_batch(events: Sequence[bytes], compression_level: int = 3) -> bytes:
 
 
 def decode_ack(buf: bytes) -> int:
+    seq: int
     version, seq = _ACK.unpack(buf)
     if version != b"2A":
         raise LumberjackProtocolError(f"expected ACK frame, got {bytes(buf)!r}")

@@ -24,17 +24,20 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
 from ccf_agent import AGENT_NAME, __version__
 from ccf_agent.batch import Events
-from ccf_agent.config import OutputConfig, parse_duration
-from ccf_agent.outputs.base import Fragment, Output, backoff_delay, client_ssl_context
+from ccf_agent.config import OutputConfig
+from ccf_agent.httpclient.tls import client_ssl_context
+from ccf_agent.outputs.base import Fragment, Output
 from ccf_agent.outputs.deadletter import DeadLetters
-from ccf_agent.outputs.lumberjack import (
+from ccf_agent.outputs.delivery.retry import backoff_delay
+from ccf_agent.outputs.logstash.config import LogstashOptions
+from ccf_agent.outputs.logstash.lumberjack import (
     ACK_SIZE,
     LumberjackConnectError,
     LumberjackConnection,
@@ -49,50 +52,7 @@ from ccf_agent.outputs.lumberjack import (
 
 log = logging.getLogger("ccf_agent.outputs.logstash")
 
-Where = Callable[[tuple[str | int, ...], str], Exception]
-
 _NOT_A_MEMBER_END = frozenset(b"{ \t\r\n")
-
-OPTION_KEYS: tuple[str, ...] = (
-    "loadbalance", "pipelining", "ttl", "compression_level", "window_max", "tls_enabled",
-)
-
-
-@dataclass(frozen=True)
-class LogstashOptions:
-    loadbalance: bool = False
-    pipelining: int = 2  # batches in flight per connection (0 = wait for each ACK, like 1)
-    ttl: float = 0.0  # seconds; 0 = keep connections until they fail
-    compression_level: int = 3
-    window_max: int = 2048  # Beats' bulk_max_size
-    tls_enabled: bool | None = None  # None: TLS when the output has a `tls` section
-
-
-def parse_options(raw: Mapping[str, Any], where: Where) -> LogstashOptions:
-    def integer(key: str, default: int, lo: int, hi: int) -> int:
-        v = raw.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise where((key,), f"must be an integer from {lo} to {hi}, not {v!r}")
-        return v
-
-    def boolean(key: str, default: bool | None) -> bool | None:
-        v = raw.get(key, default)
-        if v is not None and not isinstance(v, bool):
-            raise where((key,), f"must be true or false, not {v!r}")
-        return v
-
-    ttl = parse_duration(raw.get("ttl", 0))
-    if ttl is None or ttl < 0:
-        raise where(("ttl",), f"must be a duration like 60s or 5m (0 = off), not {raw.get('ttl')!r}")
-    return LogstashOptions(
-        loadbalance=bool(boolean("loadbalance", False)),
-        pipelining=integer("pipelining", 2, 0, 64),
-        ttl=ttl,
-        compression_level=integer("compression_level", 3, 0, 9),
-        window_max=integer("window_max", 2048, 1, 1 << 20),
-        tls_enabled=boolean("tls_enabled", None),
-    )
-
 
 # ---------------------------------------------------------------------------- connection
 
@@ -143,19 +103,11 @@ class PipelinedConnection(LumberjackConnection):
 
 
 @dataclass(eq=False, slots=True)
-class _Held:
-    """A fragment taken from the queue: acknowledged when `remaining` reaches 0."""
-
-    fragment: Fragment
-    remaining: int
-
-
-@dataclass(eq=False, slots=True)
 class _Run:
     """Consecutive events of one fragment waiting to be sent; `start` is the next one."""
 
     events: list[bytes]
-    owner: _Held
+    owner: Fragment  # acknowledged once every event of it is (Fragment.remaining)
     start: int = 0
     resend: bool = False  # these were on the wire before without an ACK
 
@@ -163,7 +115,7 @@ class _Run:
 @dataclass(eq=False, slots=True)
 class _Batch:
     events: list[bytes]
-    parts: list[tuple[_Held, int]]  # whose events, in order: (owner, how many)
+    parts: list[tuple[Fragment, int]]  # whose events, in order: (owner, how many)
     resent: int
     sent_at: float = 0.0
     acked: int = 0  # highest partial ACK seen
@@ -275,7 +227,7 @@ class LogstashOutput(Output):
                     raise RuntimeError(f"output {self.name}: fragment of {f.count} records split into "
                                        f"{len(events)} events")
                 self.in_flight += 1  # fragments held until every event is ACKed
-                self._staged.append(_Run(events, _Held(f, f.count)))
+                self._staged.append(_Run(events, f))
                 self._staged_count += f.count
 
     def _next_batch(self, size: int) -> _Batch:
@@ -283,7 +235,7 @@ class LogstashOutput(Output):
         self._fill(size)
         budget = self.cfg.batch_max_bytes
         events: list[bytes] = []
-        parts: list[tuple[_Held, int]] = []
+        parts: list[tuple[Fragment, int]] = []
         resent = nbytes = 0
         while self._staged and len(events) < size:
             run = self._staged[0]
@@ -309,11 +261,9 @@ class LogstashOutput(Output):
                 self._staged.popleft()
         return _Batch(events, parts, resent)
 
-    def _credit(self, held: _Held, n: int) -> None:
-        held.remaining -= n
-        if held.remaining == 0:
+    def _credit(self, fragment: Fragment, n: int) -> None:
+        if self.credit(fragment, n):
             self.in_flight -= 1
-            self.acked([held.fragment])
 
     def _requeue(self, w: _Worker) -> int:
         """After a failed connection: credit what the server ACKed, put the rest back in front."""
@@ -376,15 +326,12 @@ class LogstashOutput(Output):
         requeued = self._requeue(w)
         w.failures += 1
         self.stats.request_errors += 1
-        self.healthy = False
         if had:
             w.window.on_error()
         message = self._describe(e, w.host)
         if requeued:
             message += f"; resending {requeued} unacknowledged events"
-        self.note_error(message)
-        if w.failures == 1 or w.failures % 10 == 0:
-            log.warning("output %s: %s (failure %d)", self.name, message, w.failures)
+        self.health.report(_kind(e), message)
         if len(w.hosts) > 1:
             w.index = (w.index + 1) % len(w.hosts)
 
@@ -482,7 +429,7 @@ class LogstashOutput(Output):
         w.window.on_success(len(batch.events))
         w.failures = 0
         w.acked_on_conn += 1
-        self.healthy = True
+        self.health.delivered()
         self.stats.observe_latency(time.monotonic() - batch.sent_at)
         for held, n in batch.parts:
             self._credit(held, n)
@@ -514,6 +461,17 @@ class LogstashOutput(Output):
         ]
         s["progress_acks"] = self.progress_acks
         return s
+
+
+def _kind(e: LumberjackError) -> str:
+    """What /status calls a failure (the `problem` every output reports)."""
+    if isinstance(e, LumberjackConnectError) and isinstance(e.__cause__, ssl.SSLError):
+        return "tls"
+    if isinstance(e, LumberjackTimeout):
+        return "timeout"
+    if isinstance(e, LumberjackProtocolError):
+        return "protocol"
+    return "connect"
 
 
 def create(cfg: OutputConfig, dead_letters: DeadLetters) -> Output:

@@ -24,19 +24,12 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from ccf_agent.config import Config, OutputConfig
-from ccf_agent.credentials import Scrubber, output_secrets
-from ccf_agent.outputs.base import client_ssl_context
-from ccf_agent.outputs.elasticsearch import (
-    Host,
-    auth_header,
-    describe_connection_error,
-    index_pattern,
-    options_of,
-)
+from ccf_agent.outputs.elasticsearch.client import Cluster, SetupError, error_text
+from ccf_agent.outputs.elasticsearch.config import options_of
+from ccf_agent.outputs.elasticsearch.indices import index_pattern
 
 COMPONENT = "ccf-agent-mappings"
 MANAGED_BY = "ccf-agent"
@@ -158,87 +151,6 @@ def ism_digest(policy: dict[str, Any]) -> str | None:
     return m.group(1) if m else None
 
 
-# ---------------------------------------------------------------------------------- talking to a cluster
-
-
-class SetupError(Exception):
-    pass
-
-
-class Cluster:
-    """The output's hosts, TLS and credentials, for a handful of sequential admin requests."""
-
-    def __init__(self, cfg: OutputConfig) -> None:
-        self.cfg = cfg
-        self.hosts = [Host.parse(h) for h in cfg.hosts]
-        self.redact = Scrubber(output_secrets(cfg))
-        headers = {"Content-Type": "application/json"}
-        header = auth_header(cfg)
-        if header:
-            headers["Authorization"] = header
-        elif self.hosts and self.hosts[0].auth:
-            headers["Authorization"] = self.hosts[0].auth
-        tls = any(h.url.startswith("https://") for h in self.hosts)
-        ssl_ctx = client_ssl_context(cfg.tls, cfg.name) if tls else False
-        self.extra: dict[str, Any] = {"server_hostname": cfg.tls.server_name} if cfg.tls.server_name else {}
-        self.session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ssl_ctx),
-                                             timeout=aiohttp.ClientTimeout(total=min(cfg.timeout, 60.0)))
-        self.url = ""
-        self.engine = ""  # "opensearch" or "elasticsearch"
-        self.version = ""
-
-    async def close(self) -> None:
-        await self.session.close()
-
-    async def connect(self) -> None:
-        problems = []
-        for host in self.hosts:
-            try:
-                status, info = await self._call(host.url, "GET", "/")
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                problems.append(describe_connection_error(e, host.url, self.cfg.timeout)[1])
-                continue
-            if status == 401:
-                problems.append(f"authentication failed (401 from {host.url}): check the output's credentials")
-                continue
-            if status != 200 or not isinstance(info, dict):
-                problems.append(f"{host.url} answered {status} to GET /")
-                continue
-            version = info.get("version") or {}
-            self.url = host.url
-            self.engine = "opensearch" if version.get("distribution") == "opensearch" else "elasticsearch"
-            self.version = str(version.get("number", "?"))
-            return
-        raise SetupError(self.redact("; ".join(problems) or "no hosts configured"))
-
-    async def _call(self, base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = orjson.dumps(body) if body is not None else None
-        async with self.session.request(method, base + path, data=data, **self.extra) as resp:
-            raw = await resp.read()
-        try:
-            return resp.status, orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            return resp.status, raw.decode("utf-8", "replace")
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        try:
-            return await self._call(self.url, method, path, body)
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise SetupError(describe_connection_error(e, self.url, self.cfg.timeout)[1]) from e
-
-    async def put(self, path: str, body: Any, what: str) -> None:
-        status, answer = await self.call("PUT", path, body)
-        if status not in (200, 201):
-            raise SetupError(self.redact(f"{what}: {status} {_error_text(answer)}"))
-
-
-def _error_text(answer: Any) -> str:
-    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
-        err = answer["error"]
-        return f"{err.get('type', '')}: {err.get('reason', '')}"
-    return str(answer)[:300]
-
-
 # ---------------------------------------------------------------------------------- steps
 
 
@@ -259,7 +171,7 @@ async def _ensure(cluster: Cluster, kind: str, name: str, path: str, body: dict[
         await cluster.put(path, body, f"{kind} {name}")
         return Outcome(True, f"{kind} {name}: updated")
     if status != 404:
-        raise SetupError(f"{kind} {name}: reading it failed: {status} {_error_text(answer)}")
+        raise SetupError(f"{kind} {name}: reading it failed: {status} {error_text(answer)}")
     await cluster.put(path, body, f"{kind} {name}")
     return Outcome(True, f"{kind} {name}: created")
 
@@ -272,6 +184,12 @@ def _component_digest(answer: Any) -> Any:
 def _index_digest(answer: Any) -> Any:
     items = answer.get("index_templates") or [{}]
     return ((items[0].get("index_template") or {}).get("_meta") or {}).get("digest")
+
+
+def _ilm_digest(policy: str) -> Callable[[Any], Any]:
+    def digest(answer: Any) -> Any:
+        return (((answer.get(policy) or {}).get("policy") or {}).get("_meta") or {}).get("digest")
+    return digest
 
 
 async def _ism(cluster: Cluster, name: str, body: dict[str, Any]) -> Outcome:
@@ -291,7 +209,7 @@ async def _ism(cluster: Cluster, name: str, body: dict[str, Any]) -> Outcome:
         await cluster.put(path + q, body, f"ISM policy {name}")
         return Outcome(True, f"ISM policy {name}: updated")
     if status != 404:
-        raise SetupError(f"ISM policy {name}: reading it failed: {status} {_error_text(answer)}")
+        raise SetupError(f"ISM policy {name}: reading it failed: {status} {error_text(answer)}")
     await cluster.put(path, body, f"ISM policy {name}")
     return Outcome(True, f"ISM policy {name}: created")
 
@@ -330,7 +248,7 @@ async def setup_output(cfg: OutputConfig, out: TextIO) -> bool:
                     steps.append(await _ensure(
                         cluster, "ILM policy", f"{policy} (delete after {duration(opts.retention)})",
                         f"/_ilm/policy/{quote(policy)}", ilm_policy(cfg, opts.retention),
-                        lambda a, p=policy: (((a.get(p) or {}).get("policy") or {}).get("_meta") or {}).get("digest")))
+                        _ilm_digest(policy)))
                 else:
                     steps.append(await _ism(cluster, policy, ism_policy(cfg, opts.retention)))
             else:

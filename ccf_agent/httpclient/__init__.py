@@ -1,0 +1,41 @@
+"""The one HTTP layer: every part of the agent that speaks HTTP (the Elasticsearch and HTTP outputs,
+`ccf-agent setup`, the report, alert notifiers) sends its requests through `HttpClient`.
+
+- `client`: the session (TLS, default headers, timeouts, connection limits, where proxies plug in),
+  `Response`, and Retry-After read and capped in one place.
+- `errors`: one exception hierarchy, and the one function that maps aiohttp's and the OS's errors
+  into it with a message written for an operator.
+- `auth`: the Authorization header from an output's credentials or a URL's `user:password@`.
+- `tls`: the client TLS context, verified by default.
+"""
+
+from ccf_agent.httpclient.client import RETRY_AFTER_MAX, HttpClient, Response, parse_retry_after
+from ccf_agent.httpclient.errors import (
+    ConnectError,
+    Disconnected,
+    DnsError,
+    HttpError,
+    RequestRefused,
+    Timeout,
+    TlsError,
+    TransportError,
+    transport_error,
+)
+from ccf_agent.httpclient.tls import client_ssl_context
+
+__all__ = [
+    "RETRY_AFTER_MAX",
+    "ConnectError",
+    "Disconnected",
+    "DnsError",
+    "HttpClient",
+    "HttpError",
+    "RequestRefused",
+    "Response",
+    "Timeout",
+    "TlsError",
+    "TransportError",
+    "client_ssl_context",
+    "parse_retry_after",
+    "transport_error",
+]
