@@ -19,6 +19,7 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || missing+=(golang-go)
 command -v chromium >/dev/null || missing+=(chromium)  # the HTML report opened in a real browser
+command -v tinyproxy >/dev/null || missing+=(tinyproxy-bin)  # a real forward proxy (tests/tinyproxy.py)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq

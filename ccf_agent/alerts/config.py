@@ -31,6 +31,8 @@ from typing import Any
 from ccf_agent.alerts.template import Template, TemplateError, compile_template
 from ccf_agent.conditions import Condition, ConditionError, compile_condition
 from ccf_agent.config import format_duration, header_problem, parse_duration
+from ccf_agent.proxies import KEY as PROXY_KEY
+from ccf_agent.proxies import Proxy, parse_proxy
 
 Where = Callable[[tuple, str], Exception]
 
@@ -55,6 +57,7 @@ class NotifierConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_outbox: int = 1000
+    proxy: Proxy = field(default_factory=Proxy)  # proxy_url, else the environment's (ccf_agent.proxies)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,11 @@ def _labels(s: _Section, key: str) -> dict[str, str]:
     return labels
 
 
+def _proxy(s: _Section) -> Proxy:
+    s.used.add(PROXY_KEY)
+    return parse_proxy(s.value, lambda path, message: s.where((*s.path, *path), message))
+
+
 def _notifiers(top: _Section) -> dict[str, NotifierConfig]:
     raw = top.get("notifiers", dict, {})
     out = {}
@@ -238,6 +246,7 @@ def _notifiers(top: _Section) -> dict[str, NotifierConfig]:
             backoff_initial=s.duration("backoff_initial", 0.5),
             backoff_max=s.duration("backoff_max", 30.0),
             max_outbox=s.get("max_outbox", int, 1000),
+            proxy=_proxy(s),
         )
         if cfg.timeout <= 0 or cfg.backoff_initial <= 0 or cfg.backoff_max < cfg.backoff_initial:
             raise s.err(None, "timeout and backoff_initial must be > 0, backoff_max >= backoff_initial")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 import orjson
 
-from ccf_agent.batch import Events
 from ccf_agent.outputs.names import INDEX_RULES, NamePattern, Namer, PatternError, Refused
+
+if TYPE_CHECKING:
+    from ccf_agent.batch import Events
 
 DATE_PATTERN = re.compile(r"%\{\+([^}]+)\}")
 INDEX_NAME = re.compile(r'^[a-z0-9][^\\/*?"<>| ,#:A-Z]*$')
