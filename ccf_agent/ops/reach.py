@@ -1,7 +1,7 @@
 """`ccf-agent test`: after `check`, connect to every output and notifier the config names and say,
 per target on one line, how far the agent gets: DNS, TCP, TLS (the certificate's subject, issuer and
 days to expiry), authentication, the engine and its version, whether it may write, and for the
-Beats protocol, what can be tested without sending events.
+Beats protocol, what can be tested without sending events; for Kafka, the cluster's metadata.
 
 Nothing is written anywhere: a GET / and a privileges question for Elasticsearch/OpenSearch, a HEAD
 for HTTP endpoints and notifiers (a test notice only with `--send-test-notice`), a TCP and TLS
@@ -323,6 +323,43 @@ def _unwritable(path: str) -> str | None:
     return f"cannot write {path} (or create it in {directory})"
 
 
+async def kafka(cfg: OutputConfig) -> list[Target]:
+    """Kafka: DNS and TCP to each bootstrap host, then the cluster's metadata (its brokers, and the
+    topic when the output names a fixed one), with aiokafka when it is installed."""
+    targets = []
+    for h in cfg.hosts:
+        host, _, port = h.rpartition(":")
+        target = Target(f"output {cfg.name} ({cfg.type})", h)
+        targets.append(target)
+        if not await connection(target, host, int(port), None, None, None):
+            continue
+        try:
+            from aiokafka import AIOKafkaClient
+            from aiokafka.errors import KafkaError
+        except ImportError:
+            target.add("metadata", SKIP, "aiokafka is not installed: TCP only")
+            continue
+        if cfg.tls.present or getattr(cfg.options, "sasl", None):
+            target.add("metadata", SKIP, "TLS/SASL listeners are not tested yet: TCP only")
+            continue
+        client = AIOKafkaClient(bootstrap_servers=h, request_timeout_ms=int(STEP_TIMEOUT * 1000))
+        try:
+            await asyncio.wait_for(client.bootstrap(), STEP_TIMEOUT)
+            brokers = client.cluster.brokers()
+            topic = getattr(cfg.options, "topic", None)
+            text = f"{len(brokers)} brokers"
+            if isinstance(topic, str) and "%{" not in topic:
+                await asyncio.wait_for(client.fetch_all_metadata(), STEP_TIMEOUT)
+                known = topic in client.cluster.topics()
+                text += f", topic {topic} {'exists' if known else 'does not exist (created on first use if allowed)'}"
+            target.add("metadata", PASS, text)
+        except (KafkaError, OSError, TimeoutError) as e:
+            target.add("metadata", FAIL, f"no metadata from {h}: {type(e).__name__}: {e}")
+        finally:
+            await client.close()
+    return targets
+
+
 async def other(cfg: OutputConfig) -> list[Target]:
     target = Target(f"output {cfg.name} ({cfg.type})", ", ".join(cfg.hosts) or "-")
     target.add("connect", SKIP, f"no connection test for outputs of type {cfg.type} yet")
@@ -330,7 +367,7 @@ async def other(cfg: OutputConfig) -> list[Target]:
 
 
 OUTPUT_TESTS: dict[str, Callable[[OutputConfig], Awaitable[list[Target]]]] = {
-    "elasticsearch": elasticsearch, "logstash": logstash, "http": http_output, "file": file_output,
+    "elasticsearch": elasticsearch, "logstash": logstash, "http": http_output, "file": file_output, "kafka": kafka,
 }
 
 
