@@ -13,7 +13,9 @@ import pytest
 from tests.harness import AgentProcess, Engine
 
 if TYPE_CHECKING:
+    from tests.faults import FaultProxy
     from tests.kafka.launcher import Broker
+    from tests.pki import Pki
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +87,23 @@ def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
     yield started
     for a in started:
         a.kill()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA and certificates made with openssl (tests/pki.py): good, expired, for another host."""
+    from tests.pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_node(es_url: str, pki: Pki) -> Iterator[FaultProxy]:
+    """The real node behind a TLS endpoint on 127.0.0.1 with a certificate for localhost from the test CA."""
+    from tests.faults import FaultProxy
+    from tests.pki import server_context
+
+    p = FaultProxy(es_url, ssl_context=server_context(pki), host="localhost")
+    p.start()
+    yield p
+    p.stop()

@@ -18,17 +18,12 @@ from ccf_agent.httpclient import ConnectError, HttpClient, Proxy, ProxyError, cl
 from ccf_agent.samples import lines
 from tests.faults import FaultProxy
 from tests.harness import AgentProcess, Engine, agent_config, free_port, wait_until, write_lines
-from tests.pki import Pki, make_pki, server_context
+from tests.pki import Pki
 from tests.tinyproxy import TinyProxy
 
 pytestmark = pytest.mark.engine
 
 PASSWORD = "pr0xy-S3cret-pw"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -41,15 +36,6 @@ def proxy() -> Iterator[TinyProxy]:
 def auth_proxy() -> Iterator[TinyProxy]:
     with TinyProxy(auth=("ccf", PASSWORD)) as p:
         yield p
-
-
-@pytest.fixture
-def tls_node(es_url: str, pki: Pki) -> Iterator[FaultProxy]:
-    """The real node behind a TLS endpoint on 127.0.0.1 (a certificate for localhost from the test CA)."""
-    p = FaultProxy(es_url, ssl_context=server_context(pki), host="localhost")
-    p.start()
-    yield p
-    p.stop()
 
 
 def shipping(tmp_path: Path, engine: Engine, n: int = 1_000, **output: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ CA generated here; credentials taken from the environment and files, sent as con
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +12,14 @@ import pytest
 from ccf_agent.samples import lines
 from tests.faults import FaultProxy
 from tests.harness import AgentProcess, Engine, agent_config, wait_until, write_lines
-from tests.pki import Pki, make_pki, server_context
+from tests.pki import Pki, server_context
 
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
-def tls_proxy(es_url: str, pki: Pki) -> Iterator[FaultProxy]:
-    p = FaultProxy(es_url, ssl_context=server_context(pki), host="localhost")
-    p.start()
-    yield p
-    p.stop()
+def tls_proxy(tls_node: FaultProxy) -> FaultProxy:
+    return tls_node
 
 
 def shipping_config(tmp_path: Path, engine: Engine, proxy: FaultProxy, tls: dict[str, Any],
