@@ -108,8 +108,6 @@ def transport_error(e: BaseException, where: str | None, timeout: float, via: Ro
     module's errors."""
     at = f" {where}" if where else ""
     of = f" of {where}" if where else ""
-    if isinstance(e, ProxyError):
-        return e
     if via is not None and isinstance(e, aiohttp.ClientHttpProxyError):
         return proxy_refused(via, e.status, e.message, where)
     if via is not None and isinstance(e, aiohttp.ClientProxyConnectionError):

@@ -25,7 +25,7 @@ renderer with its own legal characters and length.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
@@ -335,3 +335,23 @@ class Namer:
                 self._cache.clear()
             self._cache[key] = hit
         return hit
+
+
+def group(namer: Namer, records: Sequence[Mapping[str, Any] | None], stamps: Sequence[bytes],
+          indices: Sequence[int]) -> tuple[dict[Any, list[int]], list[tuple[int, Refused]]]:
+    """The records at `indices` grouped by their name's product (a topic, a request per index), in
+    order within each group, and those refused. Per record: a dict walk and a cache lookup."""
+    get = namer.for_record
+    groups: dict[Any, list[int]] = {}
+    refused: list[tuple[int, Refused]] = []
+    for i in indices:
+        hit = get(records[i], stamps[i])
+        if type(hit) is Refused:
+            refused.append((i, hit))
+        else:
+            members = groups.get(hit)
+            if members is None:
+                groups[hit] = [i]
+            else:
+                members.append(i)
+    return groups, refused

@@ -14,6 +14,7 @@ from ccf_agent.outputs.names import (
     NameRules,
     PatternError,
     Refused,
+    group,
 )
 
 STAMP = b"2024-01-15T10:42:00.000Z"
@@ -154,3 +155,11 @@ def test_the_namer_counts_fallbacks_and_keeps_the_latest_reason() -> None:
     namer = Namer(NamePattern("ccf-%{[service]:unknown}", INDEX_RULES), lambda n: n)
     assert namer.for_record({"service": "_all"}, STAMP) == "ccf-unknown"
     assert namer.fallbacks == 1 and namer.last_fallback is not None and "'_all'" in namer.last_fallback
+
+
+def test_a_batch_is_grouped_by_name_in_order_with_the_refused_apart() -> None:
+    namer = Namer(NamePattern("logs.%{[service]}", INDEX_RULES), lambda n: n)
+    records = [{"service": "api"}, {"service": "web"}, {"service": "*"}, {"service": "api"}, {}]
+    groups, refused = group(namer, records, [STAMP] * 5, range(5))
+    assert groups == {"logs.api": [0, 3], "logs.web": [1]}
+    assert [i for i, _ in refused] == [2, 4]

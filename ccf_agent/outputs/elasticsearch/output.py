@@ -373,7 +373,7 @@ class ElasticsearchOutput(Output):
                 dist = version.get("distribution", "elasticsearch")
                 self.engine = f"{dist} {version.get('number', '?')}"
                 log.info("output %s: connected to %s at %s", self.name, self.engine, host.url)
-                if self.problem in ("auth", "forbidden", "tls", "dns", "connect", "timeout"):
+                if self.problem in ("auth", "forbidden", "tls", "dns", "connect", "timeout", "proxy"):
                     self._delivered()
                 return
             await backoff.wait()
