@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,6 +35,10 @@ class IndexNamer:
         self.names = Namer(self.compiled, _action)
         self.static_action = _action(pattern)
         self.period = itemgetter(slice(0, self.compiled.stamp_len))  # of an @timestamp: its day, or hour
+        fields = self.compiled.fields
+        # The usual pattern reads one top-level field (`%{[service]}`): looked up without a tuple of values.
+        self._top = fields[0].path[0] if len(fields) == 1 and len(fields[0].path) == 1 else None
+        self._seen: dict[tuple[str, bytes], Any] = {}
 
     def name(self, day: bytes) -> str:
         """The index for a day `YYYY-MM-DD`; field references as `*` (every index of that day)."""
@@ -54,8 +58,19 @@ class IndexNamer:
         actions: list[bytes] = []
         kept: list[int] = []
         refused: list[tuple[int, Refused]] = []
+        top, cut, seen = self._top, self.compiled.stamp_len, self._seen
         for i in indices:
-            hit = get(records[i], stamps[i])
+            if top is not None:  # one top-level field: a string value is a cache key by itself
+                value = records[i].get(top)
+                hit = seen.get((value, stamps[i][:cut])) if type(value) is str else None
+                if hit is None:
+                    hit = get(records[i], stamps[i])
+                    if type(value) is str:
+                        if len(seen) > 4096:
+                            seen.clear()
+                        seen[(value, stamps[i][:cut])] = hit
+            else:
+                hit = get(records[i], stamps[i])
             if type(hit) is Refused:
                 refused.append((i, hit))
             else:
