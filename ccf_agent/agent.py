@@ -151,9 +151,12 @@ class Agent:
     # ------------------------------------------------------------------ the hot path
 
     def _projection(self) -> tuple[str, ...]:
-        """The record fields anything after the pipeline reads: routes, business metrics and alert
-        conditions. (An alert notice's sample is read from the shipped document, not the record.)"""
+        """The record fields anything after the pipeline reads: routes, business metrics, alert
+        conditions and names from the record (an index's `%{[service]}`). (An alert notice's sample
+        is read from the shipped document, not the record.)"""
         fields = set(business.FIELDS)
+        for out in self.outputs.values():
+            fields |= out.record_fields()
         for route in self.config.routes:
             fields |= condition_fields(route.when.spec)
         for rule in self.config.alerts.rules if self.config.alerts is not None else ():

@@ -1,4 +1,4 @@
-"""Command line: run, check, status, setup, report, demo."""
+"""Command line: run, check, test, status, setup, report, demo."""
 
 from __future__ import annotations
 
@@ -81,6 +81,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    config = _load(args.config, build=True)  # everything `check` does first
+    print(f"{args.config}: config OK ({len(config.inputs)} inputs, {len(config.outputs)} outputs, "
+          f"{len(config.routes)} routes); connecting to every output and notifier")
+    _setup_logging("error", config)
+    from ccf_agent.ops.reach import run_test
+
+    return run_test(config, sys.stdout, send_notice=args.send_test_notice)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from ccf_agent.ops.status_cli import status
 
@@ -143,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a config file (exit 2 on errors)")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("test", help="check, then connect to every output and notifier: a verdict per target "
+                                    "(exit 1 naming those that fail, 2 for config errors)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--send-test-notice", action="store_true", help="post a test notice to each notifier")
+    p.set_defaults(func=cmd_test)
     p = sub.add_parser("status", help="show files, offsets and outputs (exit 3 when not running)")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true")

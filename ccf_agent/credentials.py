@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -108,7 +109,7 @@ def output_secrets(cfg: OutputConfig) -> list[str]:
     headers: Any = getattr(cfg.options, "headers", None)
     if headers:
         out += header_secrets(headers.items())
-    return out
+    return out + proxy_secrets(getattr(cfg.options, "proxy", None))
 
 
 def notifier_secrets(url: str, headers: Iterable[tuple[str, str]]) -> list[str]:
@@ -126,12 +127,33 @@ def notifier_secrets(url: str, headers: Iterable[tuple[str, str]]) -> list[str]:
     return out
 
 
+def proxy_secrets(proxy: Any) -> list[str]:
+    """A proxy setting's (proxies.Proxy) password, as written and as sent (Basic, base64)."""
+    url = getattr(proxy, "url", None)
+    return _url_credentials(url) if url else []
+
+
+def environment_secrets(environ: Mapping[str, str]) -> list[str]:
+    """Credentials in the proxy variables of an environment (HTTPS_PROXY=http://u:p@proxy:3128)."""
+    return [s for name, value in environ.items() if name.lower().endswith("_proxy") and "@" in value
+            for s in _url_credentials(value)]
+
+
+def _url_credentials(url: str) -> list[str]:
+    out = url_secrets(url)
+    _, user, password = split_userinfo(url)
+    if user is not None:
+        out.append(basic_auth(user, password or "").split(" ", 1)[1])
+    return out
+
+
 def config_secrets(config: Config) -> list[str]:
+    """Every credential of the config, and those of the proxy variables of the environment."""
     out = [s for o in config.outputs.values() for s in output_secrets(o)]
     if config.alerts is not None:
         for n in config.alerts.notifiers.values():
-            out += notifier_secrets(n.url, n.headers.items())
-    return out
+            out += notifier_secrets(n.url, n.headers.items()) + proxy_secrets(n.proxy)
+    return out + environment_secrets(os.environ)
 
 
 class Scrubber:

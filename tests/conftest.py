@@ -26,7 +26,9 @@ settings.register_profile("ccf", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile("ccf")
 
 if TYPE_CHECKING:
+    from tests.faults import FaultProxy
     from tests.kafka.launcher import Broker
+    from tests.pki import Pki
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +111,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("long")])
         items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA and certificates made with openssl (tests/pki.py): good, expired, for another host."""
+    from tests.pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_node(es_url: str, pki: Pki) -> Iterator[FaultProxy]:
+    """The real node behind a TLS endpoint on 127.0.0.1 with a certificate for localhost from the test CA."""
+    from tests.faults import FaultProxy
+    from tests.pki import server_context
+
+    p = FaultProxy(es_url, ssl_context=server_context(pki), host="localhost")
+    p.start()
+    yield p
+    p.stop()

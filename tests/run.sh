@@ -25,6 +25,7 @@ command -v chromium >/dev/null || missing+=(chromium)  # the HTML report opened 
 command -v dpkg-buildpackage >/dev/null || missing+=(dpkg-dev)     # tests/ops/test_deb.py builds the .deb
 command -v systemd-analyze >/dev/null || missing+=(systemd)         # verifies the unit (tests/ops)
 command -v tmux >/dev/null || missing+=(tmux)       # a real terminal for `ccf-agent top` (tests/ops/test_top.py)
+command -v tinyproxy >/dev/null || missing+=(tinyproxy-bin)  # a real forward proxy (tests/tinyproxy.py)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq

@@ -186,7 +186,7 @@ async def post(client: HttpClient, cfg: NotifierConfig, body: bytes | aiohttp.Fo
     try:
         # shown=None: the URL is the secret, so the HTTP layer's messages do not name it.
         resp = await client.request("POST", endpoint(cfg), data=body, headers={**headers, **cfg.headers},
-                                    seconds=cfg.timeout, shown=None)
+                                    seconds=cfg.timeout, shown=None, proxy=cfg.proxy)
     except TransportError as e:
         raise DeliveryError(str(e)) from e
     if resp.ok:

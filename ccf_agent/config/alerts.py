@@ -31,6 +31,8 @@ from ccf_agent.alerts.template import Template, TemplateError, compile_template
 from ccf_agent.conditions import Condition
 from ccf_agent.config.reader import Reader
 from ccf_agent.config.values import Where, attempt, every, header_problem
+from ccf_agent.proxies import KEY as PROXY_KEY
+from ccf_agent.proxies import Proxy, parse_proxy
 
 KINDS = ("ratio", "count", "absence", "match")
 # The seed's alert levels; they pick Slack/Teams/Discord colours.
@@ -53,6 +55,7 @@ class NotifierConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_outbox: int = 1000
+    proxy: Proxy = field(default_factory=Proxy)  # proxy_url, else the environment's (ccf_agent.proxies)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,11 @@ def _labels(s: Reader, key: str) -> dict[str, str]:
     return labels
 
 
+def _proxy(s: Reader) -> Proxy:
+    s.used.add(PROXY_KEY)
+    return parse_proxy(s.value, lambda path, message: s.where((*s.path, *path), message))
+
+
 def _notifiers(top: Reader) -> dict[str, NotifierConfig]:
     raw = top.get("notifiers", dict, {})
     out = {}
@@ -163,6 +171,7 @@ def _notifiers(top: Reader) -> dict[str, NotifierConfig]:
             backoff_initial=s.duration("backoff_initial", 0.5),
             backoff_max=s.duration("backoff_max", 30.0),
             max_outbox=s.get("max_outbox", int, 1000),
+            proxy=_proxy(s),
         )
         if cfg.timeout <= 0 or cfg.backoff_initial <= 0 or cfg.backoff_max < cfg.backoff_initial:
             raise s.error(None, "timeout and backoff_initial must be > 0, backoff_max >= backoff_initial")

@@ -7,6 +7,7 @@
   into it with a message written for an operator.
 - `auth`: the Authorization header from an output's credentials or a URL's `user:password@`.
 - `tls`: the client TLS context, verified by default.
+- `proxy`: which proxy a request goes through (`proxy_url`, or HTTPS_PROXY/HTTP_PROXY/NO_PROXY).
 """
 
 from ccf_agent.httpclient.client import RETRY_AFTER_MAX, HttpClient, Response, parse_retry_after
@@ -15,6 +16,7 @@ from ccf_agent.httpclient.errors import (
     Disconnected,
     DnsError,
     HttpError,
+    ProxyError,
     RequestRefused,
     Timeout,
     TlsError,
@@ -22,6 +24,7 @@ from ccf_agent.httpclient.errors import (
     transport_error,
 )
 from ccf_agent.httpclient.tls import client_ssl_context
+from ccf_agent.proxies import Proxy
 
 __all__ = [
     "RETRY_AFTER_MAX",
@@ -30,6 +33,8 @@ __all__ = [
     "DnsError",
     "HttpClient",
     "HttpError",
+    "Proxy",
+    "ProxyError",
     "RequestRefused",
     "Response",
     "Timeout",

@@ -9,6 +9,7 @@ errors into it (in the manner of httpx's `_exceptions.py`).
         ├── Timeout                no answer in time
         │   └── ConnectTimeout     no connection in time: never reached the server
         ├── Disconnected           the connection was cut before the answer
+        ├── ProxyError             the proxy refused to forward it (407, a CONNECT refused)
         └── RequestRefused         the client itself refused to send it (a header it will not write)
 
 Each carries `kind` (what /status and the outputs' `problem` say), a message written for an
@@ -21,9 +22,13 @@ protocol's business, read from `Response`.
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from ccf_agent.httpclient.proxy import Route
 
 
 class HttpError(Exception):
@@ -76,15 +81,39 @@ class RequestRefused(TransportError):
     maybe_received = False
 
 
+class ProxyError(TransportError):
+    """The proxy answered in place of the destination: it never forwarded the request."""
+
+    kind = "proxy"
+    maybe_received = False
+
+
+def proxy_refused(via: Route, status: int, reason: str | None, where: str | None) -> ProxyError:
+    to = f" to {where}" if where else ""
+    # 407 is the standard answer; tinyproxy answers a wrong password with 401.
+    hint = (f": check the user:password@ of {via.source}" if status in (401, 407) and via.auth is not None else
+            f": the proxy wants credentials; give them in {via.source} as http://user:password@host:port"
+            if status in (401, 407) else f": is {_host(where) or 'the destination'} allowed through the proxy?")
+    return ProxyError(f"proxy {via.shown} (from {via.source}) refused the request{to}: {status} {reason or ''}"
+                      .rstrip() + hint, where)
+
+
 # What transport_error() maps: anything else is a bug, not a network condition, and propagates.
 CAUGHT: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError, ValueError)
 
 
-def transport_error(e: BaseException, where: str | None, timeout: float) -> TransportError:
+def transport_error(e: BaseException, where: str | None, timeout: float, via: Route | None = None) -> TransportError:
     """The error `e` raised while sending a request to `where` (a URL safe to show, or None when
-    the URL is a secret, as a webhook's is), as one of this module's errors."""
+    the URL is a secret, as a webhook's is), through the proxy `via` if any, as one of this
+    module's errors."""
     at = f" {where}" if where else ""
     of = f" of {where}" if where else ""
+    if via is not None and isinstance(e, aiohttp.ClientHttpProxyError):
+        return proxy_refused(via, e.status, e.message, where)
+    if via is not None and isinstance(e, aiohttp.ClientProxyConnectionError):
+        err = e.os_error.strerror if e.os_error and e.os_error.strerror else type(e.os_error).__name__
+        return ConnectError(f"cannot connect to proxy {via.shown} (from {via.source}): {err}; is the proxy up "
+                            "and its address right?", where)
     if isinstance(e, aiohttp.ClientConnectorCertificateError):
         cert = e.certificate_error
         detail = getattr(cert, "verify_message", None) or str(cert)

@@ -115,9 +115,15 @@ class Output(ABC):
     def encode(self, events: Events, indices: Sequence[int]) -> bytes:
         """The records at `indices`, in this output's wire format."""
 
+    def record_fields(self) -> set[str]:
+        """The top-level record fields this output reads (a pipeline's projection keeps them)."""
+        return set()
+
     def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
-        body = self.encode(events, indices)
-        n = len(indices)
+        self.enqueue(self.encode(events, indices), len(indices), token)
+
+    def enqueue(self, body: bytes, n: int, token: AckToken | None) -> None:
+        """`n` encoded records into the queue, the fragment holding a share of `token`."""
         if token is not None:
             token.hold()
             self.held_bytes += token.nbytes

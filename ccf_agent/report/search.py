@@ -94,10 +94,11 @@ def choose_outputs(config: Config, names: Sequence[str] = ()) -> tuple[list[Outp
 
 
 def index_names(index: str, window: Window) -> list[str]:
-    """The indices an output's `index` setting puts the window's records in."""
+    """The indices an output's `index` setting puts the window's records in (a name from the record's
+    fields as a wildcard)."""
     namer = IndexNamer(index)
     if not namer.dated:
-        return [index]
+        return [namer.compiled.glob()]  # field references as `*`: every index they give
     day = datetime.fromtimestamp(window.start, UTC).date()
     last = datetime.fromtimestamp(max(window.start, window.end - 0.001), UTC).date()
     out = []

@@ -74,7 +74,14 @@ def test_the_base_config_passes() -> None:
     ("index: ccf-logs", "index: a*", "agent.yaml:15: outputs.logs.index"),
     ("index: ccf-logs", "index: 'a,b'", "agent.yaml:15: outputs.logs.index"),
     ("index: ccf-logs", "index: ''", "agent.yaml:15: outputs.logs.index"),
-    ("index: ccf-logs", "index: ccf-%{+HH}", "agent.yaml:15: outputs.logs.index"),
+    ("index: ccf-logs", "index: ccf-%{+YYYY.MM}", "agent.yaml:15: outputs.logs.index"),  # Joda's week-year
+    # shipped literally before names from the record: every record in 'ccf-%{service}'
+    ("index: ccf-logs", "index: ccf-%{service}", "agent.yaml:15: outputs.logs.index"),
+    ("index: ccf-logs", "index: 'ccf-%{[service]:_all}'", "agent.yaml:15: outputs.logs.index"),
+    # a proxy aiohttp cannot speak (socks) or that is not a URL: every request failed
+    ("index: ccf-logs", "proxy_url: socks5://proxy:1080", "agent.yaml:15: outputs.logs.proxy_url"),
+    ("headers: {X-Source: ccf}", "proxy_url: proxy:3128", "agent.yaml:25: outputs.collector.proxy_url"),
+    ('XXXXXXXXXXXXXXXXXXXX"}', 'XXXXXXXXXXXXXXXXXXXX", proxy_url: "http://proxy/x"}', "agent.yaml:29: alerts.notifiers.hook.proxy_url"),
     # 0: no timeout at all (aiohttp) or none ever met (logstash); a backoff of 0 retries in a busy loop
     ("timeout: 30s", "timeout: 0", "agent.yaml:16: outputs.logs.timeout"),
     ("backoff_initial: 100ms", "backoff_initial: 0", "agent.yaml:17: outputs.logs.backoff_initial"),

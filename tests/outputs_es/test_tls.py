@@ -4,10 +4,6 @@ CA generated here; credentials taken from the environment and files, sent as con
 from __future__ import annotations
 
 import base64
-import ssl
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,63 +12,14 @@ import pytest
 from ccf_agent.samples import lines
 from tests.faults import FaultProxy
 from tests.harness import AgentProcess, Engine, agent_config, wait_until, write_lines
+from tests.pki import Pki, server_context
 
 pytestmark = pytest.mark.engine
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # a CA that signed nothing here
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _issue(d: Path, name: str, subject: str, ext: str) -> None:
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
-    (d / f"{name}.ext").write_text(ext)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.pem", "-days", "2", "-sha256", "-extfile", f"{name}.ext", cwd=d)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=ccf test {ca}",
-                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                 cwd=d)
-    _issue(d, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-           "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    _issue(d, "client", "/CN=ccf-agent", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-           "extendedKeyUsage=clientAuth\n")
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key",
-               d / "other-ca.pem")
-
-
-def server_context(pki: Pki, client_certs: bool = False) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki.server_cert, pki.server_key)
-    if client_certs:
-        ctx.load_verify_locations(pki.ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 @pytest.fixture
-def tls_proxy(es_url: str, pki: Pki) -> Iterator[FaultProxy]:
-    p = FaultProxy(es_url, ssl_context=server_context(pki), host="localhost")
-    p.start()
-    yield p
-    p.stop()
+def tls_proxy(tls_node: FaultProxy) -> FaultProxy:
+    return tls_node
 
 
 def shipping_config(tmp_path: Path, engine: Engine, proxy: FaultProxy, tls: dict[str, Any],

@@ -266,3 +266,16 @@ def test_no_linger_ends_later_than_the_longest_allowed() -> None:
     for age in (0.005, 0.02, 0.05, 0.09):
         wait = linger.half_full_in(age, 0.005, 100, 100 * 345, 500, 500 * 345, LINGER_CFG)
         assert wait is None or age + wait <= longest
+
+
+def test_the_fields_an_index_name_reads_are_kept_in_the_pipelines_projection(tmp_path: Path) -> None:
+    from ccf_agent.agent import Agent
+    from ccf_agent.config import parse_config
+
+    config = parse_config(f"""
+state_dir: {tmp_path / "state"}
+inputs: [{{id: app, paths: ["{tmp_path}/*.log"]}}]
+outputs:
+  logs: {{type: elasticsearch, hosts: ["http://127.0.0.1:9200"], index: "ccf-%{{[team][name]:none}}-%{{+yyyy.MM}}"}}
+""")
+    assert "team" in Agent(config)._projection()

@@ -61,6 +61,12 @@ def test_a_dated_index_is_read_for_every_utc_day_the_window_touches():
     assert index_names("ccf-logs", w) == ["ccf-logs"]
 
 
+def test_an_index_named_from_the_records_fields_is_read_as_a_wildcard():
+    w = day_window(date(2024, 6, 1), "UTC")
+    assert index_names("ccf-%{[service]:x}-%{+yyyy.MM.dd}", w) == ["ccf-*-2024.06.01"]
+    assert index_names("ccf-%{[service]:x}", w) == ["ccf-*"]
+
+
 @pytest.mark.parametrize(("glob", "path", "match"), [
     ("combined*.log*", "/var/log/app/combined.log", True),
     ("combined*.log*", "/var/log/app/combined.log.2.gz", True),

@@ -27,6 +27,7 @@ from ccf_agent.credentials import Scrubber, output_secrets
 from ccf_agent.httpclient import HttpClient, HttpError, Response, client_ssl_context
 from ccf_agent.httpclient.auth import Endpoint, auth_header
 from ccf_agent.outputs.elasticsearch.bulk import RequestFailed, request_failed
+from ccf_agent.proxies import proxy_of
 
 log = logging.getLogger("ccf_agent.outputs.elasticsearch")
 
@@ -96,7 +97,8 @@ class EsClient:
         self.http = HttpClient(
             ssl_context=client_ssl_context(cfg.tls, cfg.name) if needs_tls else False, headers=self.headers,
             timeout=self.timeout, connect_timeout=min(10.0, self.timeout),
-            limit=cfg.max_in_flight * max(1, len(self.hosts)) + 4, server_hostname=cfg.tls.server_name)
+            limit=cfg.max_in_flight * max(1, len(self.hosts)) + 4, server_hostname=cfg.tls.server_name,
+            proxy=proxy_of(cfg.options))
 
     async def close(self) -> None:
         await self.http.close()

@@ -4,16 +4,17 @@ them (outputs.registry): nothing here imports the HTTP layer or the protocol."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ccf_agent.config.values import parse_duration
 from ccf_agent.outputs.elasticsearch.indices import DATE_PATTERN, INDEX_NAME, index_problem
+from ccf_agent.proxies import Proxy, parse_proxy
 
 if TYPE_CHECKING:
     from ccf_agent.config.outputs import OutputConfig
 
-OPTION_KEYS = ("dead_letter_index", "discovery", "data_stream", "pipeline", "retention", "template")
+OPTION_KEYS = ("dead_letter_index", "discovery", "data_stream", "pipeline", "retention", "template", "proxy_url")
 DEFAULT_RETENTION = 30 * 86400.0  # the seed's logrotate keeps 30 days
 
 
@@ -26,11 +27,12 @@ class EsOptions:
     pipeline: str | None = None  # ingest pipeline applied to every document
     retention: float | None = DEFAULT_RETENTION  # seconds; None: setup installs no ILM/ISM policy
     template: str | None = None  # name of setup's index template and policy; default ccf-agent-<output>
+    proxy: Proxy = field(default_factory=Proxy)  # proxy_url, else the environment's (ccf_agent.proxies)
 
 
 def parse_options(raw: Mapping[str, Any], where: Callable[[tuple[str, ...], str], Exception]) -> EsOptions:
     """This output's own config keys; `where(key_path, message)` gives an error naming file:line."""
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"proxy": parse_proxy(raw, where)}
     dli = raw.get("dead_letter_index")
     if dli is not None:
         if not isinstance(dli, str) or not INDEX_NAME.match(dli) or "%{" in dli:

@@ -22,7 +22,6 @@ from ccf_agent.pipeline.native import fast as _fast  # the bulk body in C, or No
 GZIP_THREAD_MIN = 256 << 10  # with stdlib zlib, larger bodies are compressed on a worker thread
 
 _MID = [b'"}}\n']
-_DAY = itemgetter(slice(0, 10))  # YYYY-MM-DD of an @timestamp
 _NL = [b"\n"]
 
 try:  # ISA-L writes the same gzip format ~5x faster than zlib at level 1 (see bench/es_output.py)
@@ -37,18 +36,21 @@ except ImportError:  # pragma: no cover - optional speed-up
 Body = bytes | list[bytes]  # a bulk request's NDJSON: one bytes object, or its fragments in order
 
 
-def bulk_body(namer: IndexNamer, events: Events, indices: Sequence[int]) -> bytes:
-    """The records at `indices` (increasing, unique) as bulk NDJSON."""
+def bulk_body(namer: IndexNamer, events: Events, indices: Sequence[int],
+              actions: bytes | list[bytes] | None = None) -> bytes:
+    """The records at `indices` (increasing, unique) as bulk NDJSON; `actions`: their action lines
+    when the caller has them (a pattern that reads fields: IndexNamer.route)."""
     n = len(indices)
     if n == 0:
         return b""
     every = n == len(events.docs)  # indices are increasing and unique: every record, in order
-    actions: bytes | list[bytes]
-    if not namer.dated:
+    if actions is not None:
+        pass
+    elif not namer.dated:
         actions = namer.static_action
     else:
         stamps = events.stamps if every else [events.stamps[i] for i in indices]
-        if len(set(map(_DAY, stamps))) == 1:  # the usual batch: one day, one index
+        if len(set(map(namer.period, stamps))) == 1:  # the usual batch: one day, one index
             actions = namer.action(stamps[0])
         else:
             actions = list(map(namer.action, stamps))

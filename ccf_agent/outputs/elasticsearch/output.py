@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,7 @@ from ccf_agent.httpclient import TransportError
 from ccf_agent.outputs.base import Fragment, Output
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
 from ccf_agent.outputs.delivery.batch import Batch, Piece
+from ccf_agent.outputs.delivery.health import RELOG_SECONDS
 from ccf_agent.outputs.delivery.linger import Linger
 from ccf_agent.outputs.delivery.retry import Backoff, Gate, Refusals, backoff_delay, loop_time
 from ccf_agent.outputs.delivery.slots import AdaptiveSlots
@@ -48,6 +50,7 @@ from ccf_agent.outputs.elasticsearch.client import EsClient
 from ccf_agent.outputs.elasticsearch.config import config_problem, options_of
 from ccf_agent.outputs.elasticsearch.encoding import bulk_body, request_data
 from ccf_agent.outputs.elasticsearch.indices import IndexNamer
+from ccf_agent.outputs.names import Refused
 
 log = logging.getLogger("ccf_agent.outputs.elasticsearch")
 
@@ -85,10 +88,16 @@ class ElasticsearchOutput(Output):
         self.refusals = Refusals()  # or nearly every item of its latest bulks
         self.slots = AdaptiveSlots(cfg.max_in_flight, cfg.batch_max_docs)
         self.linger = Linger(self)
+        self._refused: deque[tuple[list[DeadItem], Fragment]] = deque()  # records given no index name
+        self._refused_ready = asyncio.Event()
+        self._refused_logged = -RELOG_SECONDS
 
     @property
     def hosts(self) -> list[Any]:
         return self.client.hosts
+
+    def record_fields(self) -> set[str]:
+        return self.namer.compiled.top_fields
 
     def batch_docs(self) -> int:
         return self.slots.batch_docs
@@ -100,8 +109,61 @@ class ElasticsearchOutput(Output):
 
     def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
         was_empty = not self.queue
-        super().submit(events, indices, token)
+        if self.namer.by_record:  # the index from the record's fields: a name per record
+            actions, kept, refused = self.namer.route(events, indices)
+            if refused:
+                self._refuse(events, refused, token)
+            if not kept:
+                return
+            self.enqueue(bulk_body(self.namer, events, kept, actions), len(kept), token)
+        else:
+            super().submit(events, indices, token)
         self.linger.submitted(was_empty)
+
+    def _refuse(self, events: Events, refused: list[tuple[int, Refused]], token: AckToken | None) -> None:
+        """Records the index pattern gives no name (a field missing without a default, a name the
+        engine would refuse): never sent, dead-lettered with why by `_settle_refused`."""
+        ids, docs = events.ids, events.docs
+        items = [DeadItem(0, {"type": "index_name_refused", "reason": r.reason},
+                          b'{"create":{"_index":' + orjson.dumps(r.name) + b',"_id":"' + ids[i] + b'"}}', docs[i])
+                 for i, r in refused]
+        n = len(items)
+        if token is not None:
+            token.hold()
+            self.held_bytes += token.nbytes
+        self.stats.docs_in += n
+        self._refused.append((items, Fragment(b"", n, token, n)))
+        self._idle.clear()
+        self._refused_ready.set()
+
+    async def _settle_refused(self) -> None:
+        """Until cancelled: dead-letter the records refused a name, then acknowledge them."""
+        backoff = Backoff(self.cfg.backoff_initial, self.cfg.backoff_max)
+        while True:
+            if not self._refused:
+                self._refused_ready.clear()
+                self._update_idle()
+                await self._refused_ready.wait()
+                continue
+            items, fragment = self._refused[0]
+            try:
+                await self._dead_letter(items)
+            except OSError as e:
+                self._dead_letter_failed(e)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self._refused.popleft()
+            now = time.monotonic()
+            if now - self._refused_logged > RELOG_SECONDS:
+                self._refused_logged = now
+                log.warning("output %s: %s", self.name, self.note_error(
+                    f"{len(items)} records got no index name and were dead-lettered: {items[0].error['reason']}"))
+            self.credit(fragment, len(items))
+
+    def _update_idle(self) -> None:
+        if not self._refused:
+            super()._update_idle()
 
     def take(self, max_docs: int, max_bytes: int) -> list[Fragment]:
         taken = super().take(max_docs, max_bytes)
@@ -115,6 +177,8 @@ class ElasticsearchOutput(Output):
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._detect_engine(), name=f"{self.name}:engine")
                 tg.create_task(self.client.probe(), name=f"{self.name}:probe")
+                if self.namer.by_record:
+                    tg.create_task(self._settle_refused(), name=f"{self.name}:refused-names")
                 if self.opts.discovery:
                     tg.create_task(self.client.discover(self.opts.discovery_interval, self.scrub),
                                    name=f"{self.name}:discovery")
@@ -309,7 +373,7 @@ class ElasticsearchOutput(Output):
                 dist = version.get("distribution", "elasticsearch")
                 self.engine = f"{dist} {version.get('number', '?')}"
                 log.info("output %s: connected to %s at %s", self.name, self.engine, host.url)
-                if self.problem in ("auth", "forbidden", "tls", "dns", "connect", "timeout"):
+                if self.problem in ("auth", "forbidden", "tls", "dns", "connect", "timeout", "proxy"):
                     self._delivered()
                 return
             await backoff.wait()
@@ -327,6 +391,9 @@ class ElasticsearchOutput(Output):
         s["tls_verify"] = self.cfg.tls.verify
         s["dead_letter"] = self.opts.dead_letter_index or str(self.dead.path_for(self.name))
         s["throttled_for_s"] = round(self.gate.closed_for(), 1)
+        if self.namer.by_record:  # values a name may not hold, replaced by their defaults
+            s["index_name_fallbacks"] = self.namer.names.fallbacks
+            s["index_name_last_fallback"] = self.namer.names.last_fallback
         # adapted to the cluster's pushback, up to max_in_flight and batch_max_docs
         s["request_slots"], s["batch_docs"] = self.slots.limit, self.slots.batch_docs
         return s

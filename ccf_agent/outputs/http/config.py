@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from ccf_agent.config.values import header_problem
 from ccf_agent.credentials import split_userinfo
+from ccf_agent.proxies import Proxy, parse_proxy
 
 if TYPE_CHECKING:
     from ccf_agent.config.outputs import OutputConfig
 
 Where = Callable[[tuple[str | int, ...], str], Exception]
 
-OPTION_KEYS: tuple[str, ...] = ("format", "headers")
+OPTION_KEYS: tuple[str, ...] = ("format", "headers", "proxy_url")
 FORMATS = ("ndjson", "json_array")
 _RESERVED_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding", "host"})
 
@@ -24,6 +25,7 @@ _RESERVED_HEADERS = frozenset({"content-length", "content-encoding", "transfer-e
 class HttpOptions:
     format: str = "ndjson"
     headers: Mapping[str, str] = field(default_factory=dict)
+    proxy: Proxy = field(default_factory=Proxy)  # proxy_url, else the environment's (ccf_agent.proxies)
 
 
 def parse_options(raw: Mapping[str, Any], where: Where) -> HttpOptions:
@@ -41,7 +43,7 @@ def parse_options(raw: Mapping[str, Any], where: Where) -> HttpOptions:
         problem = header_problem(str(name), str(value))
         if problem:
             raise where(("headers", name), problem)
-    return HttpOptions(fmt, {str(k): str(v) for k, v in headers.items()})
+    return HttpOptions(fmt, {str(k): str(v) for k, v in headers.items()}, parse_proxy(raw, where))
 
 
 def options_of(cfg: OutputConfig) -> HttpOptions:

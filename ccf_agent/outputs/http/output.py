@@ -74,7 +74,8 @@ class HttpOutput(Output):
         needs_tls = any(e.url.startswith("https://") for e in self.endpoints)
         self.client = HttpClient(ssl_context=client_ssl_context(cfg.tls, cfg.name) if needs_tls else False,
                                  headers=headers, timeout=cfg.timeout, connect_timeout=min(10.0, cfg.timeout),
-                                 limit=cfg.max_in_flight + 2, server_hostname=cfg.tls.server_name)
+                                 limit=cfg.max_in_flight + 2, server_hostname=cfg.tls.server_name,
+                                 proxy=self.options.proxy)
         self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed while the collector fails requests
         self.slots = AdaptiveSlots(cfg.max_in_flight, cfg.batch_max_docs)
 
