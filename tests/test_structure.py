@@ -28,6 +28,7 @@ LAZY: dict[tuple[str, str, str], str] = {
     ("ccf_agent.cli", "cmd_run", "ccf_agent.pipeline.native"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_status", "ccf_agent.ops.status_cli"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_tap", "ccf_agent.ops.tap_cli"): "a CLI subcommand imports its module",
+    ("ccf_agent.cli", "cmd_test", "ccf_agent.ops.reach"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_top", "ccf_agent.ops.top"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_setup", "ccf_agent.outputs.elasticsearch.setup"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_report", "ccf_agent.report.run"): "a CLI subcommand imports its module",

@@ -22,10 +22,18 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+import orjson
+
+from ccf_agent.alerts.notifiers import DeliveryError, deliver, endpoint
 from ccf_agent.config import Config, OutputConfig, TlsConfig
 from ccf_agent.credentials import Scrubber, config_secrets
 from ccf_agent.httpclient import HttpClient, HttpError, Response, client_ssl_context
+from ccf_agent.httpclient.auth import Endpoint, auth_header
 from ccf_agent.httpclient.proxy import Route, Router
+from ccf_agent.outputs.elasticsearch.client import EsClient
+from ccf_agent.outputs.elasticsearch.indices import index_pattern
+from ccf_agent.outputs.http.config import options_of
+from ccf_agent.outputs.logstash.config import LogstashOptions
 from ccf_agent.proxies import Proxy, proxy_of
 
 STEP_TIMEOUT = 10.0
@@ -163,7 +171,6 @@ async def http_answer(target: Target, client: HttpClient, method: str, url: str,
 
 
 async def elasticsearch(cfg: OutputConfig) -> list[Target]:
-    from ccf_agent.outputs.elasticsearch.client import EsClient
 
     client = EsClient(cfg, json=True, timeout=STEP_TIMEOUT)
     router = Router(proxy_of(cfg.options))
@@ -199,7 +206,6 @@ async def _es_host(cfg: OutputConfig, client: Any, host: Any, router: Router) ->
 
 
 async def _es_request(target: Target, client: Any, host: Any, method: str, path: str, body: Any = None) -> Response | None:
-    import orjson
 
     try:
         resp: Response = await client.request(host, method, path,
@@ -213,7 +219,6 @@ async def _es_request(target: Target, client: Any, host: Any, method: str, path:
 async def _may_write(target: Target, cfg: OutputConfig, client: Any, host: Any, distribution: str) -> None:
     """Whether the credentials may write to the output's indices: a privileges question where the
     engine has one (Elasticsearch's _has_privileges), never a test document."""
-    from ccf_agent.outputs.elasticsearch.indices import index_pattern
 
     pattern = index_pattern(cfg.index)
     if distribution == "opensearch":
@@ -256,7 +261,6 @@ def _json(resp: Response) -> Any:
 
 
 async def logstash(cfg: OutputConfig) -> list[Target]:
-    from ccf_agent.outputs.logstash.config import LogstashOptions
 
     opts = cfg.options if isinstance(cfg.options, LogstashOptions) else LogstashOptions()
     use_tls = opts.tls_enabled if opts.tls_enabled is not None else cfg.tls.present or cfg.tls != TlsConfig()
@@ -275,8 +279,6 @@ async def logstash(cfg: OutputConfig) -> list[Target]:
 
 
 async def http_output(cfg: OutputConfig) -> list[Target]:
-    from ccf_agent.httpclient.auth import Endpoint, auth_header
-    from ccf_agent.outputs.http.config import options_of
 
     opts = options_of(cfg)
     headers = dict(opts.headers)
@@ -376,7 +378,6 @@ OUTPUT_TESTS: dict[str, Callable[[OutputConfig], Awaitable[list[Target]]]] = {
 
 
 async def notifier(ncfg: Any, alerts: Any, send: bool) -> Target:
-    from ccf_agent.alerts.notifiers import DeliveryError, deliver, endpoint
 
     url = endpoint(ncfg)
     name, port, https = _host_port(url)
