@@ -63,7 +63,11 @@ def copies_outside_unacked_windows(srv: LumberServer, depth: int) -> list[int]:
         copies[e["event"]["seq"]].append((e["conn"], e["batch"]))
     bad = []
     for seq, where in copies.items():
-        for conn, batch in where[:-1]:
+        # A copy is sent on a later connection than the one it repeats (the agent resends only after
+        # a connection ended), so order by connection, not by when the server got to log it: on a
+        # loaded machine the server can still be reading a dead connection's last batch after the
+        # agent has resent it on the next one.
+        for conn, batch in sorted(where)[:-1]:
             if batch <= last_batch[conn] - depth:
                 bad.append(seq)
     return bad
