@@ -1854,7 +1854,9 @@ __attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_s
         if (sentinels) {
             __m256i nlo, nhi_bit;
             nibbles(_mm256_loadu_si256((const __m256i *)(q + 1)), &nlo, &nhi_bit);
-            uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : 0xFFFFFFFFu >> (33 - (n - at));
+            /* the bytes after each of the block's that are the line's: n - at - 1 of them in the last block
+             * (none after a last block of one byte, where a shift by 32 would be undefined) */
+            uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : n - at == 1 ? 0 : 0xFFFFFFFFu >> (33 - (n - at));
             sentinels &= class_of(nlo, nhi_bit, f, C_NEXT) & nextmask;
             if (marker_in(p, n, at, sentinels, f))
                 return 1;
@@ -2570,12 +2572,19 @@ static void scan_capsule_free(PyObject *capsule)
 
 enum { R_IDLE, R_QUEUED, R_RUNNING, R_DONE };
 
+/* Who touches what: `state` and `stop` only under `lock` (the thread waits on them); `started`,
+ * `submitted`, `closed`, `locks` and the job's Python objects only on the interpreter's side,
+ * with the GIL. The job's inputs are written before the job is queued and its results before it
+ * is marked done, each under the lock: that lock hands them from one thread to the other. */
 typedef struct {
     PyObject_HEAD
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
+    int locks;   /* how many of lock, wake and done exist (a failed __new__ leaves fewer to destroy) */
     int started, stop, state;
+    int submitted; /* a job was submitted and is not yet taken or dropped */
+    int closed;    /* close() ran: no thread any more, and submit() says so */
     int start_error; /* errno of a thread that could not be started */
     Fold fold;
     int has_fold, objects;
@@ -2648,10 +2657,12 @@ static void *read_ahead_main(void *arg)
     return NULL;
 }
 
-/* Wait for the job (the GIL released meanwhile): the thread is done with it afterwards. */
+/* Wait for the job, if any (the GIL released meanwhile): the thread is done with it afterwards.
+ * The state is read under the lock even when the job is likely done: the lock is what makes the
+ * thread's writes to the result visible here. */
 static void read_ahead_wait(ReadAhead *r)
 {
-    if (r->state == R_IDLE || r->state == R_DONE)
+    if (!r->submitted)
         return;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&r->lock);
@@ -2661,6 +2672,7 @@ static void read_ahead_wait(ReadAhead *r)
     Py_END_ALLOW_THREADS
 }
 
+/* Forget the job; only after read_ahead_wait (the thread no longer touches it). */
 static void read_ahead_clear(ReadAhead *r)
 {
     Py_CLEAR(r->owner);
@@ -2669,7 +2681,12 @@ static void read_ahead_clear(ReadAhead *r)
     scan_free(r->scan);
     r->scan = NULL;
     r->bytes = NULL;
-    r->state = R_IDLE;
+    if (r->submitted) {
+        pthread_mutex_lock(&r->lock);
+        r->state = R_IDLE;
+        pthread_mutex_unlock(&r->lock);
+        r->submitted = 0;
+    }
 }
 
 static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -2682,6 +2699,17 @@ static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kw
     ReadAhead *r = (ReadAhead *)type->tp_alloc(type, 0);
     if (r == NULL)
         return NULL;
+    /* The locks first: every exit below deallocates, and dealloc destroys those that exist. */
+    int rc = pthread_mutex_init(&r->lock, NULL);
+    if (rc == 0 && (r->locks = 1, rc = pthread_cond_init(&r->wake, NULL)) == 0 &&
+        (r->locks = 2, rc = pthread_cond_init(&r->done, NULL)) == 0)
+        r->locks = 3;
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(r);
+        return NULL;
+    }
     if (fold_args != Py_None) {
         if (!PyTuple_CheckExact(fold_args)) {
             PyErr_SetString(PyExc_TypeError, "ReadAhead: fold is a tuple of prefilter's arguments after lines");
@@ -2696,9 +2724,6 @@ static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kw
         r->fold_args = Py_NewRef(fold_args);
     }
     r->objects = objects;
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->wake, NULL);
-    pthread_cond_init(&r->done, NULL);
     return (PyObject *)r;
 }
 
@@ -2720,11 +2745,15 @@ static void read_ahead_stop(ReadAhead *r)
 
 static void read_ahead_dealloc(ReadAhead *r)
 {
-    read_ahead_stop(r);
+    if (r->locks == 3)
+        read_ahead_stop(r);
     Py_CLEAR(r->fold_args);
-    pthread_mutex_destroy(&r->lock);
-    pthread_cond_destroy(&r->wake);
-    pthread_cond_destroy(&r->done);
+    if (r->locks >= 3)
+        pthread_cond_destroy(&r->done);
+    if (r->locks >= 2)
+        pthread_cond_destroy(&r->wake);
+    if (r->locks >= 1)
+        pthread_mutex_destroy(&r->lock);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -2734,7 +2763,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "submit(owner, fd, offset, size, partial)");
         return NULL;
     }
-    if (r->state != R_IDLE) {
+    if (r->submitted) {
         PyErr_SetString(PyExc_RuntimeError, "ReadAhead: a job is already submitted");
         return NULL;
     }
@@ -2750,7 +2779,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         return NULL;
     }
     if (!r->started) {
-        if (r->start_error)
+        if (r->start_error || r->closed) /* closed: a new thread would only see stop and leave */
             Py_RETURN_FALSE;
         int rc = pthread_create(&r->thread, NULL, read_ahead_main, r);
         if (rc != 0) { /* a tasks limit, say: the caller reads on its own thread */
@@ -2776,6 +2805,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
     r->last_nl = -1;
     r->err = 0;
     r->scan = NULL;
+    r->submitted = 1;
     pthread_mutex_lock(&r->lock);
     r->state = R_QUEUED;
     pthread_cond_signal(&r->wake);
@@ -2786,7 +2816,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
 static PyObject *read_ahead_take(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
-    if (r->state == R_IDLE) {
+    if (!r->submitted) {
         PyErr_SetString(PyExc_RuntimeError, "ReadAhead: nothing submitted");
         return NULL;
     }
@@ -2849,6 +2879,7 @@ static PyObject *read_ahead_close(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
     read_ahead_stop(r);
+    r->closed = 1;
     Py_RETURN_NONE;
 }
 
@@ -2861,7 +2892,7 @@ static PyObject *read_ahead_owner(ReadAhead *r, void *closure)
 static PyMethodDef read_ahead_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))read_ahead_submit, METH_FASTCALL,
      "submit(owner, fd, offset, size, partial): read and scan the next chunk on the thread. False: no\n"
-     "thread could be started (see error); nothing was submitted."},
+     "thread could be started, or close() ran (see error); nothing was submitted."},
     {"take", (PyCFunction)read_ahead_take, METH_NOARGS,
      "Wait for the job: (owner, offset, partial, block, rest, nread, scan)."},
     {"drop", (PyCFunction)read_ahead_drop, METH_NOARGS, "Wait for the job, if any, and forget it."},
@@ -2872,6 +2903,8 @@ static PyMethodDef read_ahead_methods[] = {
 static PyObject *read_ahead_error(ReadAhead *r, void *closure)
 {
     (void)closure;
+    if (r->closed)
+        return PyUnicode_FromString("closed");
     if (!r->start_error)
         Py_RETURN_NONE;
     return PyUnicode_FromString(strerror(r->start_error));
@@ -2879,7 +2912,7 @@ static PyObject *read_ahead_error(ReadAhead *r, void *closure)
 
 static PyGetSetDef read_ahead_getset[] = {
     {"owner", (getter)read_ahead_owner, NULL, "Whose job is submitted (None: no job).", NULL},
-    {"error", (getter)read_ahead_error, NULL, "Why the thread could not be started (None: it could).", NULL},
+    {"error", (getter)read_ahead_error, NULL, "Why submit() cannot start the thread: 'closed', an OS error, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
