@@ -30,8 +30,6 @@ LAZY: dict[tuple[str, str, str], str] = {
     ("ccf_agent.cli", "cmd_setup", "ccf_agent.setup"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_report", "ccf_agent.report.run"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_demo", "ccf_agent.demo"): "a CLI subcommand imports its module",
-    ("ccf_agent.pipeline.native", "_load", "ccf_agent.pipeline"):
-        "the C extension is optional (no compiler at install, or CCF_AGENT_PURE_PYTHON=1)",
     # Output types reached by module name (config.OUTPUT_MODULES). Were these edges in the graph,
     # outputs -> config -> outputs would be a cycle: part 2 of issue 18 replaces them with a
     # registry of output types owned by outputs/ (then config/__init__ must not import the loader,

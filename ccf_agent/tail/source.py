@@ -31,7 +31,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
@@ -51,6 +51,9 @@ from ccf_agent.tail.reader import (
     tail_matches,
 )
 from ccf_agent.tail.watch import DirWatcher
+
+if TYPE_CHECKING:
+    from ccf_agent.pipeline.native import ReadAhead
 
 log = logging.getLogger("ccf_agent.tail")
 
@@ -85,9 +88,9 @@ class _Candidate:
 class TailInput:
     def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
                  dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
-                 first_run: bool = False, read_ahead: Any = None) -> None:
+                 first_run: bool = False, read_ahead: ReadAhead | None = None) -> None:
         self.cfg = cfg
-        self.read_ahead = read_ahead  # the pipeline's _fast.ReadAhead (a thread), or None
+        self.read_ahead = read_ahead  # the pipeline's read-ahead thread, or None
         self.registry = registry
         self.flow = flow
         self.dispatch = dispatch
@@ -440,9 +443,9 @@ class TailInput:
             if room <= 0:
                 self._short_of_descriptors(path)
                 break
-            held = len(self.readers)
+            open_before = len(self.readers)
             added |= self._open(path, may_start, held_fps)
-            room -= len(self.readers) - held
+            room -= len(self.readers) - open_before
         if room > 0 and not self.retry_open:
             self._descriptors_back()
         self._first_scan = False
