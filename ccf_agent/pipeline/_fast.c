@@ -2414,7 +2414,9 @@ static PyObject *payouts(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             if (!(v >= 0 && v < INFINITY))
                 continue;
         } else if (PyLong_CheckExact(ms)) {
-            if (_PyLong_Sign(ms) < 0)
+            int overflow; /* past long long: only its sign matters here */
+            long long whole = PyLong_AsLongLongAndOverflow(ms, &overflow);
+            if (overflow < 0 || (overflow == 0 && whole < 0))
                 continue;
             v = PyLong_AsDouble(ms); /* as `ms / 1000.0` converts it (OverflowError past 1e308) */
             if (v == -1.0 && PyErr_Occurred())
@@ -2754,7 +2756,9 @@ static void read_ahead_dealloc(ReadAhead *r)
         pthread_cond_destroy(&r->wake);
     if (r->locks >= 1)
         pthread_mutex_destroy(&r->lock);
-    Py_TYPE(r)->tp_free((PyObject *)r);
+    PyTypeObject *type = Py_TYPE(r);
+    type->tp_free((PyObject *)r);
+    Py_DECREF(type); /* a heap type: each instance holds a reference to it */
 }
 
 static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize_t nargs)
@@ -2916,16 +2920,22 @@ static PyGetSetDef read_ahead_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject ReadAheadType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ccf_agent.pipeline._fast.ReadAhead",
-    .tp_basicsize = sizeof(ReadAhead),
-    .tp_dealloc = (destructor)read_ahead_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A thread that reads a file's next chunk and scans its lines while the loop works.",
-    .tp_methods = read_ahead_methods,
-    .tp_getset = read_ahead_getset,
-    .tp_new = read_ahead_new,
+/* Not collected by the GC on purpose: tp_clear could not drop a buffer the thread is writing
+ * into without waiting for it; the tail breaks the reader <-> ReadAhead cycle with close(). */
+static PyType_Slot read_ahead_slots[] = {
+    {Py_tp_dealloc, read_ahead_dealloc},
+    {Py_tp_doc, "A thread that reads a file's next chunk and scans its lines while the loop works."},
+    {Py_tp_methods, read_ahead_methods},
+    {Py_tp_getset, read_ahead_getset},
+    {Py_tp_new, read_ahead_new},
+    {0, NULL},
+};
+
+static PyType_Spec read_ahead_spec = {
+    .name = "ccf_agent.pipeline._fast.ReadAhead",
+    .basicsize = sizeof(ReadAhead),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = read_ahead_slots,
 };
 
 /* scan_hits(scan): the indices of the lines the prefilter flagged, as prefilter would give them. */
@@ -2971,29 +2981,79 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast", NULL, -1, methods};
+/* Multi-phase initialisation: what the module holds lives in its state, not in C globals. The
+ * globals left are facts of the process, written once: the crc32 tables and the CPU's features. */
+typedef struct {
+    PyTypeObject *read_ahead_type;
+} ModuleState;
 
-PyMODINIT_FUNC PyInit__fast(void)
+static void cpu_init(void)
 {
+    static int done;
+    if (done)
+        return;
     crc_init();
 #ifdef HAVE_CLMUL_PATH
     __builtin_cpu_init();
     have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
     have_avx2 = __builtin_cpu_supports("avx2");
 #endif
-    if (PyType_Ready(&ReadAheadType) < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "ReadAhead", (PyObject *)&ReadAheadType) < 0)
-        Py_CLEAR(m);
-    if (m != NULL && PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
-        Py_CLEAR(m);
+    done = 1;
+}
+
+static int module_exec(PyObject *m)
+{
+    cpu_init();
+    ModuleState *state = PyModule_GetState(m);
+    state->read_ahead_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &read_ahead_spec, NULL);
+    if (state->read_ahead_type == NULL || PyModule_AddType(m, state->read_ahead_type) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
+        return -1;
 #ifdef HAVE_CLMUL_PATH
-    if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", have_clmul) < 0)
-        Py_CLEAR(m);
+    return PyModule_AddIntConstant(m, "CRC32_CLMUL", have_clmul);
 #else
-    if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", 0) < 0)
-        Py_CLEAR(m);
+    return PyModule_AddIntConstant(m, "CRC32_CLMUL", 0);
 #endif
-    return m;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    ModuleState *state = PyModule_GetState(m);
+    Py_VISIT(state->read_ahead_type);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    ModuleState *state = PyModule_GetState(m);
+    Py_CLEAR(state->read_ahead_type);
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fast",
+    .m_doc = "The agent's C code: the per-line loop, the redaction prefilter, the read-ahead thread (see _fast.c).",
+    .m_size = sizeof(ModuleState),
+    .m_methods = methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__fast(void)
+{
+    return PyModuleDef_Init(&module);
 }
