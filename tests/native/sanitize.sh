@@ -26,9 +26,10 @@ ADDRESS_TESTS=(tests/pipeline/test_native.py tests/native tests/tail/test_tail.p
 THREAD_TESTS=(tests/pipeline/test_native.py tests/native tests/tail/test_tail.py
               -k "test_read_ahead or ahead or corpus or sample_records")
 
+# Each extension as pyproject.toml builds it: its name, then -I for each include dir and its sources.
 sources=$("$PY" -c 'import tomllib
 for m in tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["ext-modules"]:
-    print(m["name"], *m["sources"])')
+    print(m["name"], *("-I" + d for d in m.get("include-dirs", [])), *m["sources"])')
 include=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccf-sanitize.XXXXXX")
@@ -55,7 +56,7 @@ for kind in "${kinds[@]}"; do
   esac
   while read -r name srcs; do
     out="$tree/${name//.//}$suffix"
-    # shellcheck disable=SC2086 # srcs: the module's sources, one word each
+    # shellcheck disable=SC2086 # srcs: the module's include dirs and sources, one word each
     gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -Wall "${flags[@]}" -I"$include" $srcs -o "$out"
   done <<< "$sources"
   echo "sanitize.sh: $kind: ${tests[*]}"
