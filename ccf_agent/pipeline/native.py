@@ -8,7 +8,8 @@ against the boundary's types; that it may be None at run time is each caller's `
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     Scan: TypeAlias = _Scan  # what a read-ahead thread found in a block (a capsule)
     ShapeCache: TypeAlias = _ShapeCache  # a projection's per-pipeline cache (a capsule)
 
-__all__ = ["fast"]
+__all__ = ["ScanSpec", "fast", "read_ahead"]
 
 try:
     if os.environ.get("CCF_AGENT_PURE_PYTHON"):
@@ -27,3 +28,19 @@ try:
     from ccf_agent.pipeline import _fast as fast
 except ImportError:  # pragma: no cover - a build without a compiler
     fast = None  # type: ignore[assignment]  # typed as the module: see the docstring
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """What a read-ahead thread does to a chunk's lines besides finding them and their crc32,
+    as the pipeline that takes them asks: the redaction prefilter's fold (None: no prefilter in
+    C) and the projection's structural scan of each object."""
+
+    fold: tuple[Any, ...] | None = None
+    objects: bool = True
+
+
+def read_ahead(spec: ScanSpec | None) -> ReadAhead | None:
+    """A read-ahead thread for `spec` (started on its first job), or None without one: no spec,
+    or no extension."""
+    return fast.ReadAhead(spec.fold, spec.objects) if spec is not None and fast is not None else None

@@ -32,13 +32,14 @@ from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig, Processors
 from ccf_agent.pipeline.ecs import index_safe, to_ecs
 from ccf_agent.pipeline.enrich import Lookup, host_metadata
+from ccf_agent.pipeline.native import ScanSpec
 from ccf_agent.pipeline.native import fast as _fast  # the C loops, or None
 from ccf_agent.pipeline.rawjson import MAX_DEPTH, too_deep
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
 
 if TYPE_CHECKING:
-    from ccf_agent.pipeline.native import ReadAhead, ShapeCache
+    from ccf_agent.pipeline.native import ShapeCache
 
 log = logging.getLogger("ccf_agent.pipeline")
 
@@ -121,15 +122,15 @@ class Pipeline:
                             if _fast is not None and self.native and fields is not None
                             and len(fields) <= _PROJECT_MAX else None)
 
-    def read_ahead(self) -> ReadAhead | None:
-        """A thread that reads a file's next chunk and does this pipeline's per-line work that
-        needs no interpreter (lines, ids' crc32, the redaction prefilter, the projection's scan)
-        while the event loop works on the chunk before: the agent's second core. A
-        None when the C loop does not take this input's lines."""
+    def scan_spec(self) -> ScanSpec | None:
+        """What the tail's read-ahead thread may do ahead for this pipeline: the per-line work that
+        needs no interpreter (lines, ids' crc32, the redaction prefilter, the projection's scan),
+        done on a file's next chunk while the event loop works on the one before: the agent's
+        second core. None when the C loop does not take this input's lines."""
         redactor = self.redactor
         if _fast is None or not self.native or (redactor is not None and redactor.scans_in_python):
             return None
-        return _fast.ReadAhead(redactor.json_fold() if redactor is not None else None, self._projection is not None)
+        return ScanSpec(redactor.json_fold() if redactor is not None else None, self._projection is not None)
 
     @property
     def projected(self) -> bool:

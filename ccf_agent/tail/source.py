@@ -37,6 +37,7 @@ from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
 from ccf_agent.fsutil import descriptor_limit, descriptors_free, descriptors_held
+from ccf_agent.pipeline.native import ScanSpec, read_ahead
 from ccf_agent.registry import Entry, Registry, content_hash, stream_id_for
 from ccf_agent.tail import compressed
 from ccf_agent.tail.multiline import Multiline
@@ -88,9 +89,11 @@ class _Candidate:
 class TailInput:
     def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
                  dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
-                 first_run: bool = False, read_ahead: ReadAhead | None = None) -> None:
+                 first_run: bool = False, scan_spec: ScanSpec | None = None) -> None:
         self.cfg = cfg
-        self.read_ahead = read_ahead  # the pipeline's read-ahead thread, or None
+        # This input's read-ahead thread (one for all its files, a job at a time), doing what the
+        # pipeline's scan spec asks; None: every read on the loop's thread. Closed when run ends.
+        self.read_ahead: ReadAhead | None = read_ahead(scan_spec)
         self.registry = registry
         self.flow = flow
         self.dispatch = dispatch
