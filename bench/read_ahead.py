@@ -31,7 +31,7 @@ from ccf_agent.acks import Flow, Ledger  # noqa: E402
 from ccf_agent.agent import Agent  # noqa: E402
 from ccf_agent.config import parse_config  # noqa: E402
 from ccf_agent.ops import business  # noqa: E402
-from ccf_agent.pipeline.native import fast  # noqa: E402
+from ccf_agent.pipeline.native import fast, read_ahead  # noqa: E402
 from ccf_agent.pipeline.process import Pipeline  # noqa: E402
 from ccf_agent.registry import Entry, Registry  # noqa: E402
 from ccf_agent.tail.reader import FileReader  # noqa: E402
@@ -46,7 +46,7 @@ async def one_round(path: str, state: Path, ahead: bool) -> tuple[int, float, fl
     entry = Entry("s" * 16, "fp", "app", path, 1, 2)
     ledger = Ledger(entry, Registry(state), Flow(1 << 40))
     reader = FileReader(os.open(path, os.O_RDONLY), path, entry, ledger, 0, 1 << 20)
-    reader.ahead = pipeline.read_ahead() if ahead else None
+    reader.ahead = read_ahead(pipeline.scan_spec()) if ahead else None
     if ahead and reader.ahead is None:
         raise SystemExit("no read-ahead for this pipeline (is the C extension built?)")
     records = 0

@@ -306,7 +306,7 @@ class Agent:
             pipeline.project(projection)
             self.inputs.append(TailInput(inp, self.registry, self.flow, self._dispatcher(inp.id, pipeline),
                                          self.wait_for_room, has_room=self.room_for, first_run=first_run,
-                                         read_ahead=pipeline.read_ahead() if self._reads_ahead() else None))
+                                         scan_spec=pipeline.scan_spec() if self._reads_ahead() else None))
         try:
             async with asyncio.TaskGroup() as tg:
                 output_tasks = [tg.create_task(o.run(), name=f"output:{o.name}") for o in self.outputs.values()]

@@ -7,10 +7,13 @@ rather than an object per line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccf_agent.acks import AckToken
 from ccf_agent.registry import Entry
+
+if TYPE_CHECKING:
+    from ccf_agent.pipeline.native import Scan
 
 
 class Batch:
@@ -33,7 +36,7 @@ class Batch:
         self.data = data
         self.token = token
         self.truncated = truncated  # its lines were cut at max_line_bytes (a batch of one such line)
-        self.scan: object | None = None  # what a read-ahead thread found in `data` (see Pipeline.read_ahead)
+        self.scan: Scan | None = None  # what a read-ahead thread found in `data` (see Pipeline.read_ahead)
 
     @property
     def lines(self) -> list[bytes]:

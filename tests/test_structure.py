@@ -33,8 +33,6 @@ LAZY: dict[tuple[str, str, str], str] = {
     ("ccf_agent.cli", "cmd_setup", "ccf_agent.outputs.elasticsearch.setup"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_report", "ccf_agent.report.run"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_demo", "ccf_agent.demo"): "a CLI subcommand imports its module",
-    ("ccf_agent.pipeline.native", "_load", "ccf_agent.pipeline"):
-        "the C extension is optional (no compiler at install, or CCF_AGENT_PURE_PYTHON=1)",
     # The registry of output types reaches each type's modules by name: config/outputs imports the
     # registry (config -> outputs.registry) and a type's config module imports config's leaf
     # (outputs.<type>.config -> config.values, which runs config/__init__ and its loader), so an

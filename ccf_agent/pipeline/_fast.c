@@ -11,6 +11,11 @@
  * the raw JSON scans of rawjson.py (how deep a line nests, how many members it writes); and
  * the read-ahead thread, which does the part of that per-line work that needs no
  * interpreter for a file's next chunk while the event loop works on the current one.
+ *
+ * What needs no interpreter at all moves to ccf_agent/_native/ as .c/.h pairs without
+ * Python.h, each tested on its own (tests/native/test_core.py): crc32 so far. The types this
+ * module's functions take are in _fast.pyi (tests/test_checks.py holds it to the build);
+ * tests/native/sanitize.sh runs the properties under ASan/UBSan and TSan.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,105 +25,21 @@
 #include <emmintrin.h>
 #endif
 
-/* ------------------------------------------------------------------ crc32 (zlib's, slice-by-8) */
+/* ------------------------------------------------------------------ crc32 (../../_native/crc32.c) */
 
-static uint32_t crc_table[8][256];
-
-static void crc_init(void)
-{
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[0][n] = c;
-    }
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = crc_table[0][n];
-        for (int t = 1; t < 8; t++) {
-            c = crc_table[0][c & 0xff] ^ (c >> 8);
-            crc_table[t][n] = c;
-        }
-    }
-}
+#include "crc32.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define HAVE_CLMUL_PATH 1
-static int have_clmul; /* the CPU has PCLMULQDQ and SSE4.1 (checked at import) */
-
-/* The CRC register over n bytes (n >= 64, a multiple of 16) by carry-less multiplication:
- * four 128-bit lanes folded 64 bytes at a time, then into one, then Barrett-reduced to 32
- * bits (Intel's "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ"). The
- * constants are powers of x modulo zlib's polynomial (bit-reflected), and mu for the reduction. */
-__attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_clmul(const unsigned char *p, Py_ssize_t n,
-                                                                   uint32_t c)
-{
-    const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4), k3k4 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);
-    const __m128i k5 = _mm_set_epi64x(0, 0x0163cd6124), poly = _mm_set_epi64x(0x01f7011641, 0x01db710641);
-    const __m128i low32 = _mm_setr_epi32(~0, 0, ~0, 0);
-    __m128i x1 = _mm_loadu_si128((const __m128i *)p), x2 = _mm_loadu_si128((const __m128i *)(p + 16));
-    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 32)), x4 = _mm_loadu_si128((const __m128i *)(p + 48));
-    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)c));
-    p += 64;
-    n -= 64;
-#define FOLD(x, k, next) _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), \
-                                                      _mm_clmulepi64_si128(x, k, 0x11)), next)
-    for (; n >= 64; p += 64, n -= 64) {
-        x1 = FOLD(x1, k1k2, _mm_loadu_si128((const __m128i *)p));
-        x2 = FOLD(x2, k1k2, _mm_loadu_si128((const __m128i *)(p + 16)));
-        x3 = FOLD(x3, k1k2, _mm_loadu_si128((const __m128i *)(p + 32)));
-        x4 = FOLD(x4, k1k2, _mm_loadu_si128((const __m128i *)(p + 48)));
-    }
-    x1 = FOLD(x1, k3k4, x2);
-    x1 = FOLD(x1, k3k4, x3);
-    x1 = FOLD(x1, k3k4, x4);
-    for (; n >= 16; p += 16, n -= 16)
-        x1 = FOLD(x1, k3k4, _mm_loadu_si128((const __m128i *)p));
-#undef FOLD
-    /* 128 bits to 64, to 32, then Barrett */
-    x2 = _mm_clmulepi64_si128(x1, k3k4, 0x10);
-    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), x2);
-    x2 = _mm_srli_si128(x1, 4);
-    x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5, 0x00), x2);
-    x2 = _mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10);
-    x2 = _mm_clmulepi64_si128(_mm_and_si128(x2, low32), poly, 0x00);
-    return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x1, x2), 1);
-}
+#define HAVE_CLMUL_PATH 1 /* x86-64 with GCC or Clang: the vector paths chosen at run time */
 #endif
-
-static uint32_t crc32_of(const unsigned char *p, Py_ssize_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-#ifdef HAVE_CLMUL_PATH
-    if (have_clmul && n >= 64) {
-        Py_ssize_t m = n & ~(Py_ssize_t)15;
-        c = crc32_clmul(p, m, c);
-        p += m;
-        n -= m;
-    }
-#endif
-    while (n >= 8) {
-        uint32_t a, b;
-        memcpy(&a, p, 4);
-        memcpy(&b, p + 4, 4);
-        a ^= c; /* little-endian: the build targets x86-64 and arm64 */
-        c = crc_table[7][a & 0xff] ^ crc_table[6][(a >> 8) & 0xff] ^ crc_table[5][(a >> 16) & 0xff]
-            ^ crc_table[4][a >> 24] ^ crc_table[3][b & 0xff] ^ crc_table[2][(b >> 8) & 0xff]
-            ^ crc_table[1][(b >> 16) & 0xff] ^ crc_table[0][b >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
 
 static PyObject *py_crc32(PyObject *self, PyObject *arg)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    uint32_t c = crc32_of(view.buf, view.len);
+    uint32_t c = ccf_crc32(view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLong(c);
 }
@@ -1544,7 +1465,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_SETREF(rec, Py_NewRef(new_rec));
         }
     append:
-        id = make_id(sid, lo, pre != NULL ? pre->crc : crc32_of((const unsigned char *)lp, n));
+        id = make_id(sid, lo, pre != NULL ? pre->crc : ccf_crc32(lp, (size_t)n));
         if (id == NULL || append_event(records, docs, ids, stamps, times, rec, doc, id, stamp) < 0)
             goto error;
         Py_DECREF(id);
@@ -1854,7 +1775,9 @@ __attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_s
         if (sentinels) {
             __m256i nlo, nhi_bit;
             nibbles(_mm256_loadu_si256((const __m256i *)(q + 1)), &nlo, &nhi_bit);
-            uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : 0xFFFFFFFFu >> (33 - (n - at));
+            /* the bytes after each of the block's that are the line's: n - at - 1 of them in the last block
+             * (none after a last block of one byte, where a shift by 32 would be undefined) */
+            uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : n - at == 1 ? 0 : 0xFFFFFFFFu >> (33 - (n - at));
             sentinels &= class_of(nlo, nhi_bit, f, C_NEXT) & nextmask;
             if (marker_in(p, n, at, sentinels, f))
                 return 1;
@@ -2412,7 +2335,9 @@ static PyObject *payouts(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             if (!(v >= 0 && v < INFINITY))
                 continue;
         } else if (PyLong_CheckExact(ms)) {
-            if (_PyLong_Sign(ms) < 0)
+            int overflow; /* past long long: only its sign matters here */
+            long long whole = PyLong_AsLongLongAndOverflow(ms, &overflow);
+            if (overflow < 0 || (overflow == 0 && whole < 0))
                 continue;
             v = PyLong_AsDouble(ms); /* as `ms / 1000.0` converts it (OverflowError past 1e308) */
             if (v == -1.0 && PyErr_Occurred())
@@ -2542,7 +2467,7 @@ static int scan_block(Scan *s, const unsigned char *data, Py_ssize_t size, const
         ScanLine *l = &s->lines[s->nlines++];
         l->start = pos;
         l->n = n;
-        l->crc = crc32_of(p, n);
+        l->crc = ccf_crc32(p, (size_t)n);
         l->hit = fold != NULL && fold_hit(p, n, fold);
         s->nhits += l->hit;
         l->status = SCAN_UNSURE;
@@ -2570,12 +2495,19 @@ static void scan_capsule_free(PyObject *capsule)
 
 enum { R_IDLE, R_QUEUED, R_RUNNING, R_DONE };
 
+/* Who touches what: `state` and `stop` only under `lock` (the thread waits on them); `started`,
+ * `submitted`, `closed`, `locks` and the job's Python objects only on the interpreter's side,
+ * with the GIL. The job's inputs are written before the job is queued and its results before it
+ * is marked done, each under the lock: that lock hands them from one thread to the other. */
 typedef struct {
     PyObject_HEAD
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
+    int locks;   /* how many of lock, wake and done exist (a failed __new__ leaves fewer to destroy) */
     int started, stop, state;
+    int submitted; /* a job was submitted and is not yet taken or dropped */
+    int closed;    /* close() ran: no thread any more, and submit() says so */
     int start_error; /* errno of a thread that could not be started */
     Fold fold;
     int has_fold, objects;
@@ -2648,10 +2580,12 @@ static void *read_ahead_main(void *arg)
     return NULL;
 }
 
-/* Wait for the job (the GIL released meanwhile): the thread is done with it afterwards. */
+/* Wait for the job, if any (the GIL released meanwhile): the thread is done with it afterwards.
+ * The state is read under the lock even when the job is likely done: the lock is what makes the
+ * thread's writes to the result visible here. */
 static void read_ahead_wait(ReadAhead *r)
 {
-    if (r->state == R_IDLE || r->state == R_DONE)
+    if (!r->submitted)
         return;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&r->lock);
@@ -2661,6 +2595,7 @@ static void read_ahead_wait(ReadAhead *r)
     Py_END_ALLOW_THREADS
 }
 
+/* Forget the job; only after read_ahead_wait (the thread no longer touches it). */
 static void read_ahead_clear(ReadAhead *r)
 {
     Py_CLEAR(r->owner);
@@ -2669,7 +2604,12 @@ static void read_ahead_clear(ReadAhead *r)
     scan_free(r->scan);
     r->scan = NULL;
     r->bytes = NULL;
-    r->state = R_IDLE;
+    if (r->submitted) {
+        pthread_mutex_lock(&r->lock);
+        r->state = R_IDLE;
+        pthread_mutex_unlock(&r->lock);
+        r->submitted = 0;
+    }
 }
 
 static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -2682,6 +2622,17 @@ static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kw
     ReadAhead *r = (ReadAhead *)type->tp_alloc(type, 0);
     if (r == NULL)
         return NULL;
+    /* The locks first: every exit below deallocates, and dealloc destroys those that exist. */
+    int rc = pthread_mutex_init(&r->lock, NULL);
+    if (rc == 0 && (r->locks = 1, rc = pthread_cond_init(&r->wake, NULL)) == 0 &&
+        (r->locks = 2, rc = pthread_cond_init(&r->done, NULL)) == 0)
+        r->locks = 3;
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(r);
+        return NULL;
+    }
     if (fold_args != Py_None) {
         if (!PyTuple_CheckExact(fold_args)) {
             PyErr_SetString(PyExc_TypeError, "ReadAhead: fold is a tuple of prefilter's arguments after lines");
@@ -2696,9 +2647,6 @@ static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kw
         r->fold_args = Py_NewRef(fold_args);
     }
     r->objects = objects;
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->wake, NULL);
-    pthread_cond_init(&r->done, NULL);
     return (PyObject *)r;
 }
 
@@ -2720,12 +2668,18 @@ static void read_ahead_stop(ReadAhead *r)
 
 static void read_ahead_dealloc(ReadAhead *r)
 {
-    read_ahead_stop(r);
+    if (r->locks == 3)
+        read_ahead_stop(r);
     Py_CLEAR(r->fold_args);
-    pthread_mutex_destroy(&r->lock);
-    pthread_cond_destroy(&r->wake);
-    pthread_cond_destroy(&r->done);
-    Py_TYPE(r)->tp_free((PyObject *)r);
+    if (r->locks >= 3)
+        pthread_cond_destroy(&r->done);
+    if (r->locks >= 2)
+        pthread_cond_destroy(&r->wake);
+    if (r->locks >= 1)
+        pthread_mutex_destroy(&r->lock);
+    PyTypeObject *type = Py_TYPE(r);
+    type->tp_free((PyObject *)r);
+    Py_DECREF(type); /* a heap type: each instance holds a reference to it */
 }
 
 static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize_t nargs)
@@ -2734,7 +2688,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "submit(owner, fd, offset, size, partial)");
         return NULL;
     }
-    if (r->state != R_IDLE) {
+    if (r->submitted) {
         PyErr_SetString(PyExc_RuntimeError, "ReadAhead: a job is already submitted");
         return NULL;
     }
@@ -2750,7 +2704,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         return NULL;
     }
     if (!r->started) {
-        if (r->start_error)
+        if (r->start_error || r->closed) /* closed: a new thread would only see stop and leave */
             Py_RETURN_FALSE;
         int rc = pthread_create(&r->thread, NULL, read_ahead_main, r);
         if (rc != 0) { /* a tasks limit, say: the caller reads on its own thread */
@@ -2776,6 +2730,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
     r->last_nl = -1;
     r->err = 0;
     r->scan = NULL;
+    r->submitted = 1;
     pthread_mutex_lock(&r->lock);
     r->state = R_QUEUED;
     pthread_cond_signal(&r->wake);
@@ -2786,7 +2741,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
 static PyObject *read_ahead_take(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
-    if (r->state == R_IDLE) {
+    if (!r->submitted) {
         PyErr_SetString(PyExc_RuntimeError, "ReadAhead: nothing submitted");
         return NULL;
     }
@@ -2849,6 +2804,7 @@ static PyObject *read_ahead_close(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
     read_ahead_stop(r);
+    r->closed = 1;
     Py_RETURN_NONE;
 }
 
@@ -2861,7 +2817,7 @@ static PyObject *read_ahead_owner(ReadAhead *r, void *closure)
 static PyMethodDef read_ahead_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))read_ahead_submit, METH_FASTCALL,
      "submit(owner, fd, offset, size, partial): read and scan the next chunk on the thread. False: no\n"
-     "thread could be started (see error); nothing was submitted."},
+     "thread could be started, or close() ran (see error); nothing was submitted."},
     {"take", (PyCFunction)read_ahead_take, METH_NOARGS,
      "Wait for the job: (owner, offset, partial, block, rest, nread, scan)."},
     {"drop", (PyCFunction)read_ahead_drop, METH_NOARGS, "Wait for the job, if any, and forget it."},
@@ -2872,6 +2828,8 @@ static PyMethodDef read_ahead_methods[] = {
 static PyObject *read_ahead_error(ReadAhead *r, void *closure)
 {
     (void)closure;
+    if (r->closed)
+        return PyUnicode_FromString("closed");
     if (!r->start_error)
         Py_RETURN_NONE;
     return PyUnicode_FromString(strerror(r->start_error));
@@ -2879,20 +2837,26 @@ static PyObject *read_ahead_error(ReadAhead *r, void *closure)
 
 static PyGetSetDef read_ahead_getset[] = {
     {"owner", (getter)read_ahead_owner, NULL, "Whose job is submitted (None: no job).", NULL},
-    {"error", (getter)read_ahead_error, NULL, "Why the thread could not be started (None: it could).", NULL},
+    {"error", (getter)read_ahead_error, NULL, "Why submit() cannot start the thread: 'closed', an OS error, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject ReadAheadType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ccf_agent.pipeline._fast.ReadAhead",
-    .tp_basicsize = sizeof(ReadAhead),
-    .tp_dealloc = (destructor)read_ahead_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A thread that reads a file's next chunk and scans its lines while the loop works.",
-    .tp_methods = read_ahead_methods,
-    .tp_getset = read_ahead_getset,
-    .tp_new = read_ahead_new,
+/* Not collected by the GC on purpose: tp_clear could not drop a buffer the thread is writing
+ * into without waiting for it; the tail breaks the reader <-> ReadAhead cycle with close(). */
+static PyType_Slot read_ahead_slots[] = {
+    {Py_tp_dealloc, read_ahead_dealloc},
+    {Py_tp_doc, "A thread that reads a file's next chunk and scans its lines while the loop works."},
+    {Py_tp_methods, read_ahead_methods},
+    {Py_tp_getset, read_ahead_getset},
+    {Py_tp_new, read_ahead_new},
+    {0, NULL},
+};
+
+static PyType_Spec read_ahead_spec = {
+    .name = "ccf_agent.pipeline._fast.ReadAhead",
+    .basicsize = sizeof(ReadAhead),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = read_ahead_slots,
 };
 
 /* scan_hits(scan): the indices of the lines the prefilter flagged, as prefilter would give them. */
@@ -2938,29 +2902,74 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fast", NULL, -1, methods};
+/* Multi-phase initialisation: what the module holds lives in its state, not in C globals. The
+ * globals left are facts of the process, written once: the crc32 tables and the CPU's features. */
+typedef struct {
+    PyTypeObject *read_ahead_type;
+} ModuleState;
+
+static void cpu_init(void)
+{
+    static int done;
+    if (done)
+        return;
+    ccf_crc32_init();
+#ifdef HAVE_CLMUL_PATH
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2");
+#endif
+    done = 1;
+}
+
+static int module_exec(PyObject *m)
+{
+    cpu_init();
+    ModuleState *state = PyModule_GetState(m);
+    state->read_ahead_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &read_ahead_spec, NULL);
+    if (state->read_ahead_type == NULL || PyModule_AddType(m, state->read_ahead_type) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
+        return -1;
+    return PyModule_AddIntConstant(m, "CRC32_CLMUL", ccf_have_clmul);
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    ModuleState *state = PyModule_GetState(m);
+    Py_VISIT(state->read_ahead_type);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    ModuleState *state = PyModule_GetState(m);
+    Py_CLEAR(state->read_ahead_type);
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fast",
+    .m_doc = "The agent's C code: the per-line loop, the redaction prefilter, the read-ahead thread (see _fast.c).",
+    .m_size = sizeof(ModuleState),
+    .m_methods = methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
 
 PyMODINIT_FUNC PyInit__fast(void)
 {
-    crc_init();
-#ifdef HAVE_CLMUL_PATH
-    __builtin_cpu_init();
-    have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-    have_avx2 = __builtin_cpu_supports("avx2");
-#endif
-    if (PyType_Ready(&ReadAheadType) < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "ReadAhead", (PyObject *)&ReadAheadType) < 0)
-        Py_CLEAR(m);
-    if (m != NULL && PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
-        Py_CLEAR(m);
-#ifdef HAVE_CLMUL_PATH
-    if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", have_clmul) < 0)
-        Py_CLEAR(m);
-#else
-    if (m != NULL && PyModule_AddIntConstant(m, "CRC32_CLMUL", 0) < 0)
-        Py_CLEAR(m);
-#endif
-    return m;
+    return PyModuleDef_Init(&module);
 }

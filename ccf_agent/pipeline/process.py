@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
 import orjson
@@ -32,10 +32,14 @@ from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig, Processors
 from ccf_agent.pipeline.ecs import index_safe, set_aside, to_ecs
 from ccf_agent.pipeline.enrich import Lookup, host_metadata
+from ccf_agent.pipeline.native import ScanSpec
 from ccf_agent.pipeline.native import fast as _fast  # the C loops, or None
 from ccf_agent.pipeline.rawjson import MAX_DEPTH, too_deep
 from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
+
+if TYPE_CHECKING:
+    from ccf_agent.pipeline.native import ShapeCache
 
 log = logging.getLogger("ccf_agent.pipeline")
 
@@ -44,6 +48,7 @@ ENRICHED_KEYS = ("@timestamp", "host", "agent", "log")
 SLOW_KEYS = ("exception",)
 _CLOSE = 0x7D  # '}'
 _SHAPES_MAX = 4096
+_NONE_SENSITIVE: tuple[str, ...] = ()
 _PROJECT_MAX = 32  # fields a projection may name (_fast.c: MAX_PICKS)
 _DEEP_BYTES = 2 * MAX_DEPTH  # a shorter line cannot nest deeper than MAX_DEPTH (rawjson.too_deep)
 
@@ -106,7 +111,7 @@ class Pipeline:
         # The C loop covers JSON lines with no per-record Python stage besides redaction.
         self.native = (_fast is not None and self.json and self.ecs is None and self.encoding is None
                        and not self.lookups and not self._drops and not self._samples)
-        self._projection: Any = None  # _fast.shape_cache when records are projected
+        self._projection: ShapeCache | None = None  # when records are projected
 
     def project(self, fields: tuple[str, ...] | None) -> None:
         """Records need only these top-level fields (what routes and business metrics read), or all
@@ -117,15 +122,15 @@ class Pipeline:
                             if _fast is not None and self.native and fields is not None
                             and len(fields) <= _PROJECT_MAX else None)
 
-    def read_ahead(self) -> Any:
-        """A thread that reads a file's next chunk and does this pipeline's per-line work that
-        needs no interpreter (lines, ids' crc32, the redaction prefilter, the projection's scan)
-        while the event loop works on the chunk before: the agent's second core. A
-        `_fast.ReadAhead`, or None when the C loop does not take this input's lines."""
+    def scan_spec(self) -> ScanSpec | None:
+        """What the tail's read-ahead thread may do ahead for this pipeline: the per-line work that
+        needs no interpreter (lines, ids' crc32, the redaction prefilter, the projection's scan),
+        done on a file's next chunk while the event loop works on the one before: the agent's
+        second core. None when the C loop does not take this input's lines."""
         redactor = self.redactor
         if _fast is None or not self.native or (redactor is not None and redactor.scans_in_python):
             return None
-        return _fast.ReadAhead(redactor.json_fold() if redactor is not None else None, self._projection is not None)
+        return ScanSpec(redactor.json_fold() if redactor is not None else None, self._projection is not None)
 
     @property
     def projected(self) -> bool:
@@ -214,7 +219,7 @@ class Pipeline:
                 if keep is not None and not keep(rec):
                     continue
                 if redact is None:
-                    plain, sensitive = reserved.isdisjoint(rec), ()
+                    plain, sensitive = reserved.isdisjoint(rec), _NONE_SENSITIVE
                 else:
                     keys = tuple(rec)
                     plain, sensitive, _ = shapes.get(keys) or new_shape(keys)
@@ -225,7 +230,7 @@ class Pipeline:
                     redacted = None
                     if hit or nested:
                         redacted = redact(line, rec, hit, sensitive)
-                    elif sensitive:  # the common case: a flat record with, say, paymentMethodId
+                    elif sensitive and mask_top is not None:  # the common case: a flat record with, say, paymentMethodId
                         redacted = mask_top(line, rec, sensitive)
                     if redacted is not None:
                         line = redacted
@@ -488,10 +493,10 @@ class Pipeline:
             out.times += events.times
         if failed:
             self._count("pipeline_errors", len(failed))
-            lo, e = failed[0]
+            lo, first = failed[0]
             more = f" (and {len(failed) - 1} more lines of this batch)" if len(failed) > 1 else ""
             log.error("input %s: %s offset %d: the pipeline failed on this line (%s)%s; shipped without its "
-                      "content, tagged pipeline_error", self.input_id, batch.path, lo, _where(e), more)
+                      "content, tagged pipeline_error", self.input_id, batch.path, lo, _where(first), more)
         else:
             log.error("input %s: %s offsets %d-%d: the pipeline failed on this batch (%s); its lines were "
                       "processed one at a time", self.input_id, batch.path, batch.start, batch.end, _where(error))

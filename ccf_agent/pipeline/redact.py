@@ -43,12 +43,15 @@ import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ccf_agent.pipeline.native import fast as _fast  # the prefilter in C, or None
 from ccf_agent.pipeline.rawjson import members
+
+if TYPE_CHECKING:
+    from ccf_agent.pipeline.native import Scan
 
 DEFAULT_FIELDS: tuple[str, ...] = (
     # The seed app's own (its Sentry hook strips these two), then credentials by their usual names.
@@ -253,7 +256,7 @@ class Redactor:
         """The prefilter for one line: False means no pattern can match any decoded string of it."""
         return bool(self.scan([line]))
 
-    def scan(self, lines: list[bytes] | bytes, json: bool = False, scanned: object | None = None) -> set[int]:
+    def scan(self, lines: list[bytes] | bytes, json: bool = False, scanned: Scan | None = None) -> set[int]:
         """The prefilter for a batch: the indices of lines where a pattern could match. One fold
         and a few scans over the joined batch cost far less than the same calls per line; hits
         are rare, so mapping them back to lines is cheap.

@@ -12,13 +12,17 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ccf_agent.acks import Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.registry import Entry, content_hash
-from ccf_agent.tail import compressed
+from ccf_agent.tail.compressed import ERRORS as DECOMPRESSION_ERRORS
+from ccf_agent.tail.compressed import Stream
 from ccf_agent.tail.multiline import Multiline
+
+if TYPE_CHECKING:
+    from ccf_agent.pipeline.native import ReadAhead
 
 log = logging.getLogger("ccf_agent.tail")
 
@@ -76,7 +80,7 @@ class FileReader:
         self.multiline = multiline
         self.held_start = offset
         entry.read_offset = offset
-        self.ahead: Any = None  # the input's _fast.ReadAhead, shared by its readers (one job at a time)
+        self.ahead: ReadAhead | None = None  # the input's, shared by its readers (one job at a time)
 
     @property
     def holds_event(self) -> bool:
@@ -116,7 +120,7 @@ class FileReader:
     def _read_at(self, want: int) -> bytes:
         return os.pread(self.fd, want, self.offset)
 
-    def _take(self, ahead: Any, size: int) -> tuple[list[Batch], bool] | None:
+    def _take(self, ahead: ReadAhead, size: int) -> tuple[list[Batch], bool] | None:
         """The chunk read ahead, as `_cut` would have made it, and whether it was a full read of
         `size` (as `read` asked for it); None when it no longer follows (or found the end of the
         file, which may have grown since): then read now."""
@@ -265,7 +269,7 @@ class CompressedReader(FileReader):
     compressed = True
 
     def __init__(self, fd: int, path: str, entry: Entry, ledger: Ledger, offset: int, max_line_bytes: int,
-                 multiline: Multiline | None, stream: compressed.Stream) -> None:
+                 multiline: Multiline | None, stream: Stream) -> None:
         super().__init__(fd, path, entry, ledger, offset, max_line_bytes, multiline)
         self.stream = stream
         self.rotated = True
@@ -283,7 +287,7 @@ class CompressedReader(FileReader):
             return b""
         try:
             return self.stream.read(want)
-        except compressed.ERRORS as e:
+        except DECOMPRESSION_ERRORS as e:
             self.error = str(e) or type(e).__name__
             return b""
 

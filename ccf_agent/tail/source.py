@@ -31,12 +31,13 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
 from ccf_agent.fsutil import descriptor_limit, descriptors_free, descriptors_held
+from ccf_agent.pipeline.native import ScanSpec, read_ahead
 from ccf_agent.registry import Entry, Registry, content_hash, stream_id_for
 from ccf_agent.tail import compressed
 from ccf_agent.tail.multiline import Multiline
@@ -51,6 +52,9 @@ from ccf_agent.tail.reader import (
     tail_matches,
 )
 from ccf_agent.tail.watch import DirWatcher
+
+if TYPE_CHECKING:
+    from ccf_agent.pipeline.native import ReadAhead
 
 log = logging.getLogger("ccf_agent.tail")
 
@@ -85,10 +89,12 @@ class _Candidate:
 class TailInput:
     def __init__(self, cfg: InputConfig, registry: Registry, flow: Flow,
                  dispatch: Callable[[Batch], None], wait_for_room: Callable[[], Awaitable[None]],
-                 first_run: bool = False, read_ahead: Any = None,
+                 first_run: bool = False, scan_spec: ScanSpec | None = None,
                  has_room: Callable[[Ledger], bool] | None = None) -> None:
         self.cfg = cfg
-        self.read_ahead = read_ahead  # the pipeline's _fast.ReadAhead (a thread), or None
+        # This input's read-ahead thread (one for all its files, a job at a time), doing what the
+        # pipeline's scan spec asks; None: every read on the loop's thread. Closed when run ends.
+        self.read_ahead: ReadAhead | None = read_ahead(scan_spec)
         self.registry = registry
         self.flow = flow
         self.dispatch = dispatch
@@ -450,9 +456,9 @@ class TailInput:
             if room <= 0:
                 self._short_of_descriptors(path)
                 break
-            held = len(self.readers)
+            open_before = len(self.readers)
             added |= self._open(path, may_start, held_fps)
-            room -= len(self.readers) - held
+            room -= len(self.readers) - open_before
         if room > 0 and not self.retry_open:
             self._descriptors_back()
         self._first_scan = False

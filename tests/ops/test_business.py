@@ -151,7 +151,7 @@ def test_the_module_observe_never_raises_into_shipping(monkeypatch: pytest.Monke
     business.observe([processed()], [1.0], COMBINED)  # logged, not raised
 
 
-values = st.none() | st.booleans() | st.integers(-5, 40_000) | st.sampled_from([100, 500, 30_000, 100.0, 0.0, -0.0]) | st.floats(allow_nan=True) | st.sampled_from(
+values = st.none() | st.booleans() | st.integers(-5, 40_000) | st.sampled_from([100, 500, 30_000, 100.0, 0.0, -0.0, -(2 ** 70), 2 ** 70]) | st.floats(allow_nan=True) | st.sampled_from(
     ["Payout processed", "payout FAILED ", "Payout requested", "payout-job", "completed", "paid", "instant",
      "standard", "x"])
 payout_records = st.dictionaries(

@@ -9,6 +9,7 @@ import orjson
 
 from ccf_agent.batch import Batch, Events
 from ccf_agent.config import InputConfig, parse_input_options, parse_processors
+from ccf_agent.pipeline.native import read_ahead
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.registry import Entry
 
@@ -63,7 +64,7 @@ def one(pipeline: Pipeline, line: bytes) -> tuple[dict[str, Any], dict[str, Any]
 def scanned(pipeline: Pipeline, data: bytes) -> tuple[bytes, object]:
     """`data` (complete lines) as the read-ahead thread hands it over: read from a file after the
     reader's partial line (here the first line's first half), and its scan."""
-    ahead = pipeline.read_ahead()
+    ahead = read_ahead(pipeline.scan_spec())
     assert ahead is not None, "this pipeline has no read-ahead"
     partial = data[: data.index(b"\n") // 2]
     try:

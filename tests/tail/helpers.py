@@ -11,7 +11,7 @@ from typing import Any
 from ccf_agent.acks import Flow
 from ccf_agent.batch import Batch
 from ccf_agent.config import InputConfig
-from ccf_agent.pipeline.native import fast as _fast
+from ccf_agent.pipeline.native import ScanSpec
 from ccf_agent.registry import Registry
 from ccf_agent.tail.source import TailInput
 
@@ -52,7 +52,7 @@ class Tail:
         self.registry.load()
         self.flow = Flow(self.flow_limit)
         self.input = TailInput(self.cfg, self.registry, self.flow, self.dispatch, self._room,
-                               first_run=self.first_run, read_ahead=_fast.ReadAhead() if _fast is not None else None)
+                               first_run=self.first_run, scan_spec=ScanSpec())
         self.scans = 0
         scan = self.input.scan
 
