@@ -136,8 +136,9 @@ class Agent:
     # ------------------------------------------------------------------ the hot path
 
     def _projection(self) -> tuple[str, ...]:
-        """The record fields anything after the pipeline reads: routes, business metrics and alert
-        conditions. (An alert notice's sample is read from the shipped document, not the record.)"""
+        """The record fields anything after the pipeline reads: routes, business metrics, alert
+        conditions and outputs that name a topic or key after a field. (An alert notice's sample is
+        read from the shipped document, not the record.)"""
         fields = set(business.FIELDS)
         for route in self.config.routes:
             fields |= condition_fields(route.when.spec)
@@ -145,6 +146,8 @@ class Agent:
             fields |= condition_fields(rule.when.spec)
             if rule.of is not None:
                 fields |= condition_fields(rule.of.spec)
+        for out in self.outputs.values():
+            fields.update(out.record_fields)
         return tuple(sorted(fields))
 
     def _dispatcher(self, pipeline: Pipeline) -> Callable[[Batch], None]:

@@ -88,6 +88,8 @@ class Output(ABC):
 
     # Lines per record in this output's wire format: what Batch.records() splits a body into.
     record_lines = 1
+    # Record fields encode() reads (a topic or key from a field): the pipeline keeps them in records.
+    record_fields: tuple[str, ...] = ()
 
     def __init__(self, cfg: OutputConfig) -> None:
         self.cfg = cfg
