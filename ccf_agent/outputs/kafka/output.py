@@ -39,9 +39,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    DuplicateSequenceNumber,
     IllegalSaslStateError,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
@@ -68,6 +72,11 @@ log = logging.getLogger("ccf_agent.outputs.kafka")
 MAX_BATCH_BYTES = 960 << 10
 TOPICS_COUNTED = 1000  # per-topic counts kept for /status and /metrics; the rest under "_other"
 MESSAGE_TOO_LARGE = 10  # Kafka's error code, the `status` of a dead letter
+# Sending a request's records again at once, on a renewed producer or in smaller batches: at most
+# this often (then they wait on the output's backoff).
+MAX_ROUNDS = 24
+# Refusals that say the batch was not stored, because of the producer's sequence, not the records.
+_NOT_STORED = (OutOfOrderSequenceNumber, InvalidProducerEpoch, InvalidProducerIdMapping)
 _CLIENT_LOGGERS = ("aiokafka", "aiokafka.client", "aiokafka.cluster", "aiokafka.conn",
                    "aiokafka.producer.producer", "aiokafka.producer.sender")
 
@@ -115,6 +124,17 @@ class _Message:
     stream: bytes
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A record batch queued for one partition."""
+
+    topic: str
+    partition: int
+    positions: list[int]  # whose records, in the request
+    nbytes: int  # about, uncompressed
+    future: asyncio.Future[Any]
+
+
 @dataclass
 class _Outcome:
     """What became of a request's records, by position."""
@@ -130,6 +150,11 @@ def _message(record: bytes) -> _Message:
     meta, _, value = record[:-1].partition(b"\n")
     topic, key, stream, path, offset = meta.split(b"\0")
     return _Message(topic.decode(), key, value, [("stream", stream), ("path", path), ("offset", offset)], stream)
+
+
+def _size(m: _Message) -> int:
+    """A record's size in a batch, about (varints and attributes: a few bytes more)."""
+    return len(m.key) + len(m.value) + sum(len(k) + len(v) for k, v in m.headers) + 24
 
 
 def _clean(value: bytes) -> bytes:
@@ -160,6 +185,8 @@ class KafkaOutput(Output):
         self.linger = Linger(self)
         self.topic_counts: dict[str, int] = {}
         self.missing: dict[str, str] = {}  # topics the cluster does not have -> why
+        self.batch_limits: dict[str, int] = {}  # bytes of a record batch, for topics that refused one as too large
+        self._renewal = asyncio.Lock()
         self.waiting = 0  # records sent and not acknowledged for longer than `timeout`
 
     # ------------------------------------------------------------------ encode (hot path)
@@ -218,38 +245,43 @@ class KafkaOutput(Output):
 
     async def _deliver(self, batch: Batch) -> list[Piece]:
         messages = [_message(r) for r in batch.records()]
-        by_topic: dict[str, list[int]] = {}
+        todo: dict[str, list[int]] = {}
         for pos, m in enumerate(messages):
-            by_topic.setdefault(m.topic, []).append(pos)
+            todo.setdefault(m.topic, []).append(pos)
         outcome = _Outcome()
-        sends: list[tuple[str, int, list[int], asyncio.Future[Any]]] = []
-        for topic, positions in by_topic.items():
-            partitions = await self._partitions(topic, len(positions))
-            if partitions is None:
-                outcome.retry += positions
-                continue
-            for partition, chunk in self._by_partition(positions, messages, partitions).items():
-                sends += await self._send(topic, partition, chunk, messages, outcome, alone=False)
-        too_large = await self._settle_sends(sends, outcome)
-        if too_large:  # each record alone: only the one(s) refused alone are dead-lettered
-            alone: list[tuple[str, int, list[int], asyncio.Future[Any]]] = []
-            for topic, partition, pos in too_large:
-                alone += await self._send(topic, partition, [pos], messages, outcome, alone=True)
-            if await self._settle_sends(alone, outcome):
-                raise RuntimeError("a record sent alone was refused as part of a larger batch")
+        for _ in range(MAX_ROUNDS):
+            producer = self.producer
+            assert producer is not None
+            sends: list[_Sent] = []
+            for topic, positions in todo.items():
+                partitions = await self._partitions(producer, topic, len(positions))
+                if partitions is None:
+                    outcome.retry += positions
+                    continue
+                for partition, chunk in self._by_partition(positions, messages, partitions).items():
+                    sends += await self._send(producer, topic, partition, chunk, messages, outcome)
+            again, broken = await self._settle_sends(sends, outcome)
+            if broken:
+                await self._renew(producer)
+            if not again:
+                break
+            todo = {}
+            for topic, pos in sorted(again, key=lambda a: a[1]):
+                todo.setdefault(topic, []).append(pos)
+        else:
+            outcome.retry += [pos for positions in todo.values() for pos in positions]
         if outcome.dead:
             self._dead_letter(outcome, messages)
-        self._report(outcome, batch.count)
+        self._report(outcome)
         cfg = self.cfg
         return batch.settle(sorted(outcome.retry),
                             lambda attempt: backoff_delay(attempt - 1, cfg.backoff_initial, cfg.backoff_max),
                             loop_time())
 
-    async def _partitions(self, topic: str, n: int) -> list[int] | None:
+    async def _partitions(self, producer: AIOKafkaProducer, topic: str, n: int) -> list[int] | None:
         """The topic's partitions; None (and the output unhealthy) when the cluster does not have it."""
-        assert self.producer is not None
         try:
-            partitions = sorted(await self.producer.partitions_for(topic))
+            partitions = sorted(await producer.partitions_for(topic))
         except UnknownTopicOrPartitionError:
             why = (f"topic {topic} does not exist and the cluster does not create topics on first use "
                    f"(auto.create.topics.enable=false): create it; {n} records wait")
@@ -279,25 +311,27 @@ class KafkaOutput(Output):
                 out.setdefault(partitions[(murmur2(messages[pos].key) & 0x7FFFFFFF) % count], []).append(pos)
         return out
 
-    async def _send(self, topic: str, partition: int, chunk: list[int], messages: list[_Message],
-                    outcome: _Outcome, alone: bool) -> list[tuple[str, int, list[int], asyncio.Future[Any]]]:
-        """The records at `chunk` in as few record batches as fit (one each when `alone`), queued
-        in order; what could not be queued is sent again later (after it, the rest of the chunk too:
-        a partition's records stay in order)."""
-        producer = self.producer
-        assert producer is not None
-        sent: list[tuple[str, int, list[int], asyncio.Future[Any]]] = []
+    async def _send(self, producer: AIOKafkaProducer, topic: str, partition: int, chunk: list[int],
+                    messages: list[_Message], outcome: _Outcome) -> list[_Sent]:
+        """The records at `chunk` in as few record batches as the topic takes, queued in order;
+        what could not be queued is sent again later (after it, the rest of the chunk too: a
+        partition's records stay in order)."""
+        limit = self.batch_limits.get(topic, MAX_BATCH_BYTES)
+        sent: list[_Sent] = []
         i = 0
         while i < len(chunk):
             builder = producer.create_batch()
             start = i
+            size = 0
             while i < len(chunk):
                 m = messages[chunk[i]]
+                cost = _size(m)
+                if i > start and size + cost > limit:
+                    break
                 if builder.append(timestamp=None, key=m.key, value=m.value, headers=m.headers) is None:
                     break  # full: the record starts the next batch
+                size += cost
                 i += 1
-                if alone:
-                    break
             try:
                 future = await producer.send_batch(builder, topic, partition=partition)
             except KafkaError as e:  # the partition's queue did not drain within `timeout`: brokers away
@@ -307,33 +341,53 @@ class KafkaOutput(Output):
                                    "sending them again")
                 break
             self.stats.requests += 1
-            sent.append((topic, partition, chunk[start:i], future))
+            sent.append(_Sent(topic, partition, chunk[start:i], size, future))
         return sent
 
-    async def _settle_sends(self, sends: list[tuple[str, int, list[int], asyncio.Future[Any]]],
-                            outcome: _Outcome) -> list[tuple[str, int, int]]:
+    async def _settle_sends(self, sends: list[_Sent], outcome: _Outcome) -> tuple[list[tuple[str, int]], bool]:
         """Wait for every batch's acknowledgement (however long: the producer resends by itself) and
-        account for it; returns the records of batches refused as too large, to send alone."""
+        account for it. Returns the records to send again at once, as (topic, position), and whether
+        the producer must be renewed: a batch refused for good ends the idempotent producer's
+        sequence on its partition, and the broker refuses every later batch there as out of order.
+
+        A batch refused as too large is sent again in batches half its size (the topic's
+        max.message.bytes bounds a whole batch); a record refused alone is dead-lettered."""
         started = time.monotonic()
-        await self._acknowledged([f for *_, f in sends], sum(len(c) for _, _, c, _ in sends))
+        await self._acknowledged([s.future for s in sends], sum(len(s.positions) for s in sends))
         self.stats.observe_latency(time.monotonic() - started)
-        too_large: list[tuple[str, int, int]] = []
-        for topic, partition, chunk, future in sends:
-            error = future.exception()
-            if error is None:
-                outcome.delivered += len(chunk)
-                self._count(topic, len(chunk))
-            elif isinstance(error, MessageSizeTooLargeError) and len(chunk) > 1:
-                too_large += [(topic, partition, pos) for pos in chunk]
-            elif isinstance(error, MessageSizeTooLargeError):
-                outcome.dead.append((chunk[0], partition))
-            elif isinstance(error, KafkaError):
-                outcome.retry += chunk
-                outcome.trouble = ("refused", f"the broker refused {len(chunk)} records for {topic} partition "
-                                   f"{partition}: {type(error).__name__} {error}; sending them again")
-            else:
+        again: list[tuple[str, int]] = []
+        broken = False
+        for s in sends:
+            error = s.future.exception()
+            if error is None or isinstance(error, DuplicateSequenceNumber):  # stored (maybe before)
+                outcome.delivered += len(s.positions)
+                self._count(s.topic, len(s.positions))
+                continue
+            if not isinstance(error, KafkaError):
                 raise error
-        return too_large
+            broken = broken or not error.retriable
+            if isinstance(error, MessageSizeTooLargeError) and len(s.positions) == 1:
+                outcome.dead.append((s.positions[0], s.partition))
+            elif isinstance(error, MessageSizeTooLargeError):
+                self.batch_limits[s.topic] = min(self.batch_limits.get(s.topic, MAX_BATCH_BYTES), s.nbytes // 2)
+                again += [(s.topic, pos) for pos in s.positions]
+            elif isinstance(error, _NOT_STORED):
+                again += [(s.topic, pos) for pos in s.positions]
+            else:
+                outcome.retry += s.positions
+                outcome.trouble = ("refused", f"the broker refused {len(s.positions)} records for {s.topic} "
+                                   f"partition {s.partition}: {type(error).__name__} {error}; sending them again")
+        return again, broken
+
+    async def _renew(self, broken: AIOKafkaProducer) -> None:
+        """A new producer (a new producer id, sequences from 0) in place of `broken`, once."""
+        async with self._renewal:
+            if self.producer is not broken:
+                return  # another request renewed it
+            log.info("output %s: a batch was refused for good, which ends the producer's sequence: starting a "
+                     "new producer", self.name)
+            self.producer = await self._connect()
+        await self._abandon(broken)
 
     async def _acknowledged(self, futures: list[asyncio.Future[Any]], records: int) -> None:
         """Until every future is done. Past `timeout`, the output is unhealthy and says what the
@@ -383,7 +437,7 @@ class KafkaOutput(Output):
         self.note_error(f"{len(items)} messages too large for the topic, dead-lettered to {path}")
         log.error("output %s: %d messages larger than the topic accepts; written to %s", self.name, len(items), path)
 
-    def _report(self, outcome: _Outcome, count: int) -> None:
+    def _report(self, outcome: _Outcome) -> None:
         if outcome.trouble is not None:
             kind, message = outcome.trouble
             self.stats.request_errors += 1
