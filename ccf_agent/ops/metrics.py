@@ -136,6 +136,8 @@ def _agent_metrics(e: Exposition, agent: Agent) -> None:
             ("duplicates", "duplicates", "Records the destination already had.")):
         m(f"ccf_agent_records_{name}_total", "counter", help_,
           [({"output": o.name}, getattr(o.stats, attr)) for o in outs])
+    m("ccf_agent_output_topic_records_total", "counter", "Records acknowledged per Kafka topic.",
+      [({"output": o.name, "topic": t}, n) for o in outs for t, n in getattr(o, "topic_counts", {}).items()])
     m("ccf_agent_output_requests_total", "counter", "Requests made by the output.",
       [({"output": o.name}, o.stats.requests) for o in outs])
     m("ccf_agent_output_request_errors_total", "counter", "Requests that failed as a whole (connection, 5xx).",

@@ -4,12 +4,15 @@ and counted by message key (what a downstream consumer deduplicates on)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ccf_agent.samples import is_payout, lines
-from tests.harness import AgentProcess, write_lines
+from tests.harness import AgentProcess, Engine, write_lines
 from tests.kafka.client import connect
 from tests.kafka.shipping import agent_config, kafka_output, tally
 
@@ -90,3 +93,41 @@ def test_a_topic_from_a_record_field_is_lower_cased_sanitised_and_defaulted(
     conn = connect(kafka_bootstrap)
     assert tally(conn, f"{kafka_topic}-pay_outs").seqs == [0]
     assert tally(conn, f"{kafka_topic}-none").seqs == [1]
+
+
+@pytest.mark.engine
+def test_payouts_fan_out_to_a_kafka_topic_and_opensearch_each_acknowledged_on_its_own(
+    tmp_path: Path, agents: list[AgentProcess], kafka_bootstrap: str, kafka_topic: str, engine: Engine
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    written = list(lines(5000))
+    write_lines(logs / "combined.log", written)
+    es = {"type": "elasticsearch", "hosts": [engine.url]}
+    cfg = agent_config(logs, {"logs": {**es, "index": engine.index("logs")},
+                              "payouts": {**es, "index": engine.index("payouts")},
+                              "payouts_kafka": kafka_output(kafka_bootstrap, kafka_topic)})
+    cfg["routes"][0]["output"] = ["payouts", "payouts_kafka"]
+    agent = AgentProcess(tmp_path, cfg)
+    agents.append(agent)
+    agent.start().wait_caught_up()
+
+    payouts = sorted(r["seq"] for r in map(json.loads, written) if is_payout(r))
+    assert sorted(tally(connect(kafka_bootstrap), kafka_topic).seqs) == payouts
+    assert engine.tally(set(payouts), "payouts") == {"written": len(payouts), "stored": len(payouts),
+                                                     "distinct": len(payouts), "lost": 0, "duplicated": 0}
+    assert engine.count("logs") == 5000 - len(payouts)
+    status = {o["name"]: o for o in agent.status()["outputs"]}  # type: ignore[index]
+    assert status["payouts_kafka"]["docs_acked"] == status["payouts"]["docs_acked"] == len(payouts)
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert (f'ccf_agent_output_topic_records_total{{output="payouts_kafka",topic="{kafka_topic}"}} '
+            f'{len(payouts)}') in metrics
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/health", timeout=5) as r:
+        health = json.loads(r.read())
+    assert health["checks"]["output:payouts_kafka"]["status"] == "healthy"
+    text = subprocess.run([sys.executable, "-m", "ccf_agent", "status", "-c", str(agent.config_path)],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert "payouts_kafka (kafka, PLAINTEXT)  healthy" in text
+    assert f"topics: {kafka_topic} {len(payouts)}" in text
