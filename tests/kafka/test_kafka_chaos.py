@@ -5,6 +5,7 @@ flight at each kill."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from tests.chaos.scenarios import RssSampler, Writer
 from tests.harness import AgentProcess, wait_until
-from tests.kafka.client import connect
+from tests.kafka.client import connect, create_topic
 from tests.kafka.launcher import Broker
 from tests.kafka.shipping import agent_config, kafka_output, tally
 
@@ -128,3 +129,44 @@ def test_the_broker_stopped_for_half_a_minute_loses_nothing_and_memory_stays_bou
     _record(row)
     assert set(copies) == set(range(written)), row
     assert peak <= bound, row
+
+
+def test_a_replica_lost_below_min_insync_holds_records_until_it_is_back_and_loses_nothing(
+    tmp_path: Path, agents: list[AgentProcess], start_kafka: Any, kafka_topic: str
+) -> None:
+    """Two nodes, every partition on both, min.insync.replicas=2: node 2 killed means
+    NOT_ENOUGH_REPLICAS on node 1's partitions and a leader election for node 2's."""
+    first: Broker = start_kafka(settings={"auto.create.topics.enable": False})
+    second: Broker = start_kafka(join=first)
+    conn = connect(first)
+    asyncio.run(create_topic(conn, kafka_topic, assignment={0: [1, 2], 1: [2, 1], 2: [1, 2]},
+                             config={"min.insync.replicas": 2}))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    output = kafka_output(first.bootstrap, kafka_topic, timeout="3s")
+    output["brokers"].append(second.bootstrap)
+    agent = AgentProcess(tmp_path, agent_config(logs, {"events": output}, routes=False))
+    agents.append(agent)
+    agent.start()
+    writer = Writer(logs / "app.log", RATE)
+    try:
+        time.sleep(2)
+        second.kill()
+
+        def held() -> bool:
+            out = (agent.status() or {"outputs": [{}]})["outputs"][0]
+            return out.get("problem") == "unacknowledged"
+        wait_until(held, 60, "the output to report records the brokers do not acknowledge")
+        problem = (agent.status() or {})["outputs"][0]["last_error"]
+        second.start()
+        time.sleep(2)
+    finally:
+        written = writer.stop()
+    agent.wait_caught_up(timeout=120)
+
+    got = tally(conn, kafka_topic)
+    row = {"scenario": "kafka replica down (NOT_ENOUGH_REPLICAS, election)", "written": written,
+           "lost": written - len(got.copies()), "duplicates": got.duplicates, "status": problem}
+    _record(row)
+    assert set(got.copies()) == set(range(written)), row
+    assert (agent.status() or {})["outputs"][0]["healthy"]
