@@ -6,7 +6,6 @@ flight at each kill."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.scenarios import RssSampler, Writer
+from tests.chaos.test_chaos import record
 from tests.harness import AgentProcess, wait_until
 from tests.kafka.client import connect, create_topic
 from tests.kafka.launcher import Broker
@@ -32,14 +32,6 @@ MIN_LINE = 150  # bytes: the shortest line samples.lines writes is longer
 def _outputs(bootstrap: str, topic: str, **opts: Any) -> dict[str, dict[str, Any]]:
     return {"logs": kafka_output(bootstrap, f"{topic}-logs", **opts),
             "payouts": kafka_output(bootstrap, f"{topic}-payouts", **opts)}
-
-
-def _record(row: dict[str, Any]) -> None:
-    out = os.environ.get("CCF_CHAOS_RESULTS")
-    if out:
-        with open(out, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    print(json.dumps(row))
 
 
 def test_kill_9_every_few_seconds_loses_nothing_and_resends_only_what_was_in_flight(
@@ -74,7 +66,7 @@ def test_kill_9_every_few_seconds_loses_nothing_and_resends_only_what_was_in_fli
            "lost": written - len(copies), "duplicates": duplicates,
            "duplicates_per_kill": round(duplicates / len(in_flight), 1),
            "uncommitted_bytes_before_kills": in_flight, "bound": bound}
-    _record(row)
+    record(row)
     assert set(copies) == set(range(written)), row
     assert all(len(keys) == 1 for t in got for keys in t.keys_by_seq().values())
     keys = {s: k for t in got for s, k in t.keys_by_seq().items()}
@@ -126,7 +118,7 @@ def test_the_broker_stopped_for_half_a_minute_loses_nothing_and_memory_stays_bou
     row = {"scenario": f"kafka broker down {DOWN:g}s", "written": written, "lost": written - len(copies),
            "duplicates": got[0].duplicates + got[1].duplicates, "rss_before_mib": round(before, 1),
            "peak_rss_mib": round(peak, 1), "rss_bound_mib": round(bound, 1)}
-    _record(row)
+    record(row)
     assert set(copies) == set(range(written)), row
     assert peak <= bound, row
 
@@ -167,6 +159,6 @@ def test_a_replica_lost_below_min_insync_holds_records_until_it_is_back_and_lose
     got = tally(conn, kafka_topic)
     row = {"scenario": "kafka replica down (NOT_ENOUGH_REPLICAS, election)", "written": written,
            "lost": written - len(got.copies()), "duplicates": got.duplicates, "status": problem}
-    _record(row)
+    record(row)
     assert set(got.copies()) == set(range(written)), row
     assert (agent.status() or {})["outputs"][0]["healthy"]
