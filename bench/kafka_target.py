@@ -56,44 +56,39 @@ class KafkaTarget:
         seqs, duplicates and the first and last CreateTime."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        out: dict[str, Any] = {"topics": {}, "first_ms": None, "last_ms": None}
-        seqs: set[int] = set()
-        total = 0
+        out: dict[str, Any] = {"first_ms": None, "last_ms": None}
+        seqs: dict[str, set[int]] = {t: set() for t in topics}
+        keys: dict[str, set[bytes]] = {t: set() for t in topics}
+        docs = dict.fromkeys(topics, 0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20)
         await consumer.start()
         try:
-            for topic in topics:
-                parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or ())]
-                if not parts:
-                    out["topics"][topic] = {"docs": 0, "distinct": 0, "keys": 0}
-                    continue
-                consumer.assign(parts)
-                await consumer.seek_to_beginning(*parts)
-                ends = await consumer.end_offsets(parts)
-                mine: set[int] = set()
-                keys: set[bytes] = set()
-                docs = 0
-                while any(await consumer.position(tp) < ends[tp] for tp in parts):
-                    for tp, batch in (await consumer.getmany(timeout_ms=1000, max_records=20000)).items():
-                        for r in batch:
-                            if r.offset >= ends[tp]:
-                                continue
-                            docs += 1
-                            keys.add(r.key)
-                            m = _SEQ.search(r.value)
-                            if m:
-                                mine.add(int(m.group(1)))
-                            first, last = out["first_ms"], out["last_ms"]
-                            out["first_ms"] = r.timestamp if first is None else min(first, r.timestamp)
-                            out["last_ms"] = r.timestamp if last is None else max(last, r.timestamp)
-                out["topics"][topic] = {"docs": docs, "distinct": len(mine), "keys": len(keys)}
-                seqs |= mine
-                total += docs
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - topics made since start
+            parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+            consumer.assign(parts)  # once: aiokafka 0.14 fails its stop() after a second assign()
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            while parts and any([await consumer.position(tp) < ends[tp] for tp in parts]):
+                for tp, batch in (await consumer.getmany(timeout_ms=1000, max_records=20000)).items():
+                    for r in batch:
+                        if r.offset >= ends[tp]:
+                            continue
+                        docs[r.topic] += 1
+                        keys[r.topic].add(r.key)
+                        m = _SEQ.search(r.value)
+                        if m:
+                            seqs[r.topic].add(int(m.group(1)))
+                        first, last = out["first_ms"], out["last_ms"]
+                        out["first_ms"] = r.timestamp if first is None else min(first, r.timestamp)
+                        out["last_ms"] = r.timestamp if last is None else max(last, r.timestamp)
         finally:
             await consumer.stop()
-        out.update(docs=total, distinct_seqs=len(seqs), duplicates=total - len(seqs),
-                   min_seq=min(seqs) if seqs else None, max_seq=max(seqs) if seqs else None)
+        every = set().union(*seqs.values())
+        total = sum(docs.values())
+        out.update(topics={t: {"docs": docs[t], "distinct": len(seqs[t]), "keys": len(keys[t])} for t in topics},
+                   docs=total, distinct_seqs=len(every), duplicates=total - len(every),
+                   min_seq=min(every) if every else None, max_seq=max(every) if every else None)
         return out
 
     def close(self) -> None:
