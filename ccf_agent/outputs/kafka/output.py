@@ -117,11 +117,12 @@ def _watch_client_log() -> None:
 
 @dataclass(slots=True)
 class _Message:
-    topic: str
+    topic: bytes
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
     stream: bytes
+    size: int  # in a record batch, about (varints and attributes: a few bytes more than the encoded record)
 
 
 @dataclass(slots=True)
@@ -147,14 +148,10 @@ class _Outcome:
 
 def _message(record: bytes) -> _Message:
     """A record as encode() wrote it: `topic NUL key NUL stream NUL path NUL offset \\n document \\n`."""
-    meta, _, value = record[:-1].partition(b"\n")
-    topic, key, stream, path, offset = meta.split(b"\0")
-    return _Message(topic.decode(), key, value, [("stream", stream), ("path", path), ("offset", offset)], stream)
-
-
-def _size(m: _Message) -> int:
-    """A record's size in a batch, about (varints and attributes: a few bytes more)."""
-    return len(m.key) + len(m.value) + sum(len(k) + len(v) for k, v in m.headers) + 24
+    nl = record.index(b"\n")
+    topic, key, stream, path, offset = record[:nl].split(b"\0")
+    return _Message(topic, key, record[nl + 1:-1], [("stream", stream), ("path", path), ("offset", offset)],
+                     stream, len(record) + 40)
 
 
 def _clean(value: bytes) -> bytes:
@@ -245,7 +242,7 @@ class KafkaOutput(Output):
 
     async def _deliver(self, batch: Batch) -> list[Piece]:
         messages = [_message(r) for r in batch.records()]
-        todo: dict[str, list[int]] = {}
+        todo: dict[bytes, list[int]] = {}
         for pos, m in enumerate(messages):
             todo.setdefault(m.topic, []).append(pos)
         outcome = _Outcome()
@@ -253,7 +250,8 @@ class KafkaOutput(Output):
             producer = self.producer
             assert producer is not None
             sends: list[_Sent] = []
-            for topic, positions in todo.items():
+            for name, positions in todo.items():
+                topic = name.decode()
                 partitions = await self._partitions(producer, topic, len(positions))
                 if partitions is None:
                     outcome.retry += positions
@@ -267,7 +265,7 @@ class KafkaOutput(Output):
                 break
             todo = {}
             for topic, pos in sorted(again, key=lambda a: a[1]):
-                todo.setdefault(topic, []).append(pos)
+                todo.setdefault(topic.encode(), []).append(pos)
         else:
             outcome.retry += [pos for positions in todo.values() for pos in positions]
         if outcome.dead:
@@ -325,7 +323,7 @@ class KafkaOutput(Output):
             size = 0
             while i < len(chunk):
                 m = messages[chunk[i]]
-                cost = _size(m)
+                cost = m.size
                 if i > start and size + cost > limit:
                     break
                 if builder.append(timestamp=None, key=m.key, value=m.value, headers=m.headers) is None:
@@ -422,7 +420,7 @@ class KafkaOutput(Output):
             m = messages[pos]
             reason = (f"a message of {len(m.value)} bytes is larger than the topic's max.message.bytes (or the "
                       "broker's message.max.bytes)")
-            action = orjson.dumps({"topic": m.topic, "partition": partition, "key": m.key.decode("utf-8", "replace"),
+            action = orjson.dumps({"topic": m.topic.decode(), "partition": partition, "key": m.key.decode("utf-8", "replace"),
                                    "headers": {k: v.decode("utf-8", "replace") for k, v in m.headers}})
             items.append(DeadItem(MESSAGE_TOO_LARGE, {"type": "MESSAGE_TOO_LARGE", "reason": reason}, action, m.value))
         path = self.dead.path_for(self.name)
