@@ -46,6 +46,7 @@ SINK_BIN = BENCH / "sink" / "bin" / "sink"
 OUT = BENCH / "out"
 sys.path.insert(0, str(BENCH))
 import workload  # noqa: E402  (sibling module, not a package)
+from kafka_target import KafkaTarget  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -54,7 +55,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 @dataclass
 class Scenario:
     name: str
-    kind: str  # bulk | many | steady | opensearch | sink
+    kind: str  # bulk | many | steady | opensearch | sink | kafka
     lines: int = 0
     files: int = 1
     rate: float = 0.0
@@ -87,6 +88,7 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
                  about="steady 10k/s, sink down in the middle"),
         Scenario("latency", "steady", rate=10_000, duration=30 / q, about="steady 10k/s, end-to-end latency"),
         Scenario("opensearch", "opensearch", lines=n, about="real OpenSearch at --es-url"),
+        Scenario("kafka", "kafka", lines=n, about="default's workload into a real Kafka broker (run with default)"),
     ]
     return {s.name: s for s in items}
 
@@ -249,18 +251,20 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 def make_config(sc: Scenario, work: Path, out: dict[str, Any], indices: tuple[str, str],
                 extra_files: list[Path]) -> Path:
-    """`out` holds the output keys shared by both outputs (type, hosts, credentials)."""
+    """`out` holds the output keys shared by both outputs (type, hosts or brokers, credentials);
+    `indices` are the two outputs' indices, or topics for kafka."""
     out = {"type": "elasticsearch", **out}
+    name = "topic" if out["type"] == "kafka" else "index"
     if sc.compression:
         out["compression"] = sc.compression
     cfg: dict[str, Any] = {
         "state_dir": str(work / "state"),
         "inputs": [{"id": "app", "paths": [str(work / "logs" / "*.log")], "format": "json"}],
         # deepcopy: shared sub-objects would be dumped as YAML anchors (&id001)
-        "outputs": {"logs": {**copy.deepcopy(out), "index": indices[0]}},
+        "outputs": {"logs": {**copy.deepcopy(out), name: indices[0]}},
     }
     if sc.routes:
-        cfg["outputs"]["payouts"] = {**copy.deepcopy(out), "index": indices[1]}
+        cfg["outputs"]["payouts"] = {**copy.deepcopy(out), name: indices[1]}
         # same predicate as workload.is_payout(), which counts the expected docs
         cfg["routes"] = [{"name": "payouts", "output": "payouts", "when": {"any": [
             {"field": "message", "icontains": "payout"}, {"field": "service", "equals": "payout-job"}]}}]
@@ -362,7 +366,7 @@ def run_sink_selftest(sc: Scenario) -> Result:
 
 def run_agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root: Path,
                        logdir: Path) -> Result:
-    external = sc.kind == "opensearch"
+    external = sc.kind in ("opensearch", "kafka")
     sink = None if external else Sink(logdir / f"{sc.name}-sink.log", [] if args.sink_verbose else ["-quiet"])
     try:
         return _agent_scenario(sc, args, corpus, root, logdir, sink)
@@ -381,14 +385,25 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
     external = sink is None
     stamp = time.strftime("%Y%m%d%H%M%S")
     indices = (f"ccf-bench-{stamp}-logs", f"ccf-bench-{stamp}-payouts") if external else ("ccf-logs", "ccf-payouts")
-    es = Es(args.es_url, args.es_insecure) if external else None
-    out_keys: dict[str, Any] = {"hosts": [sink.url]} if sink else es.agent_output_keys()  # type: ignore[union-attr]
+    es = Es(args.es_url, args.es_insecure) if sc.kind == "opensearch" else None
+    kafka = KafkaTarget(args.kafka) if sc.kind == "kafka" else None
+    try:
+        return _run_agent(sc, args, corpus, work, logdir, sink, es, kafka, indices, res)
+    finally:
+        if kafka:
+            kafka.close()
+
+
+def _run_agent(sc: Scenario, args: argparse.Namespace, corpus: Corpus, work: Path, logdir: Path, sink: Sink | None,
+               es: Es | None, kafka: KafkaTarget | None, indices: tuple[str, str], res: Result) -> Result:
+    out_keys: dict[str, Any] = (
+        {"hosts": [sink.url]} if sink else kafka.output_keys() if kafka else es.agent_output_keys())  # type: ignore[union-attr]
 
     # workload: bulk files exist before the agent starts (a backlog to drain); with --tap, from the
     # moment the tap is attached, so that it sees the whole backlog go by
     expected_payouts: int | None
     backlog: list[tuple[Path, Path]] = []
-    if sc.kind in ("bulk", "opensearch"):
+    if sc.kind in ("bulk", "opensearch", "kafka"):
         src, summ = corpus.bulk(sc.lines)
         backlog.append((src, work / "logs" / sc.file))
         expected, expected_payouts = summ.lines, summ.payouts
@@ -449,7 +464,7 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
         last_docs, last_progress, t_reached = -1, time.time(), 0.0
         stall = args.stall_timeout + (sc.down_for if sc.down_for else 0)
         while True:
-            time.sleep(2.0 if es else 0.5)  # _refresh on a real cluster is not free
+            time.sleep(2.0 if es else 1.0 if kafka else 0.5)  # _refresh on a real cluster is not free
             if agent.poll() is not None:
                 res.notes.append(f"agent exited early with code {agent.returncode}")
                 break
@@ -457,14 +472,15 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
                 writer_done = False
             else:
                 writer_done = True
-            docs, distinct = es.progress(indices) if es else sink_progress(sink)  # type: ignore[arg-type]
+            docs, distinct = (es.progress(indices) if es else kafka.progress(indices) if kafka
+                              else sink_progress(sink))  # type: ignore[arg-type]
             if docs != last_docs:
                 last_docs, last_progress = docs, time.time()
             if distinct >= expected and not t_reached:
                 t_reached = time.time()
             # OpenSearch counts can exceed N (a copying route) before every seq is in:
             # there, done means at least N docs and no change for 10 s
-            if writer_done and distinct >= expected and (not es or time.time() - last_progress >= 10):
+            if writer_done and distinct >= expected and (not (es or kafka) or time.time() - last_progress >= 3):
                 break
             if time.time() - last_progress > stall and writer_done:
                 res.notes.append(f"no progress for {stall:.0f}s: {distinct:,}/{expected:,} distinct seqs")
@@ -554,6 +570,22 @@ def _agent_scenario(sc: Scenario, args: argparse.Namespace, corpus: Corpus, root
             m["per_second"] = final["per_second"]
             m["rss_mb_series"] = [(round(t - t_start, 1), round(r / 1024)) for t, _, r, _ in sampler.series[::4]]
         check_sink(res, final, expected, expected_payouts, sc, indices)
+    elif kafka:
+        st = kafka.stats(indices)
+        res.sink = st
+        m["delivered"] = st["distinct_seqs"]
+        m["events_per_cpu_s"] = round(st["distinct_seqs"] / cpu) if cpu and st["distinct_seqs"] else None
+        if st["last_ms"] and st["first_ms"] and st["last_ms"] > st["first_ms"]:
+            wall = (st["last_ms"] - st["first_ms"]) / 1000
+            m["wall_s"] = round(wall, 2)
+            m["wall_eps"] = round(st["distinct_seqs"] / wall)
+            m["cpu_s_at_last_doc"] = round(sampler.cpu_at(st["last_ms"] / 1000), 2)
+            m["first_doc_after_s"] = round(st["first_ms"] / 1000 - t_start, 2)
+        res.check("exactly_once", st["distinct_seqs"] == expected and st["min_seq"] == 0
+                  and st["max_seq"] == expected - 1, {"lines_written": expected, **st})
+        payouts = st["topics"][indices[1]]
+        res.check("routing", payouts["docs"] == expected_payouts and payouts["keys"] == payouts["docs"],
+                  {"expected_payouts": expected_payouts, "payouts": payouts})
     elif es:
         # coarse (2 s polls, includes agent startup and refresh): the sink scenarios are the precise ones
         m["delivered_after_s"] = round((t_reached or t_done) - t_start, 1)
@@ -815,6 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--es-url", help="OpenSearch URL for the opensearch scenario (user:pass@ allowed)")
     p.add_argument("--es-insecure", action="store_true", help="do not verify the OpenSearch TLS certificate")
     p.add_argument("--es-keep", action="store_true", help="keep the ccf-bench-* indices afterwards")
+    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka broker for the kafka scenario (default: one the "
+                   "harness starts with the tests' launcher, tests/kafka)")
     p.add_argument("--outage-mode", default="refuse", choices=["refuse", "close", "503"])
     p.add_argument("--tap", action="store_true",
                    help="attach a `ccf-agent tap` client reading everything for the whole run (its cost; the "

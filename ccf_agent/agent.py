@@ -152,8 +152,8 @@ class Agent:
 
     def _projection(self) -> tuple[str, ...]:
         """The record fields anything after the pipeline reads: routes, business metrics, alert
-        conditions and names from the record (an index's `%{[service]}`). (An alert notice's sample
-        is read from the shipped document, not the record.)"""
+        conditions and names from the record (an index's or topic's `%{[service]}`, a Kafka key
+        field). (An alert notice's sample is read from the shipped document, not the record.)"""
         fields = set(business.FIELDS)
         for out in self.outputs.values():
             fields |= out.record_fields()

@@ -109,6 +109,7 @@ def output_secrets(cfg: OutputConfig) -> list[str]:
     headers: Any = getattr(cfg.options, "headers", None)
     if headers:
         out += header_secrets(headers.items())
+    out += getattr(cfg.options, "secrets", ())  # a type's own credentials (kafka's sasl.password)
     return out + proxy_secrets(getattr(cfg.options, "proxy", None))
 
 

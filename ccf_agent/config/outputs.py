@@ -110,7 +110,9 @@ def _output(doc: Document, name: str, item: Any) -> OutputConfig:
         flush_interval=_duration(r, "flush_interval", 0.005),
         max_in_flight=r.positive("max_in_flight", int, 2),
         max_queued_bytes=_size(r, "max_queued_bytes", 8 << 20),
-        compression=r.choice("compression", ("none", "gzip"), "none"),
+        # A type with codecs of its own (kafka) parses `compression` with its own keys.
+        compression=("none" if "compression" in otype.option_keys
+                     else r.choice("compression", ("none", "gzip"), "none")),
         timeout=_duration(r, "timeout", 30.0, minimum=0.01),
         backoff_initial=_duration(r, "backoff_initial", 0.1, minimum=0.001),
         backoff_max=_duration(r, "backoff_max", 30.0, minimum=0.001),

@@ -135,6 +135,8 @@ def _agent_metrics(e: Exposition, snap: Snapshot) -> None:
             ("dead_lettered", "docs_dead", "Records that failed for good and went to the dead-letter file."),
             ("duplicates", "duplicates", "Records the destination already had.")):
         m(f"ccf_agent_records_{name}_total", "counter", help_, [({"output": o.name}, getattr(o, attr)) for o in outs])
+    m("ccf_agent_output_topic_records_total", "counter", "Records acknowledged per Kafka topic.",
+      [({"output": o.name, "topic": t}, n) for o in outs for t, n in o.details.get("topics", {}).items()])
     m("ccf_agent_output_requests_total", "counter", "Requests made by the output.",
       [({"output": o.name}, o.requests) for o in outs])
     m("ccf_agent_output_request_errors_total", "counter", "Requests that failed as a whole (connection, 5xx).",

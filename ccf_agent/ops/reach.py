@@ -330,7 +330,7 @@ async def kafka(cfg: OutputConfig) -> list[Target]:
     """Kafka: DNS and TCP to each bootstrap host, then the cluster's metadata (its brokers, and the
     topic when the output names a fixed one), with aiokafka when it is installed."""
     targets = []
-    for h in cfg.hosts:
+    for h in cfg.hosts or getattr(cfg.options, "brokers", ()):  # the kafka output's are its `brokers`
         host, _, port = h.rpartition(":")
         target = Target(f"output {cfg.name} ({cfg.type})", h)
         targets.append(target)
@@ -350,6 +350,7 @@ async def kafka(cfg: OutputConfig) -> list[Target]:
             await asyncio.wait_for(client.bootstrap(), STEP_TIMEOUT)
             brokers = client.cluster.brokers()
             topic = getattr(cfg.options, "topic", None)
+            topic = getattr(topic, "literal", topic)  # the kafka output's Template: a fixed name, or None
             text = f"{len(brokers)} brokers"
             if isinstance(topic, str) and "%{" not in topic:
                 await asyncio.wait_for(client.fetch_all_metadata(), STEP_TIMEOUT)

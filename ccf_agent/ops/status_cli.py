@@ -94,6 +94,8 @@ def render(s: dict[str, Any]) -> str:
         lines.append(f"  {o['name']} ({kind})  {health}  "
                      f"acked {o['docs_acked']}  queued {o['queued_docs']}  in flight {o['in_flight']}  "
                      f"retried {o['docs_retried']}  {o['docs_per_second_1m']} docs/s (1m)")
+        if o.get("topics"):  # kafka: records acknowledged per topic
+            lines.append("      topics: " + ", ".join(f"{t} {n}" for t, n in sorted(o["topics"].items())))
         if o.get("last_error"):
             when = time.strftime("%H:%M:%S", time.localtime(o["last_error_at"])) if o.get("last_error_at") else ""
             lines.append(f"      last error {when}: {o['last_error']}")

@@ -67,6 +67,7 @@ OUTPUT_TYPES: dict[str, OutputType] = {t.name: t for t in (
     OutputType("file", "ccf_agent.outputs.file", None),
     OutputType("logstash", "ccf_agent.outputs.logstash", "host:port"),
     OutputType("http", "ccf_agent.outputs.http", "url"),
+    OutputType("kafka", "ccf_agent.outputs.kafka", None),  # its own `brokers`
 )}
 
 

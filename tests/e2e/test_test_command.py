@@ -211,15 +211,15 @@ def test_a_config_error_exits_2_before_connecting(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-def test_kafka_bootstrap_hosts_are_asked_for_the_clusters_metadata(kafka_bootstrap: str) -> None:
-    # The kafka output type is built on another branch: its config is made here, its hosts host:port.
-    from ccf_agent.config import OutputConfig
-    from ccf_agent.ops.reach import kafka
-
+def test_a_kafka_outputs_brokers_are_asked_for_the_clusters_metadata_and_its_topic(
+        tmp_path: Path, kafka_bootstrap: str, kafka_topic: str) -> None:
     down = f"127.0.0.1:{free_port()}"
-    good, bad = asyncio.run(kafka(OutputConfig(name="events", type="kafka", hosts=(kafka_bootstrap, down))))
-    assert not good.failed and good.line().endswith("| metadata 1 brokers"), good.line()
-    assert bad.failed and "tcp FAILED" in bad.line()
+    code, lines = run_test(tmp_path, {"events": {"type": "kafka", "brokers": [kafka_bootstrap, down],
+                                                 "topic": kafka_topic}})
+    good, bad = (next(x for x in lines if f"  {host}  " in x) for host in (kafka_bootstrap, down))
+    assert code == 1
+    assert "metadata 1 brokers" in good and f"topic {kafka_topic} " in good and "FAILED" not in good, good
+    assert "tcp FAILED" in bad, bad
 
 
 # ------------------------------------------------------------------------------ the pure parts
