@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zlib import crc32
 
+import cramjam  # noqa: F401 - aiokafka's snappy, lz4 and zstd codecs: a broken wheel fails at start, not at a send
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.conn import create_conn
