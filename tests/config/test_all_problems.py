@@ -121,7 +121,7 @@ def test_a_route_to_an_output_with_a_problem_is_not_also_refused() -> None:
     assert problems(("    type: elasticsearch\n    hosts: [\"https://es1:9200\"]\n    index",
                      "    type: elastic\n    hosts: [\"https://es1:9200\"]\n    index")) == [
         "agent.yaml:14: outputs.payouts.type: unknown output type 'elastic' (known: elasticsearch, file, "
-        "logstash, http)"]
+        "logstash, http, kafka)"]
 
 
 def test_one_problem_is_a_plain_config_error_with_its_line_and_key() -> None:
