@@ -3,8 +3,9 @@
 The dispatcher offers each batch's documents (already redacted: what the outputs get, never more)
 to `Taps` only while someone taps: `if taps.clients:` is the whole cost of the feature otherwise,
 one attribute check per batch. When tapped, the filters apply per batch (the input is the batch's,
-a route or an output picks whole index lists of the router's buckets) and each client holds at
-most `TAP_BUFFER` events: what does not fit is counted as dropped, never waited for. The status
+a route or an output picks whole index lists of the router's buckets) and each client is handed at
+most `TAP_RATE` events a second and holds at most `TAP_BUFFER`: what does not fit is counted as
+dropped, never waited for. The status
 endpoint drains a client's buffer into its stream (server.py); a client that reads slowly loses
 events, the outputs nothing.
 
@@ -16,13 +17,18 @@ events this client lost so far, which also tells the client the daemon is alive.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
 TAP_BUFFER = 1000  # events a client may hold unsent: ~1 MB at most for the app's records
+# Events a client is handed per second (a sample, as the name says): what the daemon does for a tap
+# is bounded by this, not by how fast the client reads; the rest are dropped and counted like a slow
+# reader's.
+TAP_RATE = 1000
 MAX_TAPS = 4  # clients at once: the endpoint's other uses (status, scrapes, health) keep their share
 
 # (route, outputs) of each of the router's buckets, in its order: the default route last.
@@ -42,9 +48,13 @@ class TapFilter:
 class TapClient:
     """One tap connection: its filter, the events waiting to be sent, and what it lost."""
 
-    def __init__(self, want: TapFilter, capacity: int = TAP_BUFFER) -> None:
+    def __init__(self, want: TapFilter, capacity: int = TAP_BUFFER, rate: int = TAP_RATE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.want = want
         self.capacity = capacity
+        self.rate, self.clock = rate, clock
+        self.allowed = float(rate)  # a token bucket: a second's worth at once, refilled at `rate`
+        self.refilled = clock()
         self.left = want.limit  # events still wanted (None: no limit)
         self.held = 0  # events in `chunks`
         self.dropped = 0
@@ -55,6 +65,9 @@ class TapClient:
         want = self.want
         if want.input is not None and want.input != input_id:
             return
+        now = self.clock()  # once per batch
+        self.allowed = min(float(self.rate), self.allowed + (now - self.refilled) * self.rate)
+        self.refilled = now
         for k, indices in enumerate(buckets):
             if not indices:
                 continue
@@ -63,7 +76,8 @@ class TapClient:
                                                                    and want.output not in outputs):
                 continue
             wanted = len(indices) if self.left is None else min(len(indices), self.left)
-            n = min(wanted, self.capacity - self.held)
+            n = min(wanted, self.capacity - self.held, int(self.allowed))
+            self.allowed -= n
             self.dropped += wanted - n
             if n:
                 if self.left is not None:

@@ -81,3 +81,15 @@ def test_request_parameters_are_checked() -> None:
     assert parse_filter({"route": "payouts", "limit": "3"}) == TapFilter(route="payouts", limit=3)
     assert parse_filter({"limit": "0"}) == "limit must be a whole number greater than 0, not '0'"
     assert parse_filter({"rout": "x"}) == "unknown parameter(s): rout"
+
+
+def test_a_client_is_handed_a_sample_of_at_most_its_rate_per_second() -> None:
+    now = [100.0]
+    client = TapClient(TapFilter(), capacity=10_000, rate=1000, clock=lambda: now[0])
+    docs = [json.dumps({"seq": i}).encode() for i in range(5000)]
+    targets = (("default", ("logs",)),)
+    client.offer("app", docs, [list(range(5000))], targets)
+    assert len(seqs(client)) == 1000 and client.dropped == 4000  # a second's worth at once
+    now[0] += 0.5
+    client.offer("app", docs, [list(range(5000))], targets)
+    assert len(seqs(client)) == 500 and client.dropped == 8500
