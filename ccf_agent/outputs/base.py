@@ -30,6 +30,7 @@ from ccf_agent.config import OutputConfig
 from ccf_agent.credentials import Scrubber, output_secrets
 from ccf_agent.outputs.delivery.batch import Batch, Piece, RetryQueue
 from ccf_agent.outputs.delivery.health import Health
+from ccf_agent.outputs.delivery.linger import Linger
 from ccf_agent.outputs.delivery.retry import backoff_delay
 
 log = logging.getLogger("ccf_agent.outputs")
@@ -92,6 +93,9 @@ class Output(ABC):
         self.cfg = cfg
         self.name = cfg.name
         self.queue: deque[Fragment] = deque()
+        # Batching by time (delivery.linger), for the types that close batches on age too: told of
+        # every fragment queued and every take, here, so no type repeats the hooks.
+        self.linger: Linger | None = None
         self.retries = RetryQueue()  # refused records waiting for their own backoff (in queued_*)
         self.queued_bytes = 0
         self.queued_docs = 0
@@ -127,6 +131,7 @@ class Output(ABC):
         if token is not None:
             token.hold()
             self.held_bytes += token.nbytes
+        was_empty = not self.queue
         self.queue.append(Fragment(body, n, token, n))
         self.queued_bytes += len(body)
         self.queued_docs += n
@@ -135,6 +140,8 @@ class Output(ABC):
         self._wake.set()
         if self.queued_bytes >= self.cfg.max_queued_bytes or self.held_bytes >= self.budget:
             self._room.clear()
+        if self.linger is not None:
+            self.linger.submitted(was_empty)
 
     @property
     def has_room(self) -> bool:
@@ -167,6 +174,8 @@ class Output(ABC):
         self.queued_bytes -= nbytes
         self.queued_docs -= docs
         self._room_check()
+        if self.linger is not None:
+            self.linger.taken()
         return taken
 
     def take_batch(self, max_docs: int, max_bytes: int) -> Batch:

@@ -87,7 +87,8 @@ class ElasticsearchOutput(Output):
         self.gate = Gate(cfg.backoff_initial, cfg.backoff_max)  # closed when the cluster refuses a whole request
         self.refusals = Refusals()  # or nearly every item of its latest bulks
         self.slots = AdaptiveSlots(cfg.max_in_flight, cfg.batch_max_docs)
-        self.linger = Linger(self)
+        self.linger = linger = Linger(self)
+        self._linger_wait = linger.wait
         self._refused: deque[tuple[list[DeadItem], Fragment]] = deque()  # records given no index name
         self._refused_ready = asyncio.Event()
         self._refused_logged = -RELOG_SECONDS
@@ -108,7 +109,6 @@ class ElasticsearchOutput(Output):
         return bulk_body(self.namer, events, indices)
 
     def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
-        was_empty = not self.queue
         if self.namer.by_record:  # the index from the record's fields: a name per record
             actions, kept, refused = self.namer.route(events, indices)
             if refused:
@@ -118,7 +118,6 @@ class ElasticsearchOutput(Output):
             self.enqueue(bulk_body(self.namer, events, kept, actions), len(kept), token)
         else:
             super().submit(events, indices, token)
-        self.linger.submitted(was_empty)
 
     def _refuse(self, events: Events, refused: list[tuple[int, Refused]], token: AckToken | None) -> None:
         """Records the index pattern gives no name (a field missing without a default, a name the
@@ -165,11 +164,6 @@ class ElasticsearchOutput(Output):
         if not self._refused:
             super()._update_idle()
 
-    def take(self, max_docs: int, max_bytes: int) -> list[Fragment]:
-        taken = super().take(max_docs, max_bytes)
-        self.linger.taken()
-        return taken
-
     # ------------------------------------------------------------------ delivery loop
 
     async def run(self) -> None:
@@ -182,7 +176,7 @@ class ElasticsearchOutput(Output):
                 if self.opts.discovery:
                     tg.create_task(self.client.discover(self.opts.discovery_interval, self.scrub),
                                    name=f"{self.name}:discovery")
-                await self.serve_requests(self._deliver, self.slots, self.linger.wait)
+                await self.serve_requests(self._deliver, self.slots, self._linger_wait)
         finally:
             await self.client.close()
 

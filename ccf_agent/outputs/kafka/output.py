@@ -54,11 +54,10 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from ccf_agent.acks import AckToken
 from ccf_agent.batch import Events
 from ccf_agent.config import OutputConfig
 from ccf_agent.httpclient.tls import client_ssl_context
-from ccf_agent.outputs.base import Fragment, Output
+from ccf_agent.outputs.base import Output
 from ccf_agent.outputs.deadletter import DeadItem, DeadLetters
 from ccf_agent.outputs.delivery.batch import Batch, Piece
 from ccf_agent.outputs.delivery.linger import Linger
@@ -180,7 +179,8 @@ class KafkaOutput(Output):
         self.protocol = ("SASL_" if o.sasl else "") + ("SSL" if self.ssl else "PLAINTEXT")
         self.producer: AIOKafkaProducer | None = None
         self.slots = asyncio.Semaphore(cfg.max_in_flight)
-        self.linger = Linger(self)
+        self.linger = linger = Linger(self)
+        self._linger_wait = linger.wait
         self.topic_counts: dict[str, int] = {}
         self.missing: dict[str, str] = {}  # topics the cluster does not have -> why
         self.batch_limits: dict[str, int] = {}  # bytes of a record batch, for topics that refused one as too large
@@ -221,23 +221,13 @@ class KafkaOutput(Output):
             return rid
         return _clean(str(value).encode())
 
-    def submit(self, events: Events, indices: Sequence[int], token: AckToken | None) -> None:
-        was_empty = not self.queue
-        super().submit(events, indices, token)
-        self.linger.submitted(was_empty)
-
-    def take(self, max_docs: int, max_bytes: int) -> list[Fragment]:
-        taken = super().take(max_docs, max_bytes)
-        self.linger.taken()
-        return taken
-
     # ------------------------------------------------------------------ delivery
 
     async def run(self) -> None:
         _watch_client_log()
         try:
             self.producer = await self._connect()
-            await self.serve_requests(self._deliver, self.slots, self.linger.wait)
+            await self.serve_requests(self._deliver, self.slots, self._linger_wait)
         finally:
             await self._stop()
 
