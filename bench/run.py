@@ -400,7 +400,9 @@ def _run_agent(sc: Scenario, args: argparse.Namespace, corpus: Corpus, work: Pat
         {"hosts": [sink.url]} if sink else kafka.output_keys() if kafka else es.agent_output_keys())  # type: ignore[union-attr]
 
     # workload: bulk files exist before the agent starts (a backlog to drain); with --tap, from the
-    # moment the tap is attached, so that it sees the whole backlog go by
+    # moment the tap is attached, so that it sees the whole backlog go by; --tap-control does all of
+    # that but attach (the status endpoint on, the backlog linked once it answers), so the two differ
+    # by the tap alone
     expected_payouts: int | None
     backlog: list[tuple[Path, Path]] = []
     if sc.kind in ("bulk", "opensearch", "kafka"):
@@ -417,8 +419,8 @@ def _run_agent(sc: Scenario, args: argparse.Namespace, corpus: Corpus, work: Pat
     extra = [p for p in (sc.extra, args.config_extra) if p]
     cfg = make_config(sc, work, out_keys, indices, extra)
     tap: TapReader | None = None
-    if args.tap:
-        tap = TapReader(_free_port())
+    if args.tap or args.tap_control:
+        tap = TapReader(_free_port(), attach=args.tap)
         with_status = yaml.safe_load(cfg.read_text())
         with_status["status"] = {"listen": f"127.0.0.1:{tap.port}"}
         cfg.write_text(yaml.safe_dump(with_status, sort_keys=False))
@@ -509,7 +511,7 @@ def _run_agent(sc: Scenario, args: argparse.Namespace, corpus: Corpus, work: Pat
             res.metrics["stop_s"] = round(time.time() - t_term, 2)
     finally:
         sampler.stop()
-        if tap is not None:
+        if tap is not None and args.tap:
             tap.join(10)  # the stream ends with the agent
             res.metrics.update(tap_events=tap.events, tap_dropped=tap.dropped)
             # every event went by the tap: shown or counted as dropped
@@ -608,11 +610,13 @@ def _free_port() -> int:
 
 class TapReader(threading.Thread):
     """--tap: a `ccf-agent tap` client for the whole run, reading the daemon's /tap stream as fast as
-    it comes (in this process, so its CPU is not the agent's): what a tap costs the agent."""
+    it comes (in this process, so its CPU is not the agent's): what a tap costs the agent.
+    --tap-control (attach=False): waits for the same endpoint to answer /health, and no more."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, attach: bool = True) -> None:
         super().__init__(daemon=True, name="tap")
         self.port = port
+        self.path = "/tap" if attach else "/health"
         self.attached = threading.Event()
         self.events = 0
         self.dropped = 0
@@ -623,7 +627,7 @@ class TapReader(threading.Thread):
         while True:  # until the agent's endpoint answers
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
             try:
-                conn.request("GET", "/tap")
+                conn.request("GET", self.path)
                 resp = conn.getresponse()
                 break
             except OSError as e:
@@ -632,6 +636,10 @@ class TapReader(threading.Thread):
                 if time.time() > deadline:
                     return
                 time.sleep(0.05)
+        if self.path != "/tap":  # the control run: the endpoint is up (health may say 503 at start)
+            conn.close()
+            self.attached.set()
+            return
         if resp.status != 200:
             self.error = f"HTTP {resp.status}"
             return
@@ -853,6 +861,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tap", action="store_true",
                    help="attach a `ccf-agent tap` client reading everything for the whole run (its cost; the "
                         "outputs must still get every event)")
+    p.add_argument("--tap-control", action="store_true",
+                   help="the --tap run's setup without the tap (status endpoint on, backlog linked once it "
+                        "answers): the baseline a --tap run is compared with")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0, help="s between agent start and steady writes")
     p.add_argument("--settle", type=float, default=2.0, help="s to wait for late duplicates")
@@ -862,6 +873,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the workdir")
     p.add_argument("--sink-verbose", action="store_true", help="sink logs outages etc. to bench/out")
     args = p.parse_args(argv)
+    if args.tap and args.tap_control:
+        p.error("--tap and --tap-control are the two sides of one comparison: give one")
 
     chosen = args.scenario or names
     table = scenarios(args.quick)
@@ -928,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         print(fmt_row(r))
     out = OUT / f"results-{stamp}.json"
     out.write_text(json.dumps({
-        "started": stamp, "quick": args.quick, "tap": args.tap, "agent_cmd": agent_command(args.agent_cmd, Path("CONFIG")),
+        "started": stamp, "quick": args.quick, "tap": args.tap, "tap_control": args.tap_control, "agent_cmd": agent_command(args.agent_cmd, Path("CONFIG")),
         "machine": machine(), "scenarios": {r.name: r.__dict__ for r in results}}, indent=1, default=str))
     bad = [r.name for r in results if r.status in ("fail", "error")]
     print(f"\nresults: {out.relative_to(REPO)}   logs: {logdir.relative_to(REPO)}")

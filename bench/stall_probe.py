@@ -34,6 +34,7 @@ class Kernel:
 @dataclass(frozen=True)
 class Late:
     at: float  # seconds since the probe started
+    wall: float  # time.time() at the wake-up: to line it up with the sink's slow requests
     overslept_ms: float
     steal_ms: float
     iowait_ms: float
@@ -67,7 +68,7 @@ def kernel() -> Kernel:
 
 
 def between(a: Kernel, b: Kernel, at: float, overslept: float) -> Late:
-    return Late(round(at, 3), round(overslept * 1000, 1), round(b.steal_ms - a.steal_ms, 1),
+    return Late(round(at, 3), round(time.time(), 3), round(overslept * 1000, 1), round(b.steal_ms - a.steal_ms, 1),
                 round(b.iowait_ms - a.iowait_ms, 1), round((b.cpu_some_us - a.cpu_some_us) / 1000, 1),
                 round((b.io_full_us - a.io_full_us) / 1000, 1), round((b.mem_full_us - a.mem_full_us) / 1000, 1))
 
@@ -82,6 +83,10 @@ def main() -> None:
     start = time.monotonic()
     first = before = kernel()
     late: list[Late] = []
+    # once a second, what the kernel counted meanwhile: a stall the agent shows and this process
+    # slept through can still be lined up with the host's steal at that second
+    seconds: list[tuple[float, float, float]] = []  # (wall, steal ms, cpu pressure ms)
+    mark, at_mark = start, first
     while (now := time.monotonic()) - start < args.seconds:
         time.sleep(tick)
         woke = time.monotonic()
@@ -90,6 +95,10 @@ def main() -> None:
             late.append(between(before, after, woke - start, woke - now - tick))
             print(json.dumps(asdict(late[-1])), flush=True)
         before = after
+        if woke - mark >= 1.0:
+            seconds.append((round(time.time(), 3), round(after.steal_ms - at_mark.steal_ms, 1),
+                            round((after.cpu_some_us - at_mark.cpu_some_us) / 1000, 1)))
+            mark, at_mark = woke, after
     total = between(first, kernel(), time.monotonic() - start, 0)
     summary = {"seconds": round(time.monotonic() - start, 1), "late_wakeups": len(late),
                "worst_ms": max((x.overslept_ms for x in late), default=0.0),
@@ -97,7 +106,7 @@ def main() -> None:
     print(json.dumps(summary))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "late": [asdict(x) for x in late]}, f, indent=1)
+            json.dump({"summary": summary, "late": [asdict(x) for x in late], "seconds": seconds}, f)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ REQUEST_WAIT = 5.0  # seconds from connecting (or from the previous answer) to a
 REQUEST_MAX = 10.0  # seconds from the request head to the answer sent
 REPORT_EVERY = 60.0  # seconds between two log lines about refused or malformed connections
 TAP_BEAT = 1.0  # seconds between two writes to a tap client at most (its drop count): it shows a live daemon
+# Seconds a tap stream lets events gather after the first arrives: one write for every batch of a
+# tenth of a second, not a wake-up and a write per batch (which cost the daemon ~7% of its events
+# per CPU-second at full speed); a person watching does not see 0.1 s.
+TAP_GATHER = 0.1
 
 
 class _Refused(asyncio.Protocol):
@@ -228,19 +232,23 @@ class StatusServer:
         return response
 
     async def _stream(self, request: web.Request, response: web.StreamResponse, client: TapClient) -> None:
-        """Write what the client's buffer holds as it fills, its drop count once a second, until its
-        limit. Each write must be taken within REQUEST_MAX: a client that stops reading is cut."""
+        """Write what the client's buffer gathered in TAP_GATHER from its first event, its drop count
+        at most once a second (and once a second when nothing else goes), until its limit. Each write
+        must be taken within REQUEST_MAX: a client that stops reading is cut."""
         assert self.taps is not None
         conn = request.protocol
-        dropped = -1
+        dropped, beat = -1, 0.0
+        loop = asyncio.get_running_loop()
         while not client.finished and not self.taps.closed:
             try:
                 await asyncio.wait_for(client.ready.wait(), TAP_BEAT)
             except TimeoutError:
                 pass
+            else:
+                await asyncio.sleep(TAP_GATHER)
             lines, n = client.take()
-            if client.dropped != dropped or not lines:
-                dropped = client.dropped
+            if not lines or (client.dropped != dropped and loop.time() - beat >= TAP_BEAT):
+                dropped, beat = client.dropped, loop.time()
                 lines += dropped_line(dropped)
             if isinstance(conn, _Connection):
                 conn.expire_in(REQUEST_MAX)
