@@ -7,32 +7,29 @@
  * What it saves is the interpreter's work per line (~60 bytecodes), which was half of the
  * agent's CPU time; every decision that is not the common case stays in Python, called back.
  *
- * Also here: the redaction prefilter's fold-and-scan over a batch's lines, one pass per line;
- * the raw JSON scans of rawjson.py (how deep a line nests, how many members it writes); and
- * the read-ahead thread, which does the part of that per-line work that needs no
- * interpreter for a file's next chunk while the event loop works on the current one.
+ * Also here, as the Python side of the native core: the redaction prefilter over a batch's
+ * lines, rawjson.py's raw JSON scans, the ReadAhead type around the read-ahead thread, the
+ * route programs, the bulk body and the business metrics' payouts.
  *
- * What needs no interpreter at all moves to ccf_agent/_native/ as .c/.h pairs without
- * Python.h, each tested on its own (tests/native/test_core.py): crc32 so far. The types this
- * module's functions take are in _fast.pyi (tests/test_checks.py holds it to the build);
- * tests/native/sanitize.sh runs the properties under ASan/UBSan and TSan.
+ * What needs no interpreter is in ccf_agent/_native/ as .c/.h pairs without Python.h, each
+ * tested on its own (tests/native/test_core.py): the scanner (scan.c), the prefilter's fold
+ * and scan (prefilter.c), Winston's timestamps (stamp.c), the read-ahead thread (readahead.c)
+ * and crc32. The types this module's functions take are in _fast.pyi (tests/test_checks.py
+ * holds it to the build); tests/native/sanitize.sh runs the properties under ASan/UBSan and TSan.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
-/* ------------------------------------------------------------------ crc32 (../../_native/crc32.c) */
-
+/* The core: what needs no interpreter (../../_native/) */
 #include "crc32.h"
+#include "prefilter.h"
+#include "readahead.h"
+#include "scan.h"
+#include "stamp.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_CLMUL_PATH 1 /* x86-64 with GCC or Clang: the vector paths chosen at run time */
-#endif
+/* ------------------------------------------------------------------ crc32 */
 
 static PyObject *py_crc32(PyObject *self, PyObject *arg)
 {
@@ -354,226 +351,16 @@ python:
 /* ------------------------------------------------------------------ projection
 
  * When the consumers of a record (routes, business metrics) read only a few top-level fields,
- * building the whole dict with orjson is most of a line's cost. Instead, `scan_object`
+ * building the whole dict with orjson is most of a line's cost. Instead, the scanner (scan.c)
  * validates the line strictly and notes where each top-level member is; the record is then a
  * dict of just the projected fields, and @timestamp, masking and the document come from the
  * raw bytes. Whatever the scanner is not sure of (an escape \uXXXX, an exponent, deep nesting,
  * a duplicate key, ...) takes the orjson path, so the documents and ids are those of the
  * orjson path exactly; tests/pipeline/test_native.py holds them equal. */
 
-#define MAX_MEMBERS 64
-#define MAX_DEPTH 64
 #define SHAPE_SLOTS 64
 #define SHAPE_KEYS_MAX 2048
 #define MAX_PICKS 32
-
-enum { V_STRING, V_ESCAPED, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_OTHER };
-enum { SCAN_OK, SCAN_UNSURE };
-
-/* One member of a scanned object: offsets in its line (scan_object takes lines under 2 GiB
- * only), kept small since a read-ahead scan holds ~12 per line. */
-typedef struct {
-    int32_t key, key_end;     /* the key's bytes, between its quotes */
-    int32_t value, value_end; /* the value's bytes (a string's with its quotes) */
-    int kind;
-} Member;
-
-static inline Py_ssize_t skip_ws(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
-{
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* A string from its opening quote at i: the index past its closing quote, or -1. *escaped is
- * set when it holds a (simple) escape; a \u escape, a control character or invalid UTF-8 is -1. */
-static Py_ssize_t scan_string(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, int *escaped)
-{
-    i++;
-    while (i < n) {
-#if defined(__SSE2__)
-        /* Skip 16 plain bytes at a time: none a quote, a backslash, a control byte or non-ASCII
-         * (a signed compare below 0x20 catches both of the last two). */
-        while (i + 16 <= n) {
-            __m128i block = _mm_loadu_si128((const __m128i *)(p + i));
-            unsigned special = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(block, _mm_set1_epi8('"')), _mm_cmpeq_epi8(block, _mm_set1_epi8('\\'))),
-                _mm_cmplt_epi8(block, _mm_set1_epi8(0x20))));
-            if (special) {
-                i += __builtin_ctz(special);
-                break;
-            }
-            i += 16;
-        }
-        if (i >= n)
-            break;
-#endif
-        unsigned char c = p[i];
-        if (c == '"')
-            return i + 1;
-        if (c < 0x20)
-            return -1;
-        if (c == '\\') {
-            if (i + 1 >= n)
-                return -1;
-            unsigned char e = p[i + 1];
-            if (!(e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't'))
-                return -1; /* \u (surrogates are orjson's to judge) or an invalid escape */
-            *escaped = 1;
-            i += 2;
-            continue;
-        }
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        /* UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF */
-        if (c >= 0xC2 && c <= 0xDF) {
-            if (i + 1 >= n || (p[i + 1] & 0xC0) != 0x80)
-                return -1;
-            i += 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            if (i + 2 >= n || (p[i + 1] & 0xC0) != 0x80 || (p[i + 2] & 0xC0) != 0x80)
-                return -1;
-            if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] > 0x9F))
-                return -1;
-            i += 3;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            if (i + 3 >= n || (p[i + 1] & 0xC0) != 0x80 || (p[i + 2] & 0xC0) != 0x80 || (p[i + 3] & 0xC0) != 0x80)
-                return -1;
-            if ((c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] > 0x8F))
-                return -1;
-            i += 4;
-        } else {
-            return -1;
-        }
-    }
-    return -1;
-}
-
-/* A number at i (JSON grammar, no exponent): the index past it, or -1. */
-static Py_ssize_t scan_number(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
-{
-    if (i < n && p[i] == '-')
-        i++;
-    if (i >= n)
-        return -1;
-    if (p[i] == '0') {
-        i++;
-    } else if (p[i] >= '1' && p[i] <= '9') {
-        while (i < n && p[i] >= '0' && p[i] <= '9')
-            i++;
-    } else {
-        return -1;
-    }
-    if (i < n && p[i] == '.') {
-        i++;
-        Py_ssize_t digits = i;
-        while (i < n && p[i] >= '0' && p[i] <= '9')
-            i++;
-        if (i == digits)
-            return -1;
-    }
-    if (i < n && (p[i] == 'e' || p[i] == 'E'))
-        return -1; /* an exponent may overflow to infinity, which orjson refuses: let it judge */
-    return i;
-}
-
-/* Any value at i: the index past it, or -1. */
-static Py_ssize_t scan_value(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, int depth, int *kind)
-{
-    int escaped = 0;
-    if (i >= n)
-        return -1;
-    switch (p[i]) {
-    case '"': {
-        Py_ssize_t j = scan_string(p, i, n, &escaped);
-        *kind = escaped ? V_ESCAPED : V_STRING;
-        return j;
-    }
-    case 't':
-        *kind = V_TRUE;
-        return i + 4 <= n && memcmp(p + i, "true", 4) == 0 ? i + 4 : -1;
-    case 'f':
-        *kind = V_FALSE;
-        return i + 5 <= n && memcmp(p + i, "false", 5) == 0 ? i + 5 : -1;
-    case 'n':
-        *kind = V_NULL;
-        return i + 4 <= n && memcmp(p + i, "null", 4) == 0 ? i + 4 : -1;
-    case '{':
-    case '[': {
-        if (depth >= MAX_DEPTH)
-            return -1;
-        unsigned char close = p[i] == '{' ? '}' : ']';
-        int object = close == '}', inner;
-        *kind = V_OTHER;
-        i = skip_ws(p, i + 1, n);
-        if (i < n && p[i] == close)
-            return i + 1;
-        for (;;) {
-            if (object) {
-                if (i >= n || p[i] != '"' || (i = scan_string(p, i, n, &escaped)) < 0)
-                    return -1;
-                i = skip_ws(p, i, n);
-                if (i >= n || p[i] != ':')
-                    return -1;
-                i = skip_ws(p, i + 1, n);
-            }
-            if ((i = scan_value(p, i, n, depth + 1, &inner)) < 0)
-                return -1;
-            i = skip_ws(p, i, n);
-            if (i < n && p[i] == ',') {
-                i = skip_ws(p, i + 1, n);
-                continue;
-            }
-            return i < n && p[i] == close ? i + 1 : -1;
-        }
-    }
-    default:
-        *kind = V_NUMBER;
-        return scan_number(p, i, n);
-    }
-}
-
-/* A top-level object with 1 to MAX_MEMBERS members, unescaped keys and nothing after it but
- * whitespace: SCAN_OK with its members, else SCAN_UNSURE (invalid or not for us to decide). */
-static int scan_object(const unsigned char *p, Py_ssize_t n, Member *m, int *count)
-{
-    Py_ssize_t i = skip_ws(p, 0, n);
-    int k = 0;
-    if (i >= n || p[i] != '{' || n > INT32_MAX)
-        return SCAN_UNSURE;
-    i = skip_ws(p, i + 1, n);
-    for (;;) {
-        int escaped = 0;
-        if (k == MAX_MEMBERS || i >= n || p[i] != '"')
-            return SCAN_UNSURE;
-        m[k].key = i + 1;
-        if ((i = scan_string(p, i, n, &escaped)) < 0 || escaped)
-            return SCAN_UNSURE;
-        m[k].key_end = i - 1;
-        i = skip_ws(p, i, n);
-        if (i >= n || p[i] != ':')
-            return SCAN_UNSURE;
-        i = skip_ws(p, i + 1, n);
-        m[k].value = i;
-        if ((i = scan_value(p, i, n, 1, &m[k].kind)) < 0)
-            return SCAN_UNSURE;
-        m[k].value_end = i;
-        k++;
-        i = skip_ws(p, i, n);
-        if (i < n && p[i] == ',') {
-            i = skip_ws(p, i + 1, n);
-            continue;
-        }
-        if (i >= n || p[i] != '}')
-            return SCAN_UNSURE;
-        if (skip_ws(p, i + 1, n) != n)
-            return SCAN_UNSURE;
-        *count = k;
-        return SCAN_OK;
-    }
-}
 
 /* What a record shape (its keys, in order) means, decided once by the pipeline's own shape
  * function (the one the orjson path uses) and kept by the hash of the keys. */
@@ -659,108 +446,20 @@ static PyObject *shape_cache(PyObject *self, PyObject *const *args, Py_ssize_t n
     return capsule;
 }
 
-/* The two timestamp forms Winston writes, as TimestampParser reads them (datetime.fromisoformat):
- * "YYYY-MM-DD HH:MM:SS" (or with T) in the input's zone when that is UTC, and
- * "YYYY-MM-DDTHH:MM:SS.mmmZ". A new (iso bytes, epoch seconds) stamp, or NULL (no exception)
- * for anything else: TimestampParser decides those. */
-static int digits_at(const char *t, int at, int n, int *out)
-{
-    int v = 0;
-    for (int k = at; k < at + n; k++) {
-        if (t[k] < '0' || t[k] > '9')
-            return 0;
-        v = v * 10 + (t[k] - '0');
-    }
-    *out = v;
-    return 1;
-}
 
-static long long days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    int yoe = (int)(y - era * 400);
-    int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
+/* Winston's two timestamp forms (stamp.c): a new (iso bytes, epoch seconds) stamp, or NULL (no
+ * exception) for anything else: TimestampParser decides those. */
 static PyObject *fast_stamp(const ShapeCache *c, const char *t, Py_ssize_t len)
 {
-    int y, mo, d, h, mi, sec, ms = 0;
-    if (len == 19) {
-        if (!c->ts_local_utc)
-            return NULL;
-    } else if (len == 24) {
-        if (!c->ts_iso_z || t[19] != '.' || !(t[23] == 'Z' || t[23] == 'z') || !digits_at(t, 20, 3, &ms))
-            return NULL;
-    } else {
-        return NULL;
-    }
-    if (t[4] != '-' || t[7] != '-' || !(t[10] == ' ' || t[10] == 'T') || t[13] != ':' || t[16] != ':'
-        || !digits_at(t, 0, 4, &y) || !digits_at(t, 5, 2, &mo) || !digits_at(t, 8, 2, &d)
-        || !digits_at(t, 11, 2, &h) || !digits_at(t, 14, 2, &mi) || !digits_at(t, 17, 2, &sec))
-        return NULL;
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59
-        || sec > 59)
-        return NULL;
-    long long us = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000 + ms) * 1000;
     char iso[24];
-    memcpy(iso, t, 19);
-    iso[10] = 'T';
-    iso[19] = '.';
-    iso[20] = (char)('0' + ms / 100);
-    iso[21] = (char)('0' + ms / 10 % 10);
-    iso[22] = (char)('0' + ms % 10);
-    iso[23] = 'Z';
+    long long us;
+    if (!ccf_stamp(t, len, c->ts_local_utc, c->ts_iso_z, iso, &us))
+        return NULL;
     return Py_BuildValue("(y#d)", iso, (Py_ssize_t)24, (double)us / 1e6);
 }
 
-/* The first min(len, 8) bytes at s as a number (the rest zero), with one 8-byte load when the
- * buffer (ending at end) has room: a variable-length memcpy into a stack variable cost a
- * `rep movsb` or a store-forwarding stall per call. */
-static inline uint64_t head8(const unsigned char *s, Py_ssize_t len, const unsigned char *end)
-{
-    uint64_t v = 0;
-    if (end - s >= 8) {
-        memcpy(&v, s, 8);
-        return len >= 8 ? v : len == 0 ? 0 : v & (~(uint64_t)0 >> (64 - 8 * len));
-    }
-    for (Py_ssize_t i = 0; i < len && i < 8; i++)
-        v |= (uint64_t)s[i] << (8 * i);
-    return v;
-}
 
-#define HASH_MUL 0x9E3779B97F4A7C15ULL
-
-/* A span's first and last 8 bytes and its length, mixed: what the shape and value hashes
- * fold in (a collision only costs speed: the bytes are compared after). The tail and length
- * mix in with their own multiply, off a caller's chain. */
-static inline uint64_t span_mix(const unsigned char *s, Py_ssize_t len, const unsigned char *end)
-{
-    uint64_t tail = 0;
-    if (len > 8)
-        memcpy(&tail, s + len - 8, 8);
-    uint64_t side = (tail + (uint64_t)len) * 0xC2B2AE3D27D4EB4FULL;
-    return head8(s, len, end) ^ (side >> 29 | side << 35);
-}
-
-static uint64_t keys_hash(const unsigned char *p, Py_ssize_t n, const Member *m, int count, Py_ssize_t *nbytes)
-{
-    uint64_t h = (uint64_t)count;
-    Py_ssize_t total = 0;
-    for (int k = 0; k < count; k++) { /* one multiply per key in the chain */
-        Py_ssize_t len = m[k].key_end - m[k].key;
-        h = (h ^ span_mix(p + m[k].key, len, p + n)) * HASH_MUL;
-        total += len + 1;
-    }
-    *nbytes = total;
-    return h ^ (h >> 29);
-}
-
-static int same_keys(const Shape *s, const unsigned char *p, const Member *m, int count)
+static int same_keys(const Shape *s, const unsigned char *p, const ccf_member *m, int count)
 {
     const char *w = s->keys;
     for (int k = 0; k < count; k++) {
@@ -774,7 +473,7 @@ static int same_keys(const Shape *s, const unsigned char *p, const Member *m, in
 
 /* Fill a shape for these keys: asks new_shape(keys) -> (plain, sensitive, masked_only). */
 static int shape_learn(ShapeCache *c, Shape *s, uint64_t hash, Py_ssize_t nbytes, const unsigned char *p,
-                       const Member *m, int count, PyObject *new_shape, PyObject *ts_field)
+                       const ccf_member *m, int count, PyObject *new_shape, PyObject *ts_field)
 {
     PyMem_Free(s->keys);
     memset(s, 0, sizeof *s);
@@ -874,7 +573,7 @@ static PyObject *string_value(ShapeCache *c, const unsigned char *s, Py_ssize_t 
 {
     if (len > VALUE_MAX)
         return PyUnicode_DecodeUTF8((const char *)s, len, "strict");
-    Value *v = &c->values[(span_mix(s, len, end) * HASH_MUL) >> (64 - VALUE_BITS)];
+    Value *v = &c->values[(ccf_span_mix(s, len, end) * CCF_HASH_MUL) >> (64 - VALUE_BITS)];
     if (v->str != NULL && v->len == len && memcmp(v->bytes, s, len) == 0)
         return Py_NewRef(v->str);
     PyObject *str = PyUnicode_DecodeUTF8((const char *)s, len, "strict");
@@ -886,19 +585,19 @@ static PyObject *string_value(ShapeCache *c, const unsigned char *s, Py_ssize_t 
     return str;
 }
 
-static PyObject *member_value(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const Member *m,
+static PyObject *member_value(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const ccf_member *m,
                               PyObject *loads)
 {
     switch (m->kind) {
-    case V_STRING:
+    case CCF_V_STRING:
         return string_value(c, p + m->value + 1, m->value_end - m->value - 2, p + n);
-    case V_TRUE:
+    case CCF_V_TRUE:
         Py_RETURN_TRUE;
-    case V_FALSE:
+    case CCF_V_FALSE:
         Py_RETURN_FALSE;
-    case V_NULL:
+    case CCF_V_NULL:
         Py_RETURN_NONE;
-    case V_NUMBER: { /* an integer of up to 18 digits (the scanner checked the grammar): no call */
+    case CCF_V_NUMBER: { /* an integer of up to 18 digits (the scanner checked the grammar): no call */
         const unsigned char *d = p + m->value, *e = p + m->value_end;
         int negative = *d == '-';
         d += negative;
@@ -921,45 +620,18 @@ static PyObject *member_value(ShapeCache *c, const unsigned char *p, Py_ssize_t 
     }
 }
 
-/* What the read-ahead thread found in a block's lines (see "read-ahead" below), so json_lines
- * need not find it again: per line, its place, its crc32, the prefilter's verdict and, when it
- * ends with '}', scan_object's members and their keys' hash. */
-typedef struct {
-    Py_ssize_t start, n; /* the line: bytes [start, start + n) of the block */
-    Py_ssize_t member;   /* its first member in Scan.members, when status is SCAN_OK */
-    Py_ssize_t nbytes;   /* see keys_hash */
-    uint64_t hash;
-    uint32_t crc;
-    int status, count, hit;
-} ScanLine;
-
-typedef struct {
-    ScanLine *lines;
-    Member *members;
-    Py_ssize_t size; /* of the block scanned */
-    Py_ssize_t nlines, cap, nmembers, mcap, nhits;
-} Scan;
-
-static void scan_free(Scan *s)
-{
-    if (s != NULL) {
-        free(s->lines);
-        free(s->members);
-        free(s);
-    }
-}
 
 /* The projected path for one line: 1 when it produced the event (rec and stamp set, new
  * references; line set to the masked line, or NULL when the line is unchanged), 0 when the
  * orjson path must take the line, -1 on error. */
-static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const ScanLine *pre, const Member *pre_members,
+static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const ccf_scan_line *pre, const ccf_member *pre_members,
                      int hit, int names, int redacting, PyObject *new_shape,
                      PyObject *ts_field, PyObject *ts_cache, PyObject *parse_ts, PyObject *default_stamp,
                      PyObject *mask, PyObject *mask_json, PyObject *loads, PyObject **rec_out, PyObject **line_out,
                      PyObject **stamp_out, long long *masked_records, long long *masked_fields)
 {
-    Member own[MAX_MEMBERS];
-    const Member *m = own;
+    ccf_member own[CCF_MAX_MEMBERS];
+    const ccf_member *m = own;
     int count = 0;
     if (hit || p[n - 1] != '}')
         return 0;
@@ -968,16 +640,16 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
     Py_ssize_t nbytes;
     uint64_t hash;
     if (pre != NULL) { /* the read-ahead thread scanned it */
-        if (pre->status != SCAN_OK)
+        if (pre->status != CCF_SCAN_OK)
             return 0;
         m = pre_members + pre->member;
         count = pre->count;
         hash = pre->hash;
         nbytes = pre->nbytes;
     } else {
-        if (scan_object(p, n, own, &count) != SCAN_OK)
+        if (ccf_scan_object(p, n, own, &count) != CCF_SCAN_OK)
             return 0;
-        hash = keys_hash(p, n, own, count, &nbytes);
+        hash = ccf_keys_hash(p, n, own, count, &nbytes);
     }
     if (nbytes > SHAPE_KEYS_MAX)
         return 0;
@@ -993,9 +665,9 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
     int nchanged = 0;
     Py_ssize_t nmask = redacting ? PyBytes_GET_SIZE(mask_json) : 0;
     for (int k = 0; k < s->nsens; k++) {
-        const Member *v = &m[s->sens[k]];
+        const ccf_member *v = &m[s->sens[k]];
         changed[k] = 0;
-        if (v->kind != V_STRING || v->value != v->key_end + 2 || p[v->key_end + 1] != ':'
+        if (v->kind != CCF_V_STRING || v->value != v->key_end + 2 || p[v->key_end + 1] != ':'
             || !(p[v->value_end] == ',' || p[v->value_end] == '}')
             || !verbatim_span(p, v->key, v->key_end) || !verbatim_span(p, v->value + 1, v->value_end - 1))
             return 0;
@@ -1006,9 +678,9 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
     }
     /* the timestamp */
     PyObject *stamp = NULL;
-    if (s->ts < 0 || m[s->ts].kind == V_NULL) {
+    if (s->ts < 0 || m[s->ts].kind == CCF_V_NULL) {
         stamp = Py_NewRef(default_stamp);
-    } else if (m[s->ts].kind != V_STRING) {
+    } else if (m[s->ts].kind != CCF_V_STRING) {
         return 0;
     } else {
         const char *text = (const char *)p + m[s->ts].value + 1;
@@ -1098,67 +770,6 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
     return 1;
 }
 
-/* ------------------------------------------------------------------ raw JSON structure
- *
- * rawjson.py's scans of a line's bytes (that module is the reference): how deep it nests, and
- * how many members it writes. A string runs from a quote to the next quote not escaped by a
- * backslash, also in a line that is not valid JSON. */
-
-#define RECORD_DEPTH_MAX 200 /* rawjson.MAX_DEPTH: a deeper line is shipped as text */
-_Static_assert(MAX_DEPTH <= RECORD_DEPTH_MAX, "a line the projection scans is never too deep");
-
-/* The count of c in p[0..n), counting no further than most + 1. */
-static Py_ssize_t count_upto(const char *p, Py_ssize_t n, char c, Py_ssize_t most)
-{
-    Py_ssize_t count = 0;
-    const char *end = p + n;
-    while (count <= most && p < end && (p = memchr(p, c, end - p)) != NULL) {
-        count++;
-        p++;
-    }
-    return count;
-}
-
-/* One pass of a JSON lexer: the members the line writes at every depth (its colons outside
- * strings), or -1 as soon as its nesting passes `limit` (when limit >= 0). */
-static Py_ssize_t structure(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit)
-{
-    Py_ssize_t members = 0, depth = 0;
-    int in_string = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '{' || c == '[') {
-            if (++depth > limit && limit >= 0)
-                return -1;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else {
-            members += c == ':';
-        }
-    }
-    return members;
-}
-
-/* Nested deeper than RECORD_DEPTH_MAX. Only a line of more than 2 x RECORD_DEPTH_MAX bytes
- * with more than RECORD_DEPTH_MAX opening brackets can be: the common line costs a compare,
- * a long one two memchr runs. */
-static int too_deep(const unsigned char *p, Py_ssize_t n)
-{
-    if (n <= 2 * RECORD_DEPTH_MAX)
-        return 0;
-    Py_ssize_t opens = count_upto((const char *)p, n, '{', RECORD_DEPTH_MAX);
-    if (opens + count_upto((const char *)p, n, '[', RECORD_DEPTH_MAX - opens) <= RECORD_DEPTH_MAX)
-        return 0;
-    return structure(p, n, RECORD_DEPTH_MAX) < 0;
-}
-
 static PyObject *py_too_deep(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -1166,7 +777,7 @@ static PyObject *py_too_deep(PyObject *self, PyObject *arg)
         PyErr_SetString(PyExc_TypeError, "too_deep(bytes)");
         return NULL;
     }
-    return PyBool_FromLong(too_deep((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
+    return PyBool_FromLong(ccf_too_deep((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
 }
 
 static PyObject *py_members(PyObject *self, PyObject *arg)
@@ -1176,7 +787,7 @@ static PyObject *py_members(PyObject *self, PyObject *arg)
         PyErr_SetString(PyExc_TypeError, "members(bytes)");
         return NULL;
     }
-    return PyLong_FromSsize_t(structure((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), -1));
+    return PyLong_FromSsize_t(ccf_structure((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), -1));
 }
 
 /* ------------------------------------------------------------------ the loop */
@@ -1252,7 +863,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
     ShapeCache *cache = NULL; /* None: full records from orjson; else the projection's cache */
     if (args[A_CACHE] != Py_None && (cache = PyCapsule_GetPointer(args[A_CACHE], "ccf_agent.shape_cache")) == NULL)
         return NULL;
-    const Scan *scan = NULL; /* the read-ahead's scan of these very bytes, or None */
+    const ccf_scan *scan = NULL; /* the read-ahead's scan of these very bytes, or None */
     if (args[A_SCAN] != Py_None && (scan = PyCapsule_GetPointer(args[A_SCAN], "ccf_agent.scan")) == NULL)
         return NULL;
     if (scan != NULL && (it.data == NULL || scan->size != it.size))
@@ -1262,7 +873,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         const char *lp;
         Py_ssize_t n;
         PyObject *item = NULL;
-        const ScanLine *pre = NULL;
+        const ccf_scan_line *pre = NULL;
         if (scan != NULL) { /* the scan found the lines already */
             if (i == scan->nlines)
                 break;
@@ -1326,7 +937,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             rec = Py_NewRef(Py_None);
         }
         /* too deep to take apart: shipped as text (Pipeline._odd) */
-        int deep = PyDict_CheckExact(rec) && too_deep((const unsigned char *)lp, n);
+        int deep = PyDict_CheckExact(rec) && ccf_too_deep((const unsigned char *)lp, n);
         if (PyDict_CheckExact(rec) && PyDict_GET_SIZE(rec) > 0 && !deep) {
             int plain;
             PyObject *sensitive = NULL; /* borrowed from the shape */
@@ -1495,349 +1106,10 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 /* ------------------------------------------------------------------ redaction prefilter */
 
-/* Redactor.scan's fold, per line: `table` maps each byte and bytes in `drop` vanish. A line is
- * a hit when its folded text holds a run of `zeros` '0's (a card; 0 = cards off), the `needle`
- * byte (-1: none), or the sentinel (folded 1) followed by one of `suffixes` (at most 8 bytes;
- * a suffix byte 0xFF matches a folded hex digit of a \uXXXX escape: "0", a-f, A-F or 1). */
-#define MAX_SUFFIXES 8
-
-typedef struct {
-    const unsigned char *table;
-    int nsuffix;
-    unsigned char suffix[MAX_SUFFIXES][8], suffix_len[MAX_SUFFIXES];
-    unsigned char starting[256]; /* per folded byte: the bit set of the suffixes it may begin */
-    Py_ssize_t zeros;
-    int json; /* lines are JSON: a digit run outside every string is a number, never a card */
-    unsigned char dropped[256], is_zero[256], keep[256], is_sentinel[256], is_needle[256], first[256];
-#if defined(__SSE2__)
-#define SIMD_VALUES 12
-    int simd, avx2, has_needle, n_zero_extra, n_dropped, n_sentinel, n_needle, n_next;
-    /* AVX2: per class, for each low nibble the bit set of the high nibbles (0-7) of its bytes */
-    unsigned char lut[5][16];
-    __m128i zero_extra[SIMD_VALUES], dropped_v[SIMD_VALUES], sentinel_v[SIMD_VALUES], needle_v[SIMD_VALUES],
-        next_v[SIMD_VALUES];
-#endif
-} Fold;
-
-static int folded_is(unsigned char want, unsigned char have)
+/* prefilter's arguments after `lines` (5 to 7, checked by the caller) as a spec, with pointers
+ * into the arguments' bytes: valid while they are. */
+static int fold_spec(ccf_fold_spec *spec, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (want == 0xFF)
-        return have == '0' || (have >= 'a' && have <= 'f') || (have >= 'A' && have <= 'F') || have == 1;
-    return want == have;
-}
-
-static int marker_at(const unsigned char *raw, Py_ssize_t n, Py_ssize_t k, const Fold *f)
-{
-    /* The first folded byte after the sentinel picks the suffixes to try; the rest are folded
-     * as they ask for them: most candidates ("ba" in "balance", "ke" in "key") fail at once. */
-    unsigned char folded[8];
-    int m = 0;
-    Py_ssize_t next = k + 1;
-    for (unsigned tries = 1; m < 8 && next < n; next++) {
-        if (f->dropped[raw[next]])
-            continue;
-        folded[m++] = f->table[raw[next]];
-        if (m == 1 && (tries = f->starting[folded[0]]) == 0)
-            return 0;
-        unsigned done = 0; /* suffixes decided by the m bytes so far */
-        for (unsigned left = tries; left; left &= left - 1) {
-            int s = __builtin_ctz(left);
-            if (!folded_is(f->suffix[s][m - 1], folded[m - 1]))
-                done |= 1u << s;
-            else if (m == f->suffix_len[s])
-                return 1;
-        }
-        tries &= ~done;
-        if (tries == 0)
-            return 0;
-    }
-    return 0;
-}
-
-/* The count of zeros in the run of zeros-or-dropped bytes around position a reaches `zeros`?
- * Sets *end to the run's end. */
-static int zeros_around(const unsigned char *p, Py_ssize_t n, Py_ssize_t a, const Fold *f, Py_ssize_t *end)
-{
-    Py_ssize_t j = a, count = 0;
-    while (j > 0 && f->keep[p[j - 1]])
-        j--;
-    for (; j < n && f->keep[p[j]]; j++)
-        count += f->is_zero[p[j]];
-    *end = j;
-    return count >= f->zeros;
-}
-
-/* Is position k inside a string of a JSON line: an odd number of unescaped quotes before it?
- * (A line that turns out not to be a JSON object is prefiltered again without this rule.) */
-static int in_string(const unsigned char *p, Py_ssize_t k)
-{
-    int inside = 0;
-    for (Py_ssize_t j = 0; j < k; j++) {
-        if (p[j] == '\\' && inside) {
-            j++; /* the escaped byte, a quote or not */
-            continue;
-        }
-        inside ^= p[j] == '"';
-    }
-    return inside;
-}
-
-static int hit_scalar(const unsigned char *p, Py_ssize_t n, const Fold *f)
-{
-    uint32_t run = 0;
-    int found = 0;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        unsigned char c = p[k];
-        run = (run + f->is_zero[c]) * f->keep[c];
-        if (f->zeros > 0 && run == (uint32_t)f->zeros && (!f->json || in_string(p, k)))
-            found = 1;
-        found |= f->is_needle[c];
-    }
-    for (Py_ssize_t k = 0; !found && k < n; k++) {
-        if (!f->is_sentinel[p[k]])
-            continue;
-        Py_ssize_t j = k + 1;
-        while (j < n && f->dropped[p[j]])
-            j++;
-        if (j < n && f->first[f->table[p[j]]])
-            found = marker_at(p, n, k, f);
-    }
-    return found;
-}
-
-#if defined(__SSE2__)
-/* The widths (most values) of each class on the vector path; more and the scalar path runs. */
-#define W_NEEDLE 2
-#define W_ZERO 2
-#define W_DROPPED 4
-#define W_SENTINEL 8
-#define W_NEXT 12
-
-static int vector_of(__m128i *v, int *n, int c, int width)
-{
-    if (*n == width)
-        return 0;
-    v[(*n)++] = _mm_set1_epi8((char)c);
-    for (int k = *n; k < width; k++)
-        v[k] = v[0];
-    return 1;
-}
-
-/* Bytes of the block equal to any of the values: a class has 0 values (never) or is padded to
- * `width` with copies of its first, so the loop has a constant count and unrolls. */
-static inline unsigned any_of(__m128i block, const __m128i *values, int n, const int width)
-{
-    if (n == 0)
-        return 0;
-    __m128i hit = _mm_cmpeq_epi8(block, values[0]);
-    for (int k = 1; k < width; k++)
-        hit = _mm_or_si128(hit, _mm_cmpeq_epi8(block, values[k]));
-    return (unsigned)_mm_movemask_epi8(hit);
-}
-
-/* A card starting at one of `starts` (bit i: position base + i) not yet checked? */
-static int card_at(const unsigned char *p, Py_ssize_t n, Py_ssize_t base, uint64_t starts, const Fold *f,
-                   Py_ssize_t *checked)
-{
-    for (; starts; starts &= starts - 1) {
-        Py_ssize_t a = base + __builtin_ctzll(starts);
-        if (a >= *checked && zeros_around(p, n, a, f, checked) && (!f->json || in_string(p, a)))
-            return 1;
-    }
-    return 0;
-}
-
-/* A marker at one of `sentinels` (bit i: position base + i)? */
-static int marker_in(const unsigned char *p, Py_ssize_t n, Py_ssize_t base, uint32_t sentinels, const Fold *f)
-{
-    for (; sentinels; sentinels &= sentinels - 1)
-        if (marker_at(p, n, base + __builtin_ctz(sentinels), f))
-            return 1;
-    return 0;
-}
-
-/* Bit i set when bits i .. i+len-1 of w are all set (len <= 63). */
-static inline uint64_t runs_of(uint64_t w, Py_ssize_t len)
-{
-    uint64_t acc = ~(uint64_t)0, power = w;
-    int acc_len = 0, power_len = 1;
-    while (len) {
-        if (len & 1) {
-            acc &= power >> acc_len;
-            acc_len += power_len;
-        }
-        len >>= 1;
-        if (len) {
-            power &= power >> power_len;
-            power_len <<= 1;
-        }
-    }
-    return acc;
-}
-
-/* 16 bytes at a time, with masks: a card can only start where `zeros` bytes in a row are zeros
- * or dropped (checked exactly there), and a marker only at a sentinel whose next byte can
- * begin a suffix (or is dropped). Same answer as hit_scalar. */
-static int hit_vector(const unsigned char *p, Py_ssize_t n, const Fold *f)
-{
-    const __m128i below = _mm_set1_epi8('0' - 1), above = _mm_set1_epi8('9' + 1);
-    unsigned char pad[32];
-    uint32_t prev_keep = 0;
-    Py_ssize_t checked = 0;
-    for (Py_ssize_t at = 0; at < n; at += 16) {
-        const unsigned char *q = p + at;
-        Py_ssize_t len = n - at < 16 ? n - at : 16;
-        if (n - at < 17) { /* the block and the byte after it, zero-padded: 0 is a breaker */
-            memset(pad, 0, sizeof pad);
-            memcpy(pad, q, n - at);
-            q = pad;
-        }
-        __m128i block = _mm_loadu_si128((const __m128i *)q);
-        unsigned lenmask = 0xFFFFu >> (16 - len);
-        if (any_of(block, f->needle_v, f->n_needle, W_NEEDLE) & lenmask)
-            return 1;
-        if (f->zeros > 0) {
-            unsigned digits = (unsigned)_mm_movemask_epi8(
-                _mm_and_si128(_mm_cmpgt_epi8(block, below), _mm_cmplt_epi8(block, above)));
-            unsigned zmask = (digits | any_of(block, f->zero_extra, f->n_zero_extra, W_ZERO)) & lenmask;
-            unsigned kmask = zmask ? zmask | (any_of(block, f->dropped_v, f->n_dropped, W_DROPPED) & lenmask) : 0;
-            if (zmask == 0 && prev_keep) /* a run may still continue through dropped bytes */
-                kmask = any_of(block, f->dropped_v, f->n_dropped, W_DROPPED) & lenmask;
-            if (kmask && card_at(p, n, at - 16, runs_of(prev_keep | kmask << 16, f->zeros), f, &checked))
-                return 1;
-            prev_keep = kmask;
-        }
-        unsigned sentinels = any_of(block, f->sentinel_v, f->n_sentinel, W_SENTINEL) & lenmask;
-        if (sentinels) {
-            __m128i next = _mm_loadu_si128((const __m128i *)(q + 1));
-            unsigned nextmask = at + 17 <= n ? 0xFFFFu : 0xFFFFu >> (17 - (n - at));
-            sentinels &= any_of(next, f->next_v, f->n_next, W_NEXT) & nextmask;
-            if (marker_in(p, n, at, sentinels, f))
-                return 1;
-        }
-    }
-    return 0;
-}
-
-#ifdef HAVE_CLMUL_PATH /* x86-64 with GCC or Clang: AVX2 chosen at run time */
-#define HAVE_AVX2_PATH 1
-static int have_avx2;
-
-enum { C_ZERO, C_DROPPED, C_SENTINEL, C_NEEDLE, C_NEXT };
-
-/* The bytes of the 32 in `block` that are in class `c`: a set of ASCII bytes looked up by
- * nibbles (the low nibble's entry holds one bit per high nibble). */
-__attribute__((target("avx2"))) static inline uint32_t class_of(__m256i lo, __m256i hi_bit, const Fold *f, int c)
-{
-    __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)f->lut[c]));
-    __m256i miss = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(lut, lo), hi_bit), _mm256_setzero_si256());
-    return ~(uint32_t)_mm256_movemask_epi8(miss);
-}
-
-__attribute__((target("avx2"))) static inline void nibbles(__m256i block, __m256i *lo, __m256i *hi_bit)
-{
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    /* 1 << high nibble for 0-7; 0 for 8-15 (no class holds a byte over 0x7F) */
-    const __m256i bit_of = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0,
-                                            1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0);
-    *lo = _mm256_and_si256(block, low4);
-    *hi_bit = _mm256_shuffle_epi8(bit_of, _mm256_and_si256(_mm256_srli_epi16(block, 4), low4));
-}
-
-/* hit_vector's steps, 32 bytes at a time. Same answer as hit_scalar. */
-__attribute__((target("avx2"))) static int hit_avx2(const unsigned char *p, Py_ssize_t n, const Fold *f)
-{
-    unsigned char pad[64];
-    uint64_t prev_keep = 0;
-    Py_ssize_t checked = 0;
-    for (Py_ssize_t at = 0; at < n; at += 32) {
-        const unsigned char *q = p + at;
-        Py_ssize_t len = n - at < 32 ? n - at : 32;
-        if (n - at < 33) { /* the block and the byte after it, zero-padded: 0 is in no class */
-            memset(pad, 0, sizeof pad);
-            memcpy(pad, q, n - at);
-            q = pad;
-        }
-        uint32_t lenmask = len == 32 ? 0xFFFFFFFFu : (1u << len) - 1;
-        __m256i lo, hi_bit;
-        nibbles(_mm256_loadu_si256((const __m256i *)q), &lo, &hi_bit);
-        if (f->has_needle && (class_of(lo, hi_bit, f, C_NEEDLE) & lenmask))
-            return 1;
-        if (f->zeros > 0) {
-            uint32_t zmask = class_of(lo, hi_bit, f, C_ZERO) & lenmask, kmask = 0;
-            if (zmask || prev_keep) /* without zeros, a run may still continue through dropped bytes */
-                kmask = zmask | (class_of(lo, hi_bit, f, C_DROPPED) & lenmask);
-            if (kmask && card_at(p, n, at - 32, runs_of(prev_keep | (uint64_t)kmask << 32, f->zeros), f, &checked))
-                return 1;
-            prev_keep = kmask;
-        }
-        uint32_t sentinels = class_of(lo, hi_bit, f, C_SENTINEL) & lenmask;
-        if (sentinels) {
-            __m256i nlo, nhi_bit;
-            nibbles(_mm256_loadu_si256((const __m256i *)(q + 1)), &nlo, &nhi_bit);
-            /* the bytes after each of the block's that are the line's: n - at - 1 of them in the last block
-             * (none after a last block of one byte, where a shift by 32 would be undefined) */
-            uint32_t nextmask = at + 33 <= n ? 0xFFFFFFFFu : n - at == 1 ? 0 : 0xFFFFFFFFu >> (33 - (n - at));
-            sentinels &= class_of(nlo, nhi_bit, f, C_NEXT) & nextmask;
-            if (marker_in(p, n, at, sentinels, f))
-                return 1;
-        }
-    }
-    return 0;
-}
-
-/* The nibble tables of each class; 0 when a class holds a byte over 0x7F (then the SSE2 path). */
-static int luts_of(Fold *f)
-{
-    memset(f->lut, 0, sizeof f->lut);
-    for (int c = 0; c < 256; c++) {
-        int in[5] = {f->is_zero[c], f->dropped[c], f->is_sentinel[c], f->is_needle[c],
-                     f->dropped[c] || f->first[f->table[c]]};
-        for (int k = 0; k < 5; k++) {
-            if (!in[k])
-                continue;
-            if (c > 0x7F)
-                return 0;
-            f->lut[k][c & 0x0F] |= (unsigned char)(1u << (c >> 4));
-        }
-    }
-    for (int c = 0; c < 128; c++)
-        f->has_needle |= f->is_needle[c];
-    return 1;
-}
-#endif
-
-static int vectors_of(Fold *f)
-{
-    f->n_zero_extra = f->n_dropped = f->n_sentinel = f->n_needle = f->n_next = 0;
-    if (f->zeros > 31)
-        return 0;
-    for (int c = 0; c < 256; c++) {
-        if (c >= '0' && c <= '9' && !f->is_zero[c] && f->zeros > 0)
-            return 0;
-        if (f->is_zero[c] && !(c >= '0' && c <= '9') && !vector_of(f->zero_extra, &f->n_zero_extra, c, W_ZERO))
-            return 0;
-        if (f->dropped[c] && !vector_of(f->dropped_v, &f->n_dropped, c, W_DROPPED))
-            return 0;
-        if (f->is_sentinel[c] && !vector_of(f->sentinel_v, &f->n_sentinel, c, W_SENTINEL))
-            return 0;
-        if (f->is_needle[c] && !vector_of(f->needle_v, &f->n_needle, c, W_NEEDLE))
-            return 0;
-        if ((f->dropped[c] || f->first[f->table[c]]) && !vector_of(f->next_v, &f->n_next, c, W_NEXT))
-            return 0;
-    }
-    return 1;
-}
-#endif
-
-/* The fold from prefilter's arguments after `lines` (args[0..nargs), 5 to 7 of them). Holds
- * a borrowed pointer into `table`: whoever keeps the Fold keeps it alive (the suffixes are copied). */
-static int fold_init(Fold *f, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 5 || nargs > 7) {
-        PyErr_SetString(PyExc_TypeError, "a fold is (table, drop, zeros, needle, suffixes[, vector[, json]])");
-        return -1;
-    }
     long vector = nargs >= 6 ? PyLong_AsLong(args[5]) : 1; /* 0 scalar, 1 the best there is, 2 SSE2 */
     int json = nargs == 7 ? PyObject_IsTrue(args[6]) : 0;
     if (json < 0)
@@ -1850,15 +1122,18 @@ static int fold_init(Fold *f, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "prefilter: argument of the wrong type");
         return -1;
     }
-    memset(f, 0, sizeof *f);
-    f->table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
-    f->zeros = PyLong_AsSsize_t(args[2]);
-    f->json = json;
-    long needle = PyLong_AsLong(args[3]);
+    memset(spec, 0, sizeof *spec);
+    spec->table = (const unsigned char *)PyBytes_AS_STRING(table_obj);
+    spec->drop = (const unsigned char *)PyBytes_AS_STRING(drop_obj);
+    spec->ndrop = (size_t)PyBytes_GET_SIZE(drop_obj);
+    spec->zeros = PyLong_AsSsize_t(args[2]);
+    spec->json = json;
+    spec->vector = vector;
+    spec->needle = PyLong_AsLong(args[3]);
     if (PyErr_Occurred())
         return -1;
-    if (PyTuple_GET_SIZE(suffixes) > MAX_SUFFIXES) {
-        PyErr_Format(PyExc_TypeError, "prefilter: at most %d suffixes", MAX_SUFFIXES);
+    if (PyTuple_GET_SIZE(suffixes) > CCF_MAX_SUFFIXES) {
+        PyErr_Format(PyExc_TypeError, "prefilter: at most %d suffixes", CCF_MAX_SUFFIXES);
         return -1;
     }
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
@@ -1867,47 +1142,25 @@ static int fold_init(Fold *f, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_TypeError, "prefilter: suffixes are bytes of 1 to 8");
             return -1;
         }
-        memcpy(f->suffix[k], PyBytes_AS_STRING(suffix), PyBytes_GET_SIZE(suffix));
-        f->suffix_len[k] = (unsigned char)PyBytes_GET_SIZE(suffix);
-        for (int c = 0; c < 256; c++)
-            if (folded_is(f->suffix[k][0], (unsigned char)c)) {
-                f->first[c] = 1;
-                f->starting[c] |= (unsigned char)(1u << k);
-            }
-        f->nsuffix = (int)k + 1;
+        spec->suffix[k] = (const unsigned char *)PyBytes_AS_STRING(suffix);
+        spec->suffix_len[k] = (size_t)PyBytes_GET_SIZE(suffix);
+        spec->nsuffix = (int)k + 1;
     }
-    for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(drop_obj); k++)
-        f->dropped[(unsigned char)PyBytes_AS_STRING(drop_obj)[k]] = 1;
-    for (int c = 0; c < 256; c++) {
-        f->is_zero[c] = f->zeros > 0 && !f->dropped[c] && f->table[c] == '0';
-        f->keep[c] = f->dropped[c] || f->is_zero[c]; /* what does not end a run of zeros */
-        f->is_sentinel[c] = !f->dropped[c] && f->table[c] == 1;
-        f->is_needle[c] = !f->dropped[c] && (long)f->table[c] == needle;
-    }
-#if defined(__SSE2__)
-    f->simd = vector && vectors_of(f);
-#ifdef HAVE_AVX2_PATH
-    f->avx2 = vector == 1 && have_avx2 && f->zeros <= 31 && luts_of(f);
-#endif
-#else
-    (void)vector;
-#endif
     return 0;
 }
 
-/* Needs no interpreter (the suffixes are an immutable tuple of bytes, only read): the
- * read-ahead thread runs it without the GIL. */
-static int fold_hit(const unsigned char *p, Py_ssize_t n, const Fold *f)
+/* The fold from prefilter's arguments after `lines` (args[0..nargs), 5 to 7 of them), read
+ * into a spec (prefilter.c builds the fold from it, copying what it needs). */
+static int fold_init(ccf_fold *f, PyObject *const *args, Py_ssize_t nargs)
 {
-#if defined(__SSE2__)
-#ifdef HAVE_AVX2_PATH
-    return f->avx2 ? hit_avx2(p, n, f) : f->simd ? hit_vector(p, n, f) : hit_scalar(p, n, f);
-#else
-    return f->simd ? hit_vector(p, n, f) : hit_scalar(p, n, f);
-#endif
-#else
-    return hit_scalar(p, n, f);
-#endif
+    if (nargs < 5 || nargs > 7) {
+        PyErr_SetString(PyExc_TypeError, "a fold is (table, drop, zeros, needle, suffixes[, vector[, json]])");
+        return -1;
+    }
+    ccf_fold_spec spec;
+    if (fold_spec(&spec, args, nargs) < 0)
+        return -1;
+    return ccf_fold_init(f, &spec);
 }
 
 /* prefilter(lines, table, drop, zeros, needle, suffixes[, vector[, json]]): the indices of the
@@ -1921,7 +1174,7 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "prefilter(lines, table, drop, zeros, needle, suffixes[, vector[, json]])");
         return NULL;
     }
-    Fold f;
+    ccf_fold f;
     if (fold_init(&f, args + 1, nargs - 1) < 0)
         return NULL;
     Lines it;
@@ -1940,7 +1193,7 @@ static PyObject *prefilter(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 Py_CLEAR(out);
             return out;
         }
-        if (fold_hit((const unsigned char *)lp, n, &f)) {
+        if (ccf_fold_hit((const unsigned char *)lp, n, &f)) {
             PyObject *index = PyLong_FromSsize_t(i);
             if (index == NULL || PyList_Append(out, index) < 0) {
                 Py_XDECREF(index);
@@ -2420,12 +1673,10 @@ static PyObject *keep_memory(PyObject *self, PyObject *noargs)
 
 /* ------------------------------------------------------------------ read-ahead
  *
- * The agent's second core. While the event loop works on a file's chunk, a thread of ours
- * reads the file's next chunk and does the per-line work that needs no interpreter: finding
- * the lines, their crc32 (for the ids), the redaction prefilter and the projection's
- * structural scan (a Scan). json_lines then takes those from the scan. The thread never
- * touches a Python object: it writes into a bytes object nobody else can see yet and reads
- * the fold's immutable table and suffixes, which the ReadAhead keeps alive.
+ * The agent's second core (readahead.c): while the event loop works on a file's chunk, a thread
+ * of ours reads the file's next chunk and does the per-line work that needs no interpreter (a
+ * ccf_scan); json_lines then takes those from the scan. The thread never touches a Python
+ * object: it writes into a bytes object nobody else can see yet, and its fold is its own copy.
  *
  * One job at a time: submit(owner, fd, offset, size, partial) reads size bytes at offset
  * after a copy of partial (the reader's unfinished line); take() waits for it and gives
@@ -2433,165 +1684,26 @@ static PyObject *keep_memory(PyObject *self, PyObject *noargs)
  * included), rest what follows the last newline, both without a copy of the chunk. When the
  * new bytes hold no newline, block is None and rest is partial plus the new bytes. */
 
-#include <errno.h>
-#include <pthread.h>
-#include <sched.h>
-#include <unistd.h>
-
-/* An array of *cap items of `size` holding at least `need`, doubling from `first`. -1: no memory. */
-static int room(void **items, Py_ssize_t *cap, Py_ssize_t need, Py_ssize_t first, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    Py_ssize_t grown = *cap ? *cap : first;
-    while (grown < need)
-        grown *= 2;
-    void *more = realloc(*items, (size_t)grown * size);
-    if (more == NULL)
-        return -1;
-    *items = more;
-    *cap = grown;
-    return 0;
-}
-
-/* Without the GIL. -1: out of memory. */
-static int scan_block(Scan *s, const unsigned char *data, Py_ssize_t size, const Fold *fold, int objects)
-{
-    s->size = size;
-    for (Py_ssize_t pos = 0; pos < size;) {
-        const unsigned char *p = data + pos;
-        const unsigned char *nl = memchr(p, '\n', size - pos); /* found: the block ends with one */
-        Py_ssize_t n = nl - p;
-        if (room((void **)&s->lines, &s->cap, s->nlines + 1, 512, sizeof *s->lines) < 0)
-            return -1;
-        ScanLine *l = &s->lines[s->nlines++];
-        l->start = pos;
-        l->n = n;
-        l->crc = ccf_crc32(p, (size_t)n);
-        l->hit = fold != NULL && fold_hit(p, n, fold);
-        s->nhits += l->hit;
-        l->status = SCAN_UNSURE;
-        l->count = 0;
-        if (objects && n > 0 && p[n - 1] == '}') {
-            if (room((void **)&s->members, &s->mcap, s->nmembers + MAX_MEMBERS, 8192, sizeof *s->members) < 0)
-                return -1;
-            Member *m = s->members + s->nmembers;
-            if (scan_object(p, n, m, &l->count) == SCAN_OK) {
-                l->status = SCAN_OK;
-                l->member = s->nmembers;
-                s->nmembers += l->count;
-                l->hash = keys_hash(p, n, m, l->count, &l->nbytes);
-            }
-        }
-        pos += n + 1;
-    }
-    return 0;
-}
-
 static void scan_capsule_free(PyObject *capsule)
 {
-    scan_free(PyCapsule_GetPointer(capsule, "ccf_agent.scan"));
+    ccf_scan_free(PyCapsule_GetPointer(capsule, "ccf_agent.scan"));
 }
 
-enum { R_IDLE, R_QUEUED, R_RUNNING, R_DONE };
-
-/* Who touches what: `state` and `stop` only under `lock` (the thread waits on them); `started`,
- * `submitted`, `closed`, `locks` and the job's Python objects only on the interpreter's side,
- * with the GIL. The job's inputs are written before the job is queued and its results before it
- * is marked done, each under the lock: that lock hands them from one thread to the other. */
+/* The job's Python objects only on the interpreter's side, with the GIL; the core's fields as
+ * readahead.h says. */
 typedef struct {
     PyObject_HEAD
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake, done;
-    int locks;   /* how many of lock, wake and done exist (a failed __new__ leaves fewer to destroy) */
-    int started, stop, state;
-    int submitted; /* a job was submitted and is not yet taken or dropped */
-    int closed;    /* close() ran: no thread any more, and submit() says so */
-    int start_error; /* errno of a thread that could not be started */
-    Fold fold;
-    int has_fold, objects;
-    PyObject *fold_args; /* keeps the fold's table and suffixes alive */
-    /* the job, set by submit; the thread reads these and writes the result while R_RUNNING */
-    PyObject *owner, *partial, *buf;
-    char *bytes;
-    int fd;
-    long long offset;
-    Py_ssize_t size, plen;
-    Py_ssize_t nread, last_nl;
-    int err;
-    Scan *scan;
+    ccf_read_ahead core;
+    PyObject *owner, *partial, *buf; /* the job, set by submit */
 } ReadAhead;
 
-static void read_ahead_work(ReadAhead *r)
-{
-    ssize_t got;
-    do
-        got = pread(r->fd, r->bytes + r->plen, (size_t)r->size, (off_t)r->offset);
-    while (got < 0 && errno == EINTR);
-    if (got < 0) {
-        r->err = errno;
-        return;
-    }
-    r->nread = got;
-    Py_ssize_t total = r->plen + got;
-    Py_ssize_t k = total - 1;
-    while (k >= r->plen && r->bytes[k] != '\n')
-        k--;
-    r->last_nl = k >= r->plen ? k : -1;
-    if (r->last_nl < 0)
-        return;
-    Scan *s = calloc(1, sizeof *s);
-    if (s != NULL && scan_block(s, (const unsigned char *)r->bytes, r->last_nl + 1, r->has_fold ? &r->fold : NULL,
-                                r->objects) < 0) {
-        scan_free(s); /* json_lines does it all itself */
-        s = NULL;
-    }
-    r->scan = s;
-}
-
-static void *read_ahead_main(void *arg)
-{
-    ReadAhead *r = arg;
-#if defined(__GLIBC__)
-    pthread_setname_np(pthread_self(), "ccf-read-ahead"); /* what top -H and perf show */
-#endif
-#ifdef SCHED_BATCH
-    /* Woken once per chunk, a normal thread preempts the event loop's thread whenever the other
-     * CPU is busy; a batch thread waits for a free CPU instead. (A seccomp filter may refuse
-     * this: then it stays a normal thread.) */
-    struct sched_param param = {0};
-    pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
-#endif
-    pthread_mutex_lock(&r->lock);
-    for (;;) {
-        while (r->state != R_QUEUED && !r->stop)
-            pthread_cond_wait(&r->wake, &r->lock);
-        if (r->stop)
-            break;
-        r->state = R_RUNNING;
-        pthread_mutex_unlock(&r->lock);
-        read_ahead_work(r);
-        pthread_mutex_lock(&r->lock);
-        r->state = R_DONE;
-        pthread_cond_signal(&r->done);
-    }
-    pthread_mutex_unlock(&r->lock);
-    return NULL;
-}
-
-/* Wait for the job, if any (the GIL released meanwhile): the thread is done with it afterwards.
- * The state is read under the lock even when the job is likely done: the lock is what makes the
- * thread's writes to the result visible here. */
+/* Wait for the job, if any, the GIL released meanwhile: the thread is done with it afterwards. */
 static void read_ahead_wait(ReadAhead *r)
 {
-    if (!r->submitted)
+    if (!r->core.submitted)
         return;
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&r->lock);
-    while (r->state != R_DONE)
-        pthread_cond_wait(&r->done, &r->lock);
-    pthread_mutex_unlock(&r->lock);
+    ccf_read_ahead_wait(&r->core);
     Py_END_ALLOW_THREADS
 }
 
@@ -2601,15 +1713,7 @@ static void read_ahead_clear(ReadAhead *r)
     Py_CLEAR(r->owner);
     Py_CLEAR(r->partial);
     Py_CLEAR(r->buf);
-    scan_free(r->scan);
-    r->scan = NULL;
-    r->bytes = NULL;
-    if (r->submitted) {
-        pthread_mutex_lock(&r->lock);
-        r->state = R_IDLE;
-        pthread_mutex_unlock(&r->lock);
-        r->submitted = 0;
-    }
+    ccf_read_ahead_clear(&r->core);
 }
 
 static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -2619,64 +1723,42 @@ static PyObject *read_ahead_new(PyTypeObject *type, PyObject *args, PyObject *kw
     static char *kwlist[] = {"fold", "objects", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Op:ReadAhead", kwlist, &fold_args, &objects))
         return NULL;
+    ccf_fold_spec spec;
+    if (fold_args != Py_None) {
+        if (!PyTuple_CheckExact(fold_args)) {
+            PyErr_SetString(PyExc_TypeError, "ReadAhead: fold is a tuple of prefilter's arguments after lines");
+            return NULL;
+        }
+        Py_ssize_t nargs = PyTuple_GET_SIZE(fold_args);
+        if (nargs < 5 || nargs > 7) {
+            PyErr_SetString(PyExc_TypeError, "a fold is (table, drop, zeros, needle, suffixes[, vector[, json]])");
+            return NULL;
+        }
+        if (fold_spec(&spec, &PyTuple_GET_ITEM(fold_args, 0), nargs) < 0)
+            return NULL;
+    }
     ReadAhead *r = (ReadAhead *)type->tp_alloc(type, 0);
     if (r == NULL)
         return NULL;
-    /* The locks first: every exit below deallocates, and dealloc destroys those that exist. */
-    int rc = pthread_mutex_init(&r->lock, NULL);
-    if (rc == 0 && (r->locks = 1, rc = pthread_cond_init(&r->wake, NULL)) == 0 &&
-        (r->locks = 2, rc = pthread_cond_init(&r->done, NULL)) == 0)
-        r->locks = 3;
-    if (rc != 0) {
+    /* the spec's pointers are into fold_args, alive for this call: the core copies the fold */
+    int rc = ccf_read_ahead_init(&r->core, fold_args != Py_None ? &spec : NULL, objects);
+    if (rc != 0) { /* dealloc destroys the locks that exist */
         errno = rc;
         PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(r);
         return NULL;
     }
-    if (fold_args != Py_None) {
-        if (!PyTuple_CheckExact(fold_args)) {
-            PyErr_SetString(PyExc_TypeError, "ReadAhead: fold is a tuple of prefilter's arguments after lines");
-            Py_DECREF(r);
-            return NULL;
-        }
-        if (fold_init(&r->fold, &PyTuple_GET_ITEM(fold_args, 0), PyTuple_GET_SIZE(fold_args)) < 0) {
-            Py_DECREF(r);
-            return NULL;
-        }
-        r->has_fold = 1;
-        r->fold_args = Py_NewRef(fold_args);
-    }
-    r->objects = objects;
     return (PyObject *)r;
 }
 
-static void read_ahead_stop(ReadAhead *r)
+/* The thread stopped and the locks destroyed, the GIL released while it waits for the thread. */
+static void read_ahead_dealloc(ReadAhead *r)
 {
     read_ahead_wait(r);
     read_ahead_clear(r);
-    if (r->started) {
-        pthread_mutex_lock(&r->lock);
-        r->stop = 1;
-        pthread_cond_signal(&r->wake);
-        pthread_mutex_unlock(&r->lock);
-        Py_BEGIN_ALLOW_THREADS
-        pthread_join(r->thread, NULL);
-        Py_END_ALLOW_THREADS
-        r->started = 0;
-    }
-}
-
-static void read_ahead_dealloc(ReadAhead *r)
-{
-    if (r->locks == 3)
-        read_ahead_stop(r);
-    Py_CLEAR(r->fold_args);
-    if (r->locks >= 3)
-        pthread_cond_destroy(&r->done);
-    if (r->locks >= 2)
-        pthread_cond_destroy(&r->wake);
-    if (r->locks >= 1)
-        pthread_mutex_destroy(&r->lock);
+    Py_BEGIN_ALLOW_THREADS
+    ccf_read_ahead_destroy(&r->core);
+    Py_END_ALLOW_THREADS
     PyTypeObject *type = Py_TYPE(r);
     type->tp_free((PyObject *)r);
     Py_DECREF(type); /* a heap type: each instance holds a reference to it */
@@ -2688,7 +1770,7 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "submit(owner, fd, offset, size, partial)");
         return NULL;
     }
-    if (r->submitted) {
+    if (r->core.submitted) {
         PyErr_SetString(PyExc_RuntimeError, "ReadAhead: a job is already submitted");
         return NULL;
     }
@@ -2703,16 +1785,8 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_ValueError, "submit: a descriptor, an offset, a size > 0 and the partial line (bytes)");
         return NULL;
     }
-    if (!r->started) {
-        if (r->start_error || r->closed) /* closed: a new thread would only see stop and leave */
-            Py_RETURN_FALSE;
-        int rc = pthread_create(&r->thread, NULL, read_ahead_main, r);
-        if (rc != 0) { /* a tasks limit, say: the caller reads on its own thread */
-            r->start_error = rc;
-            Py_RETURN_FALSE;
-        }
-        r->started = 1;
-    }
+    if (ccf_read_ahead_start(&r->core) != 0) /* closed, or a tasks limit: the caller reads on its own thread */
+        Py_RETURN_FALSE;
     Py_ssize_t plen = PyBytes_GET_SIZE(partial);
     PyObject *buf = PyBytes_FromStringAndSize(NULL, plen + size);
     if (buf == NULL)
@@ -2721,71 +1795,62 @@ static PyObject *read_ahead_submit(ReadAhead *r, PyObject *const *args, Py_ssize
     r->owner = Py_NewRef(args[0]);
     r->partial = Py_NewRef(partial);
     r->buf = buf;
-    r->bytes = PyBytes_AS_STRING(buf);
-    r->fd = fd;
-    r->offset = offset;
-    r->size = size;
-    r->plen = plen;
-    r->nread = 0;
-    r->last_nl = -1;
-    r->err = 0;
-    r->scan = NULL;
-    r->submitted = 1;
-    pthread_mutex_lock(&r->lock);
-    r->state = R_QUEUED;
-    pthread_cond_signal(&r->wake);
-    pthread_mutex_unlock(&r->lock);
+    ccf_read_ahead_submit(&r->core, PyBytes_AS_STRING(buf), fd, offset, size, plen);
     Py_RETURN_TRUE;
 }
 
 static PyObject *read_ahead_take(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
-    if (!r->submitted) {
+    if (!r->core.submitted) {
         PyErr_SetString(PyExc_RuntimeError, "ReadAhead: nothing submitted");
         return NULL;
     }
     read_ahead_wait(r);
-    if (r->err) {
-        errno = r->err;
+    ccf_read_ahead_result got;
+    ccf_read_ahead_take(&r->core, &got); /* done: no wait */
+    if (got.err) {
+        errno = got.err;
         read_ahead_clear(r);
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Py_ssize_t total = r->plen + r->nread;
+    Py_ssize_t plen = PyBytes_GET_SIZE(r->partial), total = plen + got.nread;
     PyObject *block = Py_None, *rest, *scan = Py_None, *out = NULL;
     Py_INCREF(block);
     Py_INCREF(scan);
     PyObject *buf = r->buf;
+    const char *bytes = PyBytes_AS_STRING(buf);
     r->buf = NULL;
-    if (r->last_nl < 0) {
+    if (got.last_nl < 0) {
         rest = buf;
         if (_PyBytes_Resize(&rest, total) < 0)
             goto done;
     } else {
-        rest = PyBytes_FromStringAndSize(r->bytes + r->last_nl + 1, total - r->last_nl - 1);
+        rest = PyBytes_FromStringAndSize(bytes + got.last_nl + 1, total - got.last_nl - 1);
         if (rest == NULL) {
             Py_DECREF(buf);
             goto done;
         }
         Py_SETREF(block, buf);
-        if (_PyBytes_Resize(&block, r->last_nl + 1) < 0) {
+        if (_PyBytes_Resize(&block, got.last_nl + 1) < 0) {
             block = NULL;
             Py_DECREF(rest);
             goto done;
         }
-        if (r->scan != NULL) {
-            PyObject *capsule = PyCapsule_New(r->scan, "ccf_agent.scan", scan_capsule_free);
+        if (got.scan != NULL) {
+            PyObject *capsule = PyCapsule_New(got.scan, "ccf_agent.scan", scan_capsule_free);
             if (capsule == NULL) {
                 Py_DECREF(rest);
                 goto done;
             }
-            r->scan = NULL;
+            got.scan = NULL;
             Py_SETREF(scan, capsule);
         }
     }
-    out = Py_BuildValue("(OLONNnN)", r->owner, r->offset, r->partial, block, rest, r->nread, scan);
+    out = Py_BuildValue("(OLONNnN)", r->owner, r->core.offset, r->partial, block, rest, got.nread, scan);
     block = scan = NULL;
 done:
+    ccf_scan_free(got.scan);
     Py_XDECREF(block);
     Py_XDECREF(scan);
     read_ahead_clear(r);
@@ -2803,8 +1868,11 @@ static PyObject *read_ahead_drop(ReadAhead *r, PyObject *noargs)
 static PyObject *read_ahead_close(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
-    read_ahead_stop(r);
-    r->closed = 1;
+    read_ahead_wait(r);
+    read_ahead_clear(r);
+    Py_BEGIN_ALLOW_THREADS
+    ccf_read_ahead_close(&r->core);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -2828,11 +1896,11 @@ static PyMethodDef read_ahead_methods[] = {
 static PyObject *read_ahead_error(ReadAhead *r, void *closure)
 {
     (void)closure;
-    if (r->closed)
+    if (r->core.closed)
         return PyUnicode_FromString("closed");
-    if (!r->start_error)
+    if (!r->core.start_error)
         Py_RETURN_NONE;
-    return PyUnicode_FromString(strerror(r->start_error));
+    return PyUnicode_FromString(strerror(r->core.start_error));
 }
 
 static PyGetSetDef read_ahead_getset[] = {
@@ -2863,7 +1931,7 @@ static PyType_Spec read_ahead_spec = {
 static PyObject *scan_hits(PyObject *self, PyObject *capsule)
 {
     (void)self;
-    const Scan *s = PyCapsule_GetPointer(capsule, "ccf_agent.scan");
+    const ccf_scan *s = PyCapsule_GetPointer(capsule, "ccf_agent.scan");
     if (s == NULL)
         return NULL;
     PyObject *out = PyList_New(0);
@@ -2914,10 +1982,7 @@ static void cpu_init(void)
     if (done)
         return;
     ccf_crc32_init();
-#ifdef HAVE_CLMUL_PATH
-    __builtin_cpu_init();
-    have_avx2 = __builtin_cpu_supports("avx2");
-#endif
+    ccf_prefilter_init();
     done = 1;
 }
 
@@ -2928,7 +1993,7 @@ static int module_exec(PyObject *m)
     state->read_ahead_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &read_ahead_spec, NULL);
     if (state->read_ahead_type == NULL || PyModule_AddType(m, state->read_ahead_type) < 0)
         return -1;
-    if (PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", RECORD_DEPTH_MAX) < 0)
+    if (PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", CCF_RECORD_DEPTH_MAX) < 0)
         return -1;
     return PyModule_AddIntConstant(m, "CRC32_CLMUL", ccf_have_clmul);
 }
