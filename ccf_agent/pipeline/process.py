@@ -49,7 +49,7 @@ SLOW_KEYS = ("exception",)
 _CLOSE = 0x7D  # '}'
 _SHAPES_MAX = 4096
 _NONE_SENSITIVE: tuple[str, ...] = ()
-_PROJECT_MAX = 32  # fields a projection may name (_fast.c: MAX_PICKS)
+_PROJECT_MAX = 32  # fields a projection may name (_native/py_loop.c: MAX_PICKS)
 _DEEP_BYTES = 2 * MAX_DEPTH  # a shorter line cannot nest deeper than MAX_DEPTH (rawjson.too_deep)
 
 Stamp = tuple[bytes, float]

@@ -1,4 +1,4 @@
-"""The C loop (pipeline/_fast.c) is the Python loop: same events, same counters, same prefilter.
+"""The C loop (_native/py_loop.c) is the Python loop: same events, same counters, same prefilter.
 
 Each property builds two identical pipelines, one with the C loop and prefilter switched off,
 and holds their output equal on the corpus, the sample records and generated lines.
@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccf_agent.pipeline import _fast, rawjson
+from ccf_agent._native import _fast
+from ccf_agent.pipeline import rawjson
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.pipeline.redact import _DROP
 from ccf_agent.samples import lines as sample_lines

@@ -1,4 +1,4 @@
-"""The C extension's boundary (_fast.c), for the type checker: every name the module defines,
+"""The C extension's boundary (_fast.c and its py_*.c), for the type checker: every name the module defines,
 with the types its argument checks accept and its results. Users reach it through
 ccf_agent.pipeline.native (None when it was not built)."""
 
