@@ -1,7 +1,7 @@
 /* The agent's C extension, ccf_agent._native._fast: the module (multi-phase initialisation, its
  * state) and its small functions; each concern's functions are in a binding file of their own:
  *
- *   py_loop.c       the pipeline's per-line loop for Winston JSON and the projection (process.py)
+ *   py_loop.c       the pipeline's per-line loop for Winston JSON (Loop) and the projection (process.py)
  *   py_prefilter.c  the redaction prefilter over a batch's lines (redact.py)
  *   py_readahead.c  the ReadAhead type around the read-ahead thread (tail/)
  *   py_routes.c     route programs, bulk bodies, payouts (router.py, alerts/, outputs/, ops/)
@@ -82,6 +82,9 @@ static int module_exec(PyObject *m)
     state->read_ahead_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ccf_py_read_ahead_spec, NULL);
     if (state->read_ahead_type == NULL || PyModule_AddType(m, state->read_ahead_type) < 0)
         return -1;
+    state->loop_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ccf_py_loop_spec, NULL);
+    if (state->loop_type == NULL || PyModule_AddType(m, state->loop_type) < 0)
+        return -1;
     if (PyModule_AddIntConstant(m, "RECORD_DEPTH_MAX", CCF_RECORD_DEPTH_MAX) < 0)
         return -1;
     return PyModule_AddIntConstant(m, "CRC32_CLMUL", ccf_have_clmul);
@@ -91,6 +94,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
 {
     ModuleState *state = PyModule_GetState(m);
     Py_VISIT(state->read_ahead_type);
+    Py_VISIT(state->loop_type);
     return 0;
 }
 
@@ -98,6 +102,7 @@ static int module_clear(PyObject *m)
 {
     ModuleState *state = PyModule_GetState(m);
     Py_CLEAR(state->read_ahead_type);
+    Py_CLEAR(state->loop_type);
     return 0;
 }
 

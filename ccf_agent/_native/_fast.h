@@ -16,7 +16,7 @@
 
 /* What the module holds (multi-phase initialisation: its state, not C globals). */
 typedef struct {
-    PyTypeObject *read_ahead_type;
+    PyTypeObject *read_ahead_type, *loop_type;
 } ModuleState;
 
 /* Each concern's functions, added to the module by _fast.c. */
@@ -26,6 +26,7 @@ extern PyMethodDef ccf_py_routes_methods[];    /* py_routes.c: route programs, b
 extern PyMethodDef ccf_py_memory_methods[];    /* py_memory.c: arenas kept for reuse */
 extern PyMethodDef ccf_py_readahead_methods[]; /* py_readahead.c: a read-ahead scan's hits */
 extern PyType_Spec ccf_py_read_ahead_spec;     /* py_readahead.c: the ReadAhead type */
+extern PyType_Spec ccf_py_loop_spec;           /* py_loop.c: the Loop type */
 
 /* The name of the capsule holding a read-ahead's ccf_scan. */
 #define CCF_SCAN_CAPSULE "ccf_agent.scan"

@@ -1,4 +1,5 @@
-/* The pipeline's per-line loop for Winston JSON (json_lines), the binding's hot path.
+/* The pipeline's per-line loop for Winston JSON, the binding's hot path: a Loop, made once per
+ * pipeline generation and run per batch (json_lines, its twin, takes every constant per batch).
  *
  * Same steps, same order and same results as the loop in process.py (tests/pipeline/
  * test_native.py holds them equal on the corpus and on generated lines): parse with orjson,
@@ -65,14 +66,21 @@ static int unpack_doc(PyObject *got, Py_ssize_t size, PyObject **doc, PyObject *
     return 0;
 }
 
-/* fn(rec, lo) -> (doc, stamp), a Python slow path: the result tuple, doc and stamp (new refs). */
-static PyObject *doc_from(PyObject *fn, PyObject *rec, long long lo, PyObject **doc, PyObject **stamp)
+/* At most this many arguments a batch adds to each callback's (Loop.run: the batch, its stamp). */
+#define MAX_EXTRA 2
+
+/* fn(rec, lo, *extra) -> (doc, stamp), a Python slow path: the result tuple, doc and stamp (new
+ * refs). */
+static PyObject *doc_from(PyObject *fn, PyObject *rec, long long lo, PyObject *const *extra, Py_ssize_t nextra,
+                          PyObject **doc, PyObject **stamp)
 {
     PyObject *lo_obj = PyLong_FromLongLong(lo);
     if (lo_obj == NULL)
         return NULL;
-    PyObject *call[2] = {rec, lo_obj};
-    PyObject *got = PyObject_Vectorcall(fn, call, 2, NULL);
+    PyObject *call[2 + MAX_EXTRA] = {rec, lo_obj};
+    for (Py_ssize_t k = 0; k < nextra; k++)
+        call[2 + k] = extra[k];
+    PyObject *got = PyObject_Vectorcall(fn, call, 2 + nextra, NULL);
     Py_DECREF(lo_obj);
     if (got == NULL)
         return NULL;
@@ -681,14 +689,25 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
 }
 
 
-/* ------------------------------------------------------------------ the loop */
+/* ------------------------------------------------------------------ the loop
 
-enum {
-    A_LINES, A_START, A_SID, A_PATH_PART, A_END, A_HITS, A_SHAPES, A_NEW_SHAPE, A_RESERVED,
-    A_TS_FIELD, A_TS_CACHE, A_PARSE_TS, A_PARSE_ANY, A_DEFAULT_STAMP, A_REDACT, A_MASK_TOP, A_NAMES,
-    A_MASK, A_MASK_JSON, A_DICT_DOC, A_BAD_TS, A_ODD, A_LOADS, A_DECODE_ERROR,
-    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, A_CACHE, A_SCAN, N_ARGS
-};
+ * What stays the same for a pipeline's generation (a Loop holds it, checked once) and what
+ * each batch brings. The pointers are borrowed: from a Loop, or from json_lines' arguments. */
+typedef struct {
+    PyObject *shapes, *new_shape, *reserved, *ts_field, *ts_cache, *parse_ts, *parse_any, *redact, *mask_top,
+        *mask, *mask_json, *end, *dict_doc, *bad_ts, *odd, *loads, *decode_error;
+    int names;         /* the redactor has sensitive key names */
+    ShapeCache *cache; /* NULL: full records from orjson; else the projection's cache */
+} Consts;
+
+typedef struct {
+    PyObject *lines, *sid, *path_part, *default_stamp, *hits;
+    long long start;
+    const ccf_scan *scan; /* the read-ahead's scan of the batch's bytes, or NULL */
+    PyObject *records, *docs, *ids, *stamps, *times;
+    PyObject *const *extra; /* added to every callback's arguments */
+    Py_ssize_t nextra;
+} Batch;
 
 static const char TS_HEAD[] = ",\"@timestamp\":\"";
 
@@ -714,49 +733,29 @@ static PyObject *make_doc(const char *line, Py_ssize_t ln, PyObject *iso, PyObje
     return doc;
 }
 
-static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* The loop over one batch's lines: (records, fields) masked in C, or NULL with an exception. */
+static PyObject *run(const Consts *k, const Batch *b)
 {
-    if (nargs != N_ARGS) {
-        PyErr_Format(PyExc_TypeError, "json_lines takes %d arguments", N_ARGS);
-        return NULL;
-    }
-    PyObject *sid = args[A_SID], *path_part = args[A_PATH_PART], *end = args[A_END];
-    PyObject *hits = args[A_HITS], *shapes = args[A_SHAPES], *new_shape = args[A_NEW_SHAPE];
-    PyObject *reserved = args[A_RESERVED], *ts_field = args[A_TS_FIELD], *ts_cache = args[A_TS_CACHE];
-    PyObject *parse_ts = args[A_PARSE_TS], *parse_any = args[A_PARSE_ANY];
-    PyObject *default_stamp = args[A_DEFAULT_STAMP], *redact = args[A_REDACT], *mask_top = args[A_MASK_TOP];
-    PyObject *mask = args[A_MASK], *mask_json = args[A_MASK_JSON];
-    PyObject *dict_doc = args[A_DICT_DOC], *bad_ts = args[A_BAD_TS], *odd = args[A_ODD];
-    PyObject *loads = args[A_LOADS], *decode_error = args[A_DECODE_ERROR];
-    PyObject *records = args[A_RECORDS], *docs = args[A_DOCS], *ids = args[A_IDS];
-    PyObject *stamps = args[A_STAMPS], *times = args[A_TIMES];
-    if (!PyBytes_CheckExact(sid) || !PyBytes_CheckExact(path_part)
-        || !PyBytes_CheckExact(end) || !PyAnySet_Check(hits) || !PyDict_CheckExact(shapes)
-        || !PyAnySet_Check(reserved) || !PyUnicode_CheckExact(ts_field) || !PyDict_CheckExact(ts_cache)
-        || !PyList_CheckExact(records) || !PyList_CheckExact(docs) || !PyList_CheckExact(ids)
-        || !PyList_CheckExact(stamps) || !PyList_CheckExact(times)
-        || (redact != Py_None && (!PyUnicode_CheckExact(mask) || !PyBytes_CheckExact(mask_json)))) {
-        PyErr_SetString(PyExc_TypeError, "json_lines: argument of the wrong type");
-        return NULL;
-    }
-    long long offset = PyLong_AsLongLong(args[A_START]);
-    if (offset == -1 && PyErr_Occurred())
-        return NULL;
-    int names = PyObject_IsTrue(args[A_NAMES]);
-    if (names < 0)
-        return NULL;
+    PyObject *sid = b->sid, *path_part = b->path_part, *end = k->end, *hits = b->hits, *shapes = k->shapes;
+    PyObject *new_shape = k->new_shape, *reserved = k->reserved, *ts_field = k->ts_field, *ts_cache = k->ts_cache;
+    PyObject *parse_ts = k->parse_ts, *parse_any = k->parse_any;
+    PyObject *default_stamp = b->default_stamp, *redact = k->redact, *mask_top = k->mask_top;
+    PyObject *mask = k->mask, *mask_json = k->mask_json;
+    PyObject *dict_doc = k->dict_doc, *bad_ts = k->bad_ts, *odd = k->odd;
+    PyObject *loads = k->loads, *decode_error = k->decode_error;
+    PyObject *records = b->records, *docs = b->docs, *ids = b->ids, *stamps = b->stamps, *times = b->times;
+    PyObject *const *extra = b->extra;
+    Py_ssize_t nextra = b->nextra;
+    long long offset = b->start;
+    int names = k->names;
     int redacting = redact != Py_None;
     int any_hits = PySet_GET_SIZE(hits) > 0;
     Lines it;
-    if (lines_init(&it, args[A_LINES], "json_lines") < 0)
+    if (lines_init(&it, b->lines, "json_lines") < 0)
         return NULL;
     long long masked_records = 0, masked_fields = 0;
-    ShapeCache *cache = NULL; /* None: full records from orjson; else the projection's cache */
-    if (args[A_CACHE] != Py_None && (cache = PyCapsule_GetPointer(args[A_CACHE], "ccf_agent.shape_cache")) == NULL)
-        return NULL;
-    const ccf_scan *scan = NULL; /* the read-ahead's scan of these very bytes, or None */
-    if (args[A_SCAN] != Py_None && (scan = PyCapsule_GetPointer(args[A_SCAN], CCF_SCAN_CAPSULE)) == NULL)
-        return NULL;
+    ShapeCache *cache = k->cache;
+    const ccf_scan *scan = b->scan;
     if (scan != NULL && (it.data == NULL || scan->size != it.size))
         scan = NULL; /* not a scan of these bytes */
 
@@ -927,7 +926,7 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                 }
                 if (stamp == Py_None) {
                     Py_CLEAR(stamp);
-                    if ((got = doc_from(bad_ts, rec, lo, &doc, &stamp)) == NULL)
+                    if ((got = doc_from(bad_ts, rec, lo, extra, nextra, &doc, &stamp)) == NULL)
                         goto error;
                 } else {
                     if (!PyTuple_Check(stamp) || PyTuple_GET_SIZE(stamp) != 2
@@ -940,15 +939,17 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
                         goto error;
                 }
             } else {
-                if ((got = doc_from(dict_doc, rec, lo, &doc, &stamp)) == NULL)
+                if ((got = doc_from(dict_doc, rec, lo, extra, nextra, &doc, &stamp)) == NULL)
                     goto error;
             }
         } else {
             PyObject *lo_obj = PyLong_FromLongLong(lo);
             if (lo_obj == NULL)
                 goto error;
-            PyObject *call[4] = {rec, line, lo_obj, hit_obj};
-            got = PyObject_Vectorcall(odd, call, 4, NULL);
+            PyObject *call[4 + MAX_EXTRA] = {rec, line, lo_obj, hit_obj};
+            for (Py_ssize_t k = 0; k < nextra; k++)
+                call[4 + k] = extra[k];
+            got = PyObject_Vectorcall(odd, call, 4 + nextra, NULL);
             Py_DECREF(lo_obj);
             if (got == NULL)
                 goto error;
@@ -994,6 +995,229 @@ static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     return Py_BuildValue("(LL)", masked_records, masked_fields);
 }
+
+/* A stamp as the loop splices it: (iso bytes, epoch seconds). */
+static int is_stamp(PyObject *stamp)
+{
+    return PyTuple_Check(stamp) && PyTuple_GET_SIZE(stamp) == 2 && PyBytes_Check(PyTuple_GET_ITEM(stamp, 0));
+}
+
+/* The generation's constants, checked: 0, or -1 with TypeError naming `who`. */
+static int consts_check(const Consts *k, const char *who)
+{
+    if (!PyDict_CheckExact(k->shapes) || !PyAnySet_Check(k->reserved) || !PyUnicode_CheckExact(k->ts_field)
+        || !PyDict_CheckExact(k->ts_cache) || !PyBytes_CheckExact(k->end)
+        || (k->redact != Py_None && (!PyUnicode_CheckExact(k->mask) || !PyBytes_CheckExact(k->mask_json)))) {
+        PyErr_Format(PyExc_TypeError, "%s: argument of the wrong type", who);
+        return -1;
+    }
+    return 0;
+}
+
+/* The batch's own arguments, checked (the scan's capsule read): 0, or -1 with an exception. */
+static int batch_check(Batch *b, PyObject *start, PyObject *scan, const char *who)
+{
+    if (!PyBytes_CheckExact(b->sid) || !PyBytes_CheckExact(b->path_part) || !PyAnySet_Check(b->hits)
+        || !PyList_CheckExact(b->records) || !PyList_CheckExact(b->docs) || !PyList_CheckExact(b->ids)
+        || !PyList_CheckExact(b->stamps) || !PyList_CheckExact(b->times) || !is_stamp(b->default_stamp)) {
+        PyErr_Format(PyExc_TypeError, "%s: argument of the wrong type", who);
+        return -1;
+    }
+    b->start = PyLong_AsLongLong(start);
+    if (b->start == -1 && PyErr_Occurred())
+        return -1;
+    b->scan = NULL;
+    if (scan != Py_None && (b->scan = PyCapsule_GetPointer(scan, CCF_SCAN_CAPSULE)) == NULL)
+        return -1;
+    return 0;
+}
+
+static ShapeCache *shape_cache_of(PyObject *capsule)
+{
+    return PyCapsule_GetPointer(capsule, "ccf_agent.shape_cache");
+}
+
+enum {
+    A_LINES, A_START, A_SID, A_PATH_PART, A_END, A_HITS, A_SHAPES, A_NEW_SHAPE, A_RESERVED,
+    A_TS_FIELD, A_TS_CACHE, A_PARSE_TS, A_PARSE_ANY, A_DEFAULT_STAMP, A_REDACT, A_MASK_TOP, A_NAMES,
+    A_MASK, A_MASK_JSON, A_DICT_DOC, A_BAD_TS, A_ODD, A_LOADS, A_DECODE_ERROR,
+    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, A_CACHE, A_SCAN, N_ARGS
+};
+
+/* json_lines(lines, start, ..., scan): the loop with every constant passed again per batch, the
+ * callbacks called without the batch (Loop is what the pipeline uses). */
+static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != N_ARGS) {
+        PyErr_Format(PyExc_TypeError, "json_lines takes %d arguments", N_ARGS);
+        return NULL;
+    }
+    Consts k = {
+        .shapes = args[A_SHAPES], .new_shape = args[A_NEW_SHAPE], .reserved = args[A_RESERVED],
+        .ts_field = args[A_TS_FIELD], .ts_cache = args[A_TS_CACHE], .parse_ts = args[A_PARSE_TS],
+        .parse_any = args[A_PARSE_ANY], .redact = args[A_REDACT], .mask_top = args[A_MASK_TOP],
+        .mask = args[A_MASK], .mask_json = args[A_MASK_JSON], .end = args[A_END], .dict_doc = args[A_DICT_DOC],
+        .bad_ts = args[A_BAD_TS], .odd = args[A_ODD], .loads = args[A_LOADS], .decode_error = args[A_DECODE_ERROR],
+    };
+    Batch b = {
+        .lines = args[A_LINES], .sid = args[A_SID], .path_part = args[A_PATH_PART],
+        .default_stamp = args[A_DEFAULT_STAMP], .hits = args[A_HITS], .records = args[A_RECORDS],
+        .docs = args[A_DOCS], .ids = args[A_IDS], .stamps = args[A_STAMPS], .times = args[A_TIMES],
+    };
+    if (consts_check(&k, "json_lines") < 0 || batch_check(&b, args[A_START], args[A_SCAN], "json_lines") < 0)
+        return NULL;
+    if ((k.names = PyObject_IsTrue(args[A_NAMES])) < 0)
+        return NULL;
+    if (args[A_CACHE] != Py_None && (k.cache = shape_cache_of(args[A_CACHE])) == NULL)
+        return NULL;
+    return run(&k, &b);
+}
+
+/* ------------------------------------------------------------------ Loop
+
+ * The loop made once per pipeline generation from its constants (checked then, held strongly),
+ * then run per batch with what the batch brings, as msgspec's Decoder is made once and decodes
+ * many times. Its callbacks are the pipeline's bound methods, so it sits in a cycle with the
+ * pipeline: it takes part in the GC. */
+typedef struct {
+    PyObject_HEAD
+    Consts k;
+    PyObject *cache; /* the ShapeCache capsule (k.cache points into it), or None */
+} Loop;
+
+#define LOOP_OBJECTS(X) X(shapes) X(new_shape) X(reserved) X(ts_field) X(ts_cache) X(parse_ts) X(parse_any) \
+    X(redact) X(mask_top) X(mask) X(mask_json) X(end) X(dict_doc) X(bad_ts) X(odd) X(loads) X(decode_error)
+
+static int loop_traverse(Loop *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self)); /* a heap type's instances keep it alive */
+#define VISIT(name) Py_VISIT(self->k.name);
+    LOOP_OBJECTS(VISIT)
+#undef VISIT
+    Py_VISIT(self->cache);
+    return 0;
+}
+
+static int loop_clear(Loop *self)
+{
+#define CLEAR(name) Py_CLEAR(self->k.name);
+    LOOP_OBJECTS(CLEAR)
+#undef CLEAR
+    self->k.cache = NULL;
+    Py_CLEAR(self->cache);
+    return 0;
+}
+
+static void loop_dealloc(Loop *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    loop_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *loop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"shapes", "new_shape", "reserved", "ts_field", "ts_cache", "parse_ts", "parse_any",
+                             "redact", "mask_top", "names", "mask", "mask_json", "end", "dict_doc", "bad_ts",
+                             "odd", "loads", "decode_error", "cache", NULL};
+    Consts k = {0};
+    PyObject *names = NULL, *cache = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOOOO:Loop", kwlist, &k.shapes, &k.new_shape,
+                                     &k.reserved, &k.ts_field, &k.ts_cache, &k.parse_ts, &k.parse_any, &k.redact,
+                                     &k.mask_top, &names, &k.mask, &k.mask_json, &k.end, &k.dict_doc, &k.bad_ts,
+                                     &k.odd, &k.loads, &k.decode_error, &cache))
+        return NULL;
+    PyObject *given[] = {k.shapes, k.new_shape, k.reserved, k.ts_field, k.ts_cache, k.parse_ts, k.parse_any,
+                         k.redact, k.mask_top, names, k.mask, k.mask_json, k.end, k.dict_doc, k.bad_ts, k.odd,
+                         k.loads, k.decode_error, cache};
+    for (size_t a = 0; a < sizeof given / sizeof *given; a++)
+        if (given[a] == NULL) {
+            PyErr_Format(PyExc_TypeError, "Loop: missing argument %s", kwlist[a]);
+            return NULL;
+        }
+    if (consts_check(&k, "Loop") < 0)
+        return NULL;
+    PyObject *callables[] = {k.new_shape, k.parse_ts, k.parse_any, k.dict_doc, k.bad_ts, k.odd, k.loads};
+    for (size_t a = 0; a < sizeof callables / sizeof *callables; a++)
+        if (!PyCallable_Check(callables[a])) {
+            PyErr_SetString(PyExc_TypeError, "Loop: a callback is not callable");
+            return NULL;
+        }
+    if ((k.redact != Py_None && !PyCallable_Check(k.redact)) || (k.redact != Py_None && !PyCallable_Check(k.mask_top))
+        || !PyExceptionClass_Check(k.decode_error)) {
+        PyErr_SetString(PyExc_TypeError, "Loop: redact and mask_top are callables or None, decode_error an exception");
+        return NULL;
+    }
+    if ((k.names = PyObject_IsTrue(names)) < 0)
+        return NULL;
+    if (cache != Py_None && (k.cache = shape_cache_of(cache)) == NULL)
+        return NULL;
+    Loop *self = (Loop *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->k = k;
+#define HOLD(name) Py_INCREF(self->k.name);
+    LOOP_OBJECTS(HOLD)
+#undef HOLD
+    self->cache = Py_NewRef(cache);
+    return (PyObject *)self;
+}
+
+enum { R_LINES, R_START, R_SID, R_PATH_PART, R_DEFAULT_STAMP, R_HITS, R_SCAN, R_BATCH,
+       R_RECORDS, R_DOCS, R_IDS, R_STAMPS, R_TIMES, N_RUN };
+
+static PyObject *loop_run(Loop *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != N_RUN) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run(lines, start, sid, path_part, default_stamp, hits, scan, batch, records, docs, ids, "
+                        "stamps, times)");
+        return NULL;
+    }
+    if (self->k.shapes == NULL) { /* cleared by the GC while still reachable from a finalizer */
+        PyErr_SetString(PyExc_RuntimeError, "Loop: cleared");
+        return NULL;
+    }
+    Batch b = {
+        .lines = args[R_LINES], .sid = args[R_SID], .path_part = args[R_PATH_PART],
+        .default_stamp = args[R_DEFAULT_STAMP], .hits = args[R_HITS], .records = args[R_RECORDS],
+        .docs = args[R_DOCS], .ids = args[R_IDS], .stamps = args[R_STAMPS], .times = args[R_TIMES],
+    };
+    PyObject *extra[2] = {args[R_BATCH], args[R_DEFAULT_STAMP]}; /* what the callbacks get besides */
+    b.extra = extra;
+    b.nextra = 2;
+    if (batch_check(&b, args[R_START], args[R_SCAN], "Loop.run") < 0)
+        return NULL;
+    return run(&self->k, &b);
+}
+
+static PyMethodDef loop_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))loop_run, METH_FASTCALL,
+     "run(lines, start, sid, path_part, default_stamp, hits, scan, batch, records, docs, ids, stamps, times):\n"
+     "one batch's lines; appends each line's record, document, id, stamp and time; returns (records,\n"
+     "fields) masked in C. The callbacks get the batch and the default stamp after their own arguments."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot loop_slots[] = {
+    {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_clear},
+    {Py_tp_doc, "The pipeline's per-line loop for JSON lines, made once per pipeline generation (see process.py)."},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_new, loop_new},
+    {0, NULL},
+};
+
+PyType_Spec ccf_py_loop_spec = {
+    .name = "ccf_agent._native._fast.Loop",
+    .basicsize = sizeof(Loop),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = loop_slots,
+};
 
 
 PyMethodDef ccf_py_loop_methods[] = {

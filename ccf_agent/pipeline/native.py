@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing import TypeAlias
 
+    from ccf_agent._native._fast import Loop as Loop
     from ccf_agent._native._fast import ReadAhead as ReadAhead
     from ccf_agent._native._fast import _Scan, _ShapeCache
 
