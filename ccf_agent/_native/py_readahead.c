@@ -7,7 +7,7 @@
  *
  * The agent's second core (readahead.c): while the event loop works on a file's chunk, a thread
  * of ours reads the file's next chunk and does the per-line work that needs no interpreter (a
- * ccf_scan); json_lines then takes those from the scan. The thread never touches a Python
+ * ccf_scan); the loop (py_loop.c) then takes those from the scan. The thread never touches a Python
  * object: it writes into a bytes object nobody else can see yet, and its fold is its own copy.
  *
  * One job at a time: submit(owner, fd, offset, size, partial) reads size bytes at offset
