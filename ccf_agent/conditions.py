@@ -199,7 +199,7 @@ def compile_condition(spec: Mapping[str, Any]) -> Condition:
     return Condition(spec=spec, test=fn, source=source)
 
 
-# Route programs: a condition as nested tuples for the C router (pipeline/_fast.c: assign), whose
+# Route programs: a condition as nested tuples for the C router (_native/py_routes.c: assign), whose
 # common leaves run there without a Python call; any other leaf is (P_CALL, its own test).
 P_ANY, P_ALL, P_NOT, P_EQUALS, P_NOT_EQUALS, P_EXISTS, P_ICONTAINS, P_CALL = range(8)
 P_HAS = 8  # (P_HAS, path, True): the key is present, even with null (no condition operator says that)

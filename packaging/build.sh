@@ -52,8 +52,8 @@ echo "build.sh: ccf-agent $VERSION from $FROM" >&2
 "$PYTHON" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$SRC/dist" "$SRC"
 WHEEL="$(ls "$SRC"/dist/ccf_agent-"$VERSION"-*.whl)"
 "$PYTHON" -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist()
-sys.exit(not any(n.startswith("ccf_agent/pipeline/_fast") and n.endswith(".so") for n in names))' "$WHEEL" || {
-    echo "build.sh: the wheel has no compiled pipeline loop (ccf_agent/pipeline/_fast.c failed to build)" >&2
+sys.exit(not any(n.startswith("ccf_agent/_native/_fast") and n.endswith(".so") for n in names))' "$WHEEL" || {
+    echo "build.sh: the wheel has no compiled pipeline loop (ccf_agent/_native/ failed to build)" >&2
     exit 1
 }
 

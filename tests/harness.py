@@ -161,7 +161,7 @@ class AgentProcess:
     def runs_the_c_loop(self) -> bool:
         """Whether the daemon loaded the pipeline's C extension (not under CCF_AGENT_PURE_PYTHON)."""
         assert self.proc is not None
-        return "ccf_agent/pipeline/_fast" in Path(f"/proc/{self.proc.pid}/maps").read_text()
+        return "ccf_agent/_native/_fast" in Path(f"/proc/{self.proc.pid}/maps").read_text()
 
     def status(self) -> dict[str, Any] | None:
         try:

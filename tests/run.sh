@@ -38,8 +38,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 # The pipeline's C loop is optional for an install, not for the tests: they hold it equal to Python's.
-.venv/bin/python -c 'import ccf_agent.pipeline._fast' || {
-  echo "tests/run.sh: ccf_agent/pipeline/_fast.c did not build (is gcc installed?)" >&2
+.venv/bin/python -c 'import ccf_agent._native._fast' || {
+  echo "tests/run.sh: ccf_agent/_native/ did not build (is gcc installed?)" >&2
   exit 1
 }
 

@@ -27,5 +27,5 @@ def test_mypy_strict_finds_nothing_in_ccf_agent() -> None:
 def test_the_c_extensions_stub_names_what_the_built_module_defines() -> None:
     """_fast.pyi against the module as built: a name added to or dropped from the C code, or a
     signature it can introspect, that the stub does not follow (stubtest)."""
-    done = run("mypy.stubtest", "ccf_agent.pipeline._fast")
+    done = run("mypy.stubtest", "ccf_agent._native._fast")
     assert done.returncode == 0, done.stdout + done.stderr

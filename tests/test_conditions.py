@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ccf_agent._native import _fast
 from ccf_agent.conditions import ConditionError, compile_condition, program
 from ccf_agent.config import RouteConfig
-from ccf_agent.pipeline import _fast
 from ccf_agent.router import Router
 
 PAYOUT = {"any": [{"field": "message", "icontains": "payout"}, {"field": "service", "equals": "payout-job"}]}

@@ -1,4 +1,5 @@
-"""The C extension (`_fast.c`), or None when it was not built or CCF_AGENT_PURE_PYTHON is set.
+"""The C extension (`ccf_agent/_native/`), or None when it was not built or CCF_AGENT_PURE_PYTHON is set.
+This is the one place the rest of the code imports it from.
 
 Every user keeps its Python loop as the fallback; the tests hold the two equal. The type checker
 sees `fast` as the module its stub (`_fast.pyi`) describes, so every call into C is checked
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from ccf_agent.pipeline._fast import ReadAhead as ReadAhead
-    from ccf_agent.pipeline._fast import _Scan, _ShapeCache
+    from ccf_agent._native._fast import Loop as Loop
+    from ccf_agent._native._fast import ReadAhead as ReadAhead
+    from ccf_agent._native._fast import _Scan, _ShapeCache
 
     Scan: TypeAlias = _Scan  # what a read-ahead thread found in a block (a capsule)
     ShapeCache: TypeAlias = _ShapeCache  # a projection's per-pipeline cache (a capsule)
@@ -25,7 +27,7 @@ __all__ = ["ScanSpec", "fast", "read_ahead"]
 try:
     if os.environ.get("CCF_AGENT_PURE_PYTHON"):
         raise ImportError("CCF_AGENT_PURE_PYTHON is set")
-    from ccf_agent.pipeline import _fast as fast
+    from ccf_agent._native import _fast as fast
 except ImportError:  # pragma: no cover - a build without a compiler
     fast = None  # type: ignore[assignment]  # typed as the module: see the docstring
 

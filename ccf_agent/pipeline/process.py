@@ -39,7 +39,7 @@ from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.pipeline.timestamps import TimestampParser, now_stamp
 
 if TYPE_CHECKING:
-    from ccf_agent.pipeline.native import ShapeCache
+    from ccf_agent.pipeline.native import Loop, ShapeCache
 
 log = logging.getLogger("ccf_agent.pipeline")
 
@@ -49,7 +49,7 @@ SLOW_KEYS = ("exception",)
 _CLOSE = 0x7D  # '}'
 _SHAPES_MAX = 4096
 _NONE_SENSITIVE: tuple[str, ...] = ()
-_PROJECT_MAX = 32  # fields a projection may name (_fast.c: MAX_PICKS)
+_PROJECT_MAX = 32  # fields a projection may name (_native/py_loop.c: MAX_PICKS)
 _DEEP_BYTES = 2 * MAX_DEPTH  # a shorter line cannot nest deeper than MAX_DEPTH (rawjson.too_deep)
 
 Stamp = tuple[bytes, float]
@@ -112,6 +112,7 @@ class Pipeline:
         self.native = (_fast is not None and self.json and self.ecs is None and self.encoding is None
                        and not self.lookups and not self._drops and not self._samples)
         self._projection: ShapeCache | None = None  # when records are projected
+        self._loop: Loop | None = None  # the C loop, made at the first batch (see _new_loop)
 
     def project(self, fields: tuple[str, ...] | None) -> None:
         """Records need only these top-level fields (what routes and business metrics read), or all
@@ -121,6 +122,7 @@ class Pipeline:
         self._projection = (_fast.shape_cache(fields, ts.tz is UTC and not ts.formats, not ts.formats)
                             if _fast is not None and self.native and fields is not None
                             and len(fields) <= _PROJECT_MAX else None)
+        self._loop = None  # made again with the projection
 
     def scan_spec(self) -> ScanSpec | None:
         """What the tail's read-ahead thread may do ahead for this pipeline: the per-line work that
@@ -265,33 +267,44 @@ class Pipeline:
     def _native(self, batch: Batch, lines: list[bytes] | bytes, out: Events, sid: bytes, path_part: bytes,
                 default_stamp: Stamp, hits: set[int]) -> None:
         """The loop above, in C: the same steps, calling back here for whatever is not common."""
-        assert _fast is not None
-
-        def dict_doc(rec: dict[str, Any], lo: int) -> tuple[bytes, Stamp]:
-            return self._dict_doc(rec, lo, batch, default_stamp, [])
-
-        def bad_ts(rec: dict[str, Any], lo: int) -> tuple[bytes, Stamp]:
-            return self._slow(rec, lo, batch, default_stamp, ["invalid_timestamp"])
-
-        def odd(rec: Any, line: bytes, lo: int, hit: bool) -> tuple[bytes, Stamp, dict[str, Any]] | None:
-            return self._odd(rec, line, lo, batch, default_stamp, True, None, hit)
-
-        redactor = self.redactor
-        records, fields = _fast.json_lines(
-            lines, batch.start, sid, path_part, self._end, hits, self._shapes, self._shape, self.reserved,
-            self.ts_field, self.timestamps.cache, self.timestamps.parse, self.timestamps.parse_any, default_stamp,
-            redactor.json_line if redactor is not None else None,
-            redactor.top_level_names if redactor is not None else None,
-            redactor is not None and bool(redactor.names),
-            redactor.mask if redactor is not None else None, redactor._mask_json if redactor is not None else None,
-            dict_doc, bad_ts, odd, orjson.loads, orjson.JSONDecodeError,
-            out.records, out.docs, out.ids, out.stamps, out.times, self._projection, batch.scan)
+        loop = self._loop if self._loop is not None else self._new_loop()
+        records, fields = loop.run(lines, batch.start, sid, path_part, default_stamp, hits, batch.scan, batch,
+                                   out.records, out.docs, out.ids, out.stamps, out.times)
         if records:  # top-level fields masked in C: counted as Redactor.top_level_names counts them
             self._count("records_redacted", records)
             self._count("redacted:field", fields)
         if batch.truncated:
             for i in range(len(out.docs)):
                 self._tag(out, i, "truncated")
+
+    def _new_loop(self) -> Loop:
+        """The C loop for this pipeline's constants, made at its first batch (after project, and
+        after whatever a test patched in) and kept for the pipeline's life."""
+        assert _fast is not None
+        redactor = self.redactor
+        self._loop = _fast.Loop(
+            shapes=self._shapes, new_shape=self._shape, reserved=self.reserved, ts_field=self.ts_field,
+            ts_cache=self.timestamps.cache, parse_ts=self.timestamps.parse, parse_any=self.timestamps.parse_any,
+            redact=redactor.json_line if redactor is not None else None,
+            mask_top=redactor.top_level_names if redactor is not None else None,
+            names=redactor is not None and bool(redactor.names),
+            mask=redactor.mask if redactor is not None else None,
+            mask_json=redactor._mask_json if redactor is not None else None,
+            end=self._end, dict_doc=self._native_dict_doc, bad_ts=self._native_bad_ts, odd=self._native_odd,
+            loads=orjson.loads, decode_error=orjson.JSONDecodeError, cache=self._projection)
+        return self._loop
+
+    # The C loop's callbacks: the batch and its default stamp come after their own arguments.
+
+    def _native_dict_doc(self, rec: dict[str, Any], lo: int, batch: Batch, default_stamp: Stamp) -> tuple[bytes, Stamp]:
+        return self._dict_doc(rec, lo, batch, default_stamp, [])
+
+    def _native_bad_ts(self, rec: dict[str, Any], lo: int, batch: Batch, default_stamp: Stamp) -> tuple[bytes, Stamp]:
+        return self._slow(rec, lo, batch, default_stamp, ["invalid_timestamp"])
+
+    def _native_odd(self, rec: Any, line: bytes, lo: int, hit: bool, batch: Batch,
+                    default_stamp: Stamp) -> tuple[bytes, Stamp, dict[str, Any]] | None:
+        return self._odd(rec, line, lo, batch, default_stamp, True, None, hit)
 
     # ------------------------------------------------------------------ per-record stages
 

@@ -22,7 +22,7 @@ from itertools import accumulate
 
 from ccf_agent.pipeline.native import fast as _fast
 
-MAX_DEPTH = 200  # objects and arrays; _fast.c: RECORD_DEPTH_MAX
+MAX_DEPTH = 200  # objects and arrays; _native/scan.h: CCF_RECORD_DEPTH_MAX
 
 # A string, closed or running to the end of the line (a lone backslash may end it).
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)

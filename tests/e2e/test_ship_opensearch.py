@@ -18,7 +18,7 @@ from tests.harness import AgentProcess, Engine, KillLedger, agent_config, write_
 pytestmark = pytest.mark.engine
 
 
-# A machine without a compiler installs the agent without its C loop (pipeline/_fast.c): the
+# A machine without a compiler installs the agent without its C loop (ccf_agent/_native/): the
 # Python loop then ships everything, and must ship the same documents under the same ids.
 PIPELINES = {"C loop": {}, "pure Python": {"CCF_AGENT_PURE_PYTHON": "1"}}
 

@@ -2,7 +2,8 @@
 # The native code under the sanitizers: builds the C extension twice more, with AddressSanitizer
 # and UndefinedBehaviorSanitizer, then with ThreadSanitizer, each into a copy of the tree (the
 # in-tree build the suite uses is left alone), and runs the native property tests and the
-# read-ahead tests on it. A report halts the run and is printed.
+# read-ahead tests on it; the core's own programs (tests/native/test_core.py) are built with the
+# same sanitizer (CCF_CORE_CFLAGS). A report halts the run and is printed.
 #
 # A Python extension under a sanitizer needs its runtime loaded before the interpreter starts
 # (LD_PRELOAD), CPython's own allocations left out of the leak check (detect_leaks=0), and, for
@@ -18,9 +19,10 @@ kinds=("$@")
 [ ${#kinds[@]} -gt 0 ] || kinds=(address thread)
 
 # What the sanitizers run: AddressSanitizer/UBSan the properties that hold the C paths equal to
-# Python's (every C function on generated and hostile lines), the read-ahead thread's own tests
-# and the tail's tests that read ahead; ThreadSanitizer (some 5x slower) the last two and the
-# corpus through the C loop with read-ahead, where the thread's work meets the loop's.
+# Python's (every C function on generated and hostile lines), the core's programs, the read-ahead
+# thread's own tests and the tail's tests that read ahead; ThreadSanitizer (some 5x slower) the
+# read-ahead core's program and the last two, and the corpus through the C loop with read-ahead,
+# where the thread's work meets the loop's.
 ADDRESS_TESTS=(tests/pipeline/test_native.py tests/native tests/tail/test_tail.py
                -k "not test_tail or ahead")
 THREAD_TESTS=(tests/pipeline/test_native.py tests/native tests/tail/test_tail.py
@@ -44,11 +46,13 @@ for kind in "${kinds[@]}"; do
   case $kind in
     address)
       flags=(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
+      core="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
       preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
       tests=("${ADDRESS_TESTS[@]}")
       run=(env ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1");;
     thread)
       flags=(-fsanitize=thread)
+      core="-fsanitize=thread"
       preload="$(gcc -print-file-name=libtsan.so)"
       tests=("${THREAD_TESTS[@]}")
       run=(setarch "$(uname -m)" -R env TSAN_OPTIONS="halt_on_error=1");;
@@ -64,6 +68,6 @@ for kind in "${kinds[@]}"; do
   # own run of the same properties is where new examples are looked for. --capture=sys: a
   # report goes to the real stderr (a sanitizer halts the process, and pytest's capture of the
   # descriptor would go with it; UBSan's standalone runtime ignores log_path).
-  (cd "$tree" && "${run[@]}" LD_PRELOAD="$preload" "$PY" -m pytest -q -p no:cacheprovider -x --capture=sys \
+  (cd "$tree" && "${run[@]}" CCF_CORE_CFLAGS="$core" LD_PRELOAD="$preload" "$PY" -m pytest -q -p no:cacheprovider -x --capture=sys \
       --hypothesis-seed=0 "${tests[@]}") || { echo "sanitize.sh: $kind: failed" >&2; exit 1; }
 done

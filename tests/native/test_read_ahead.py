@@ -1,6 +1,6 @@
-"""The read-ahead thread (pipeline/_fast.c's ReadAhead) on its own: what take() gives is what a
-read then would have given, and its life cycle (made, used, closed) holds no race or dangling
-state. tests/native/sanitize.sh runs these under ThreadSanitizer and AddressSanitizer too."""
+"""The read-ahead thread (_native/readahead.c, through py_readahead.c's ReadAhead) on its own:
+what take() gives is what a read then would have given, and its life cycle (made, used, closed)
+holds no race or dangling state. tests/native/sanitize.sh runs these under ThreadSanitizer and AddressSanitizer too."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     (path,) = [Path(line) for line in r.stdout.splitlines() if line.endswith(".deb")]
     wheels = [line for line in r.stdout.splitlines() if line.endswith(".whl")]
-    # A platform wheel: it carries the pipeline's C loop (pipeline/_fast.c).
+    # A platform wheel: it carries the pipeline's C loop (ccf_agent/_native/).
     assert wheels and Path(wheels[0]).name == f"ccf_agent-{__version__}-cp311-cp311-linux_x86_64.whl"
     return path
 
@@ -98,7 +98,7 @@ def test_ccf_agent_version_runs_from_usr_bin(installed: Path) -> None:
 
 def test_the_virtualenv_is_self_contained_under_opt(installed: Path) -> None:
     r = subprocess.run(["/opt/ccf-agent/bin/python", "-I", "-c",
-                        "import sys, aiohttp, uvloop, orjson, yaml, ccf_agent, ccf_agent.pipeline._fast; "
+                        "import sys, aiohttp, uvloop, orjson, yaml, ccf_agent, ccf_agent._native._fast; "
                         "print(sys.prefix, ccf_agent.__file__, aiohttp.__file__)"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -1,4 +1,4 @@
-"""The C loop (pipeline/_fast.c) is the Python loop: same events, same counters, same prefilter.
+"""The C loop (_native/py_loop.c) is the Python loop: same events, same counters, same prefilter.
 
 Each property builds two identical pipelines, one with the C loop and prefilter switched off,
 and holds their output equal on the corpus, the sample records and generated lines.
@@ -6,7 +6,10 @@ and holds their output equal on the corpus, the sample records and generated lin
 
 from __future__ import annotations
 
+import gc
 import random
+import time
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccf_agent.pipeline import _fast, rawjson
+from ccf_agent._native import _fast
+from ccf_agent.batch import Batch, Events
+from ccf_agent.pipeline import rawjson
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.pipeline.redact import _DROP
+from ccf_agent.pipeline.timestamps import now_stamp
+from ccf_agent.registry import Entry
 from ccf_agent.samples import lines as sample_lines
-from tests.pipeline.helpers import make, run
+from tests.pipeline.helpers import PATH, make, run
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CORPUS = Path(__file__).parent / "corpus"
@@ -206,7 +213,8 @@ STAMPS = ["2024-02-29 10:00:00", "2023-02-29 10:00:00", "2024-01-15T10:30:00.123
           "2024-01-15T10:30:00.12Z", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "0000-01-01 00:00:00",
           "2024-13-01 00:00:00", "2024-01-15 24:00:00", "2024-01-15 10:60:00", "2024-01-15 10:30:60",
           "2024-01-15X10:30:00", "2024-01-15 10:30:0a", "2024-04-31 10:00:00", "1900-02-29 10:00:00",
-          "2000-02-29 10:00:00", "2024-01-15T10:30:00.999Z", " 2024-01-15 10:30:00", "2024-01-15 10:30:00+01:00"]
+          "2000-02-29 10:00:00", "2024-01-15T10:30:00.999Z", " 2024-01-15 10:30:00", "2024-01-15 10:30:00+01:00",
+          "6326-01-01T00:00:00.011Z", "1684-06-01 00:00:00"]  # past 2^53 us: the C reading would round twice
 
 
 def test_tricky_lines_give_the_same_events() -> None:
@@ -403,3 +411,70 @@ def test_a_number_that_looks_like_a_card_makes_neither_loop_take_the_line_apart(
     # Found by hypothesis: the Python prefilter flagged the number (outside every string, so never a
     # card) and re-serialised the record, while C spliced the line's own bytes.
     same([b'{"level":"\\r", "paymentMethodId":-100000000000}', b'{"n":4242424242424242, "m":"a"}'], CONFIGS[config])
+
+
+def test_the_pipeline_makes_its_c_loop_once_and_runs_it_per_batch() -> None:
+    pipeline = make()
+    first = run(pipeline, [b'{"message":"a"}'])
+    loop = pipeline._loop
+    assert loop is not None and len(first) == 1
+    run(pipeline, [b'{"message":"b"}', b"not json"])
+    assert pipeline._loop is loop
+    pipeline.project(PROJECT)  # a new projection: a new loop, made at the next batch
+    assert pipeline._loop is None
+    run(pipeline, [b'{"message":"c"}'])
+    assert pipeline._loop is not None and pipeline._loop is not loop
+
+
+def test_a_pipeline_and_its_c_loop_are_collected_together() -> None:
+    """The loop holds the pipeline's bound methods and the pipeline the loop: a cycle only the GC
+    can break, which it sees through the loop's traverse."""
+    pipeline = make()
+    run(pipeline, [b'{"message":"a"}'])
+    assert pipeline._loop is not None
+    gone = weakref.ref(pipeline)
+    del pipeline
+    gc.collect()
+    assert gone() is None
+
+
+def test_the_c_loop_refuses_constants_of_the_wrong_type_when_made() -> None:
+    pipeline = make()
+    run(pipeline, [b'{"message":"a"}'])
+    good = {"shapes": {}, "new_shape": pipeline._shape, "reserved": frozenset(), "ts_field": "timestamp",
+            "ts_cache": {}, "parse_ts": pipeline.timestamps.parse, "parse_any": pipeline.timestamps.parse_any,
+            "redact": None, "mask_top": None, "names": False, "mask": None, "mask_json": None, "end": b"}}",
+            "dict_doc": pipeline._native_dict_doc, "bad_ts": pipeline._native_bad_ts, "odd": pipeline._native_odd,
+            "loads": orjson.loads, "decode_error": orjson.JSONDecodeError, "cache": None}
+    _fast.Loop(**good)
+    for key, bad in [("shapes", []), ("reserved", ()), ("ts_field", b"ts"), ("end", "}}"), ("odd", None),
+                     ("decode_error", "error"), ("cache", object())]:
+        with pytest.raises((TypeError, ValueError)):
+            _fast.Loop(**{**good, key: bad})
+    with pytest.raises(TypeError, match="missing argument cache"):
+        _fast.Loop(**{k: v for k, v in good.items() if k != "cache"})
+
+
+def test_json_lines_with_every_constant_per_batch_gives_what_the_loop_gives() -> None:
+    """The twin the Loop replaced, kept until the lead has measured both: the same events."""
+    lines = [line.encode() for line in sample_lines(300, seed=9)] + [b"not json", b'{"timestamp":"yesterday"}']
+    pipeline, twin = make(), make()
+    with patch("time.time", return_value=1_700_000_000.25):
+        want = run(pipeline, lines, start=11)
+        batch = Batch(Entry("s" * 16, "fp", "app", PATH, 1, 2), PATH, 11, 0, lines)
+        got = Events(batch)
+        stamp = now_stamp(time.time())
+        sid, path_part = batch.entry.stream_id.encode(), twin._mid + orjson.dumps(PATH) + b'},"offset":'
+        hits = twin.redactor.scan(lines, json=True) if twin.redactor is not None else set()
+        redactor = twin.redactor
+        assert redactor is not None
+        _fast.json_lines(
+            lines, 11, sid, path_part, twin._end, hits, twin._shapes, twin._shape, twin.reserved, twin.ts_field,
+            twin.timestamps.cache, twin.timestamps.parse, twin.timestamps.parse_any, stamp, redactor.json_line,
+            redactor.top_level_names, bool(redactor.names), redactor.mask, redactor._mask_json,
+            lambda rec, lo: twin._native_dict_doc(rec, lo, batch, stamp),
+            lambda rec, lo: twin._native_bad_ts(rec, lo, batch, stamp),
+            lambda rec, line, lo, hit: twin._native_odd(rec, line, lo, hit, batch, stamp),
+            orjson.loads, orjson.JSONDecodeError, got.records, got.docs, got.ids, got.stamps, got.times, None, None)
+    assert (got.docs, got.ids, got.stamps, got.times) == (want.docs, want.ids, want.stamps, want.times)
+    assert got.records == want.records

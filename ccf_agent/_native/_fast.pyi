@@ -1,4 +1,4 @@
-"""The C extension's boundary (_fast.c), for the type checker: every name the module defines,
+"""The C extension's boundary (_fast.c and its py_*.c), for the type checker: every name the module defines,
 with the types its argument checks accept and its results. Users reach it through
 ccf_agent.pipeline.native (None when it was not built)."""
 
@@ -35,6 +35,32 @@ class ReadAhead:
     def owner(self) -> object: ...
     @property
     def error(self) -> str | None: ...
+
+@final
+class Loop:
+    """The pipeline's per-line loop for JSON lines, made once per pipeline generation from its
+    constants; `run` per batch. The callbacks get the batch and its default stamp after their
+    own arguments."""
+
+    def __new__(
+        cls, *, shapes: dict[tuple[str, ...], _Shape], new_shape: Callable[[tuple[str, ...]], _Shape],
+        reserved: frozenset[str], ts_field: str, ts_cache: dict[str, _Stamp],
+        parse_ts: Callable[[str], _Stamp | None], parse_any: Callable[[object], _Stamp | None],
+        redact: Callable[[bytes, dict[str, Any], bool, tuple[str, ...] | None], bytes | None] | None,
+        mask_top: Callable[[bytes, dict[str, Any], tuple[str, ...]], bytes | None] | None,
+        names: bool, mask: str | None, mask_json: bytes | None, end: bytes,
+        dict_doc: Callable[[dict[str, Any], int, Any, _Stamp], tuple[bytes, _Stamp]],
+        bad_ts: Callable[[dict[str, Any], int, Any, _Stamp], tuple[bytes, _Stamp]],
+        odd: Callable[[Any, bytes, int, bool, Any, _Stamp], tuple[bytes, _Stamp, dict[str, Any]] | None],
+        loads: Callable[[bytes], Any], decode_error: type[Exception], cache: _ShapeCache | None,
+    ) -> Loop: ...
+    def run(
+        self, lines: list[bytes] | bytes, start: int, sid: bytes, path_part: bytes, default_stamp: _Stamp,
+        hits: set[int], scan: _Scan | None, batch: Any,
+        records: list[dict[str, Any]], docs: list[bytes], ids: list[bytes], stamps: list[bytes], times: list[float],
+        /,
+    ) -> tuple[int, int]:
+        """Appends each line's record, document, id, stamp and time; returns (records, fields) masked in C."""
 
 def json_lines(
     lines: list[bytes] | bytes, start: int, sid: bytes, path_part: bytes, end: bytes, hits: set[int],
