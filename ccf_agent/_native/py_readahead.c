@@ -197,6 +197,15 @@ static PyObject *read_ahead_drop(ReadAhead *r, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *read_ahead_withdraw(ReadAhead *r, PyObject *noargs)
+{
+    (void)noargs;
+    if (!ccf_read_ahead_withdraw(&r->core))
+        Py_RETURN_FALSE;
+    read_ahead_clear(r); /* the thread never touched the job */
+    Py_RETURN_TRUE;
+}
+
 static PyObject *read_ahead_close(ReadAhead *r, PyObject *noargs)
 {
     (void)noargs;
@@ -221,6 +230,8 @@ static PyMethodDef read_ahead_methods[] = {
     {"take", (PyCFunction)read_ahead_take, METH_NOARGS,
      "Wait for the job: (owner, offset, partial, block, rest, nread, scan)."},
     {"drop", (PyCFunction)read_ahead_drop, METH_NOARGS, "Wait for the job, if any, and forget it."},
+    {"withdraw", (PyCFunction)read_ahead_withdraw, METH_NOARGS,
+     "Take the job back if the thread has not begun it (True: forgotten, read it now), else False."},
     {"close", (PyCFunction)read_ahead_close, METH_NOARGS, "Drop the job and stop the thread."},
     {NULL, NULL, 0, NULL},
 };

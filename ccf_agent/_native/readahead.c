@@ -197,6 +197,22 @@ void ccf_read_ahead_wait(ccf_read_ahead *r)
     pthread_mutex_unlock(&r->lock);
 }
 
+int ccf_read_ahead_withdraw(ccf_read_ahead *r)
+{
+    if (!r->submitted)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    int queued = r->state == R_QUEUED;
+    if (queued)
+        r->state = R_IDLE; /* the worker, woken or not, waits again */
+    pthread_mutex_unlock(&r->lock);
+    if (queued) {
+        r->submitted = 0;
+        r->bytes = NULL;
+    }
+    return queued;
+}
+
 void ccf_read_ahead_take(ccf_read_ahead *r, ccf_read_ahead_result *out)
 {
     ccf_read_ahead_wait(r);

@@ -97,6 +97,12 @@ void ccf_read_ahead_submit(ccf_read_ahead *r, char *bytes, int fd, long long off
  * lets other threads run meanwhile. */
 void ccf_read_ahead_wait(ccf_read_ahead *r);
 
+/* Takes the submitted job back if the thread has not begun it: 1, and the job is forgotten (as
+ * by clear; the caller reads on its own thread), else 0 (no job, or begun: take then waits only
+ * for work under way). Why: under CPU contention a woken worker can wait a hundred milliseconds
+ * and more for a CPU, and an owner blocked in take meanwhile is a stalled event loop. */
+int ccf_read_ahead_withdraw(ccf_read_ahead *r);
+
 /* Waits for the job (one must be submitted) and hands its result over; clear must follow. */
 void ccf_read_ahead_take(ccf_read_ahead *r, ccf_read_ahead_result *out);
 

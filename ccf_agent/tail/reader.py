@@ -101,7 +101,12 @@ class FileReader:
     def read(self, size: int = CHUNK) -> list[Batch]:
         """The batches in the next chunk; empty at end of file."""
         ahead = self.ahead
-        got = self._take(ahead, size) if ahead is not None and ahead.owner is self else None
+        # A job the thread has not begun is taken back and read here: under CPU contention the
+        # woken thread can wait 100 ms and more for a CPU, and the event loop would wait with it.
+        if ahead is not None and ahead.owner is self and not ahead.withdraw():
+            got = self._take(ahead, size)
+        else:
+            got = None
         if got is not None and got[0]:
             batches, full = got
         else:  # nothing read ahead, or only more of an unfinished line: read on now

@@ -240,7 +240,8 @@ int main(void)
 # Reads the file a chunk at a time through the thread as the tail does (the unfinished line
 # carried over), printing per complete line its offset in the file, length, crc32, prefilter
 # verdict, object scan and member count; then exercises the life cycle's ends: a job dropped
-# untaken by stop, start after close.
+# untaken by stop, a job taken back before any thread began it (and not once done), start after
+# close.
 READAHEAD_MAIN = READ_MAIN + FOLD_READ + r"""
 #include <fcntl.h>
 #include <unistd.h>
@@ -299,9 +300,16 @@ int main(int argc, char **argv)
     char spare[64];
     ccf_read_ahead_submit(&r, spare, fd, 0, sizeof spare, 0);
     ccf_read_ahead_stop(&r); /* waits for the job and forgets it */
+    /* no thread now: a job submitted meanwhile is never begun, so it is taken back */
+    ccf_read_ahead_submit(&r, spare, fd, 0, sizeof spare, 0);
+    int withdrawn = ccf_read_ahead_withdraw(&r);
     int restarted = ccf_read_ahead_start(&r);
+    ccf_read_ahead_submit(&r, spare, fd, 0, sizeof spare, 0);
+    ccf_read_ahead_wait(&r);
+    int begun = ccf_read_ahead_withdraw(&r); /* done: not taken back */
+    ccf_read_ahead_clear(&r);
     ccf_read_ahead_close(&r);
-    printf("end %d %d\n", restarted, ccf_read_ahead_start(&r) == CCF_READ_AHEAD_CLOSED);
+    printf("end %d %d %d %d\n", restarted, ccf_read_ahead_start(&r) == CCF_READ_AHEAD_CLOSED, withdrawn, begun);
     ccf_read_ahead_destroy(&r);
     close(fd);
     for (int k = 0; k < 4 + CCF_MAX_SUFFIXES; k++)
@@ -494,14 +502,15 @@ def test_the_read_ahead_core_alone_finds_every_line_its_crc_prefilter_and_scan(
         chunk: int, objects: bool, fold: bool) -> None:
     """A file read through the thread a chunk at a time, the unfinished line carried over as
     the tail does: its complete lines, each at its offset with zlib's crc32, the Python
-    prefilter's verdict and the scanner's; then a job stopped untaken, a restart, a close."""
+    prefilter's verdict and the scanner's; then a job stopped untaken, one withdrawn before a
+    thread began it (a finished one is not), a restart, a close."""
     data = b"".join(line + b"\n" for line in lines) + tail.replace(b"\n", b" ")
     path = tmp_path_factory.mktemp("ra") / "log"
     path.write_bytes(data)
     redactor = Redactor(RedactConfig())
     spec = fold_spec(redactor._fold_args(False), False) if fold else []
     got = answers(programs["read_ahead"], spec, str(path), str(chunk), str(int(objects)))
-    assert got[-1] == "end 0 1"
+    assert got[-1] == "end 0 1 1 0"
     hits = redactor._scan_python(lines) if fold and lines else set()
     objects_scanned = answers(programs["scan"], lines) if lines else []
     want, offset = [], 0

@@ -35,10 +35,24 @@ def reader_for(path: Path, max_line: int = 1 << 20, ahead: Any = None) -> FileRe
     return reader
 
 
+class PromptReadAhead:
+    """The real read-ahead as on an idle machine: its thread has always begun a job when the
+    reader comes back for it, so the reader never takes one back (see StarvedReadAhead)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def withdraw(self) -> bool:
+        return False
+
+
 def read_ahead() -> Any:
     if _fast is None:
         pytest.skip("the C extension is not built")
-    return _fast.ReadAhead()
+    return PromptReadAhead(_fast.ReadAhead())
 
 
 def read_all(readers: list[FileReader], size: int) -> list[list[bytes]]:
@@ -121,6 +135,38 @@ def test_a_chunk_read_ahead_holds_what_a_read_then_would(tmp_path: Path) -> None
     assert second.scan is not None and second.start == first.end and second.end == first.end + len(second.data)
     lines = first.lines + second.lines
     assert lines == [b"line %d" % i for i in range(len(lines))]
+
+
+class StarvedReadAhead:
+    """A read-ahead whose thread never gets a CPU: every job is still queued when the reader
+    comes back for it (fault injection: the machine busy with others)."""
+
+    def __init__(self) -> None:
+        self.owner: object = None
+        self.submitted = self.withdrawn = 0
+
+    def submit(self, owner: object, fd: int, offset: int, size: int, partial: bytes) -> bool:
+        self.owner = owner
+        self.submitted += 1
+        return True
+
+    def withdraw(self) -> bool:
+        self.owner = None
+        self.withdrawn += 1
+        return True
+
+    def take(self) -> None:
+        raise AssertionError("waited for a thread that had not begun the job")
+
+
+def test_a_chunk_the_thread_has_not_begun_is_read_now_not_waited_for(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    starved = StarvedReadAhead()
+    r = reader_for(p, ahead=starved)
+    lines = [line for _ in range(3) for b in r.read(100) for line in b.lines]
+    assert lines == [b"line %d" % i for i in range(len(lines))]
+    assert starved.withdrawn == 2 and starved.submitted == 3  # each job taken back, the next one submitted
 
 
 def test_a_chunk_read_ahead_at_the_end_of_the_file_is_read_again(tmp_path: Path) -> None:
