@@ -130,9 +130,11 @@ class Follower:
         return tid, tail.split()[0], wchan, int(cpu), int(wait)
 
     def sample(self) -> None:
-        if not self.pid and time.monotonic() - self._looked > 0.2:
+        # Looked for again each second, not only when it ends: a process that merely names the
+        # text (a harness given the agent's command line) is older than the agent it starts.
+        if time.monotonic() - self._looked > (0.2 if not self.pid else 1.0):
             self._looked = time.monotonic()
-            self.pid = self._find()
+            self.pid = self._find() or self.pid
         if not self.pid:
             return
         try:
