@@ -30,7 +30,6 @@ from bench.stage_cost import measure  # noqa: E402
 from ccf_agent import router  # noqa: E402
 from ccf_agent.alerts import select  # noqa: E402
 from ccf_agent.ops import business  # noqa: E402
-from ccf_agent.outputs import elasticsearch  # noqa: E402
 from ccf_agent.pipeline import process, redact  # noqa: E402
 
 
@@ -64,9 +63,8 @@ PIECES: dict[str, Callable[[], object]] = {
     "loop (json_lines, projection)": no_loop,
     "redaction prefilter": no_prefilter,
     "route programs (assign)": lambda: without(router),
-    "payout metrics (select, payouts)": lambda: without(business),
+    "payout selection (select)": lambda: without(business),
     "alert conditions (select)": lambda: without(select),
-    "bulk body": lambda: without(elasticsearch),
 }
 
 

@@ -4,7 +4,7 @@
  *   py_loop.c       the pipeline's per-line loop for Winston JSON (Loop) and the projection (process.py)
  *   py_prefilter.c  the redaction prefilter over a batch's lines (redact.py)
  *   py_readahead.c  the ReadAhead type around the read-ahead thread (tail/)
- *   py_routes.c     route programs, bulk bodies, payouts (router.py, alerts/, outputs/, ops/)
+ *   py_routes.c     condition programs over records (router.py, alerts/select.py, ops/business.py)
  *   py_memory.c     arenas kept for reuse (keep_memory)
  *
  * They share _fast.h. What needs no interpreter is the core, .c/.h pairs without Python.h,

@@ -1,8 +1,9 @@
 """The bulk body: an action line with the record's deterministic `_id` before each document.
 
-`bulk_body` runs per fragment on the event loop (the hot path): one call into C when the
-extension is built, else slice assignment and itemgetter interleave the columns in C with no
-Python-level work per record. A request is sent as the fragments it was queued in (`Parts`), and
+`bulk_body` runs per fragment on the event loop (the hot path): slice assignment and itemgetter
+interleave the columns in C with no Python-level work per record (a C twin of it saved 2% of the
+default scenario's pipeline CPU at most, within the noise: bench/piece_cost.py, issue 18, so it
+went). A request is sent as the fragments it was queued in (`Parts`), and
 gzipped with ISA-L when installed.
 """
 
@@ -17,7 +18,6 @@ import aiohttp
 
 from ccf_agent.batch import Events
 from ccf_agent.outputs.elasticsearch.indices import IndexNamer
-from ccf_agent.pipeline.native import fast as _fast  # the bulk body in C, or None
 
 GZIP_THREAD_MIN = 256 << 10  # with stdlib zlib, larger bodies are compressed on a worker thread
 
@@ -54,16 +54,6 @@ def bulk_body(namer: IndexNamer, events: Events, indices: Sequence[int],
             actions = namer.action(stamps[0])
         else:
             actions = list(map(namer.action, stamps))
-    if _fast is not None:  # one pass in C, no list of parts
-        body: bytes = _fast.bulk_body(actions, events.ids, events.docs,
-                                      None if every else indices if type(indices) is list else list(indices))
-        return body
-    return encode_parts(actions, events, indices, every)
-
-
-def encode_parts(actions: bytes | list[bytes], events: Events, indices: Sequence[int], every: bool) -> bytes:
-    """bulk_body without the C extension."""
-    n = len(indices)
     ids: Sequence[bytes]
     docs: Sequence[bytes]
     if every:
