@@ -17,18 +17,17 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ccf_agent import __version__
 from ccf_agent.acks import Flow, Ledger
 from ccf_agent.alerts.engine import AlertEngine
 from ccf_agent.batch import Batch
 from ccf_agent.conditions import condition_fields
-from ccf_agent.config import AlertsConfig, Config, ConfigError, OutputConfig, load_config
+from ccf_agent.config import LISTEN_OFF, AlertsConfig, Config, ConfigError, OutputConfig, load_config
 from ccf_agent.credentials import LOG_SCRUBBER, config_secrets
 from ccf_agent.fsutil import open_plain, state_dir_problem
 from ccf_agent.ops import business, notify
-from ccf_agent.ops.server import StatusServer
 from ccf_agent.ops.snapshot import (
     COMMON_OUTPUT_KEYS,
     EndpointState,
@@ -47,6 +46,9 @@ from ccf_agent.pipeline.redact import Redactor
 from ccf_agent.registry import Registry
 from ccf_agent.router import Router
 from ccf_agent.tail.source import TailInput
+
+if TYPE_CHECKING:
+    from ccf_agent.ops.server import StatusServer
 
 log = logging.getLogger("ccf_agent")
 
@@ -248,8 +250,12 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        server = self.status_server = StatusServer(self.config.status_listen, self.snapshot, self.taps)
-        await server.start()
+        if self.config.status_listen not in LISTEN_OFF:
+            # aiohttp's server half (2.3 MB of RSS) only in an agent that serves the endpoint
+            from ccf_agent.ops.server import StatusServer
+            self.status_server = StatusServer(self.config.status_listen, self.snapshot, self.taps)
+            await self.status_server.start()
+        server = self.status_server
         self._up = asyncio.Event()  # set once the first generation's inputs and outputs run
         try:
             # Process-wide tasks live in this group; each generation's tasks in a group of their own.
@@ -266,7 +272,8 @@ class Agent:
                 finally:
                     notifier.cancel()  # last: the watchdog pings through every drain
         finally:
-            await server.stop()
+            if server is not None:
+                await server.stop()
             self.registry.save()
             business.METRICS.save_if_dirty(self.state_dir)
         return self.exit_code
