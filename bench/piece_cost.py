@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # noqa: E402 - the repo, not an install
 
-from bench.stage_cost import measure  # noqa: E402
+from bench.stage_cost import first_lines, measure  # noqa: E402
 from ccf_agent import router  # noqa: E402
 from ccf_agent.alerts import select  # noqa: E402
 from ccf_agent.ops import business  # noqa: E402
@@ -60,7 +60,7 @@ def no_loop() -> Iterator[None]:
 
 
 PIECES: dict[str, Callable[[], object]] = {
-    "loop (json_lines, projection)": no_loop,
+    "loop (Loop, projection)": no_loop,
     "redaction prefilter": no_prefilter,
     "route programs (assign)": lambda: without(router),
     "payout selection (select)": lambda: without(business),
@@ -77,13 +77,7 @@ def main() -> None:
     ap.add_argument("--extra", type=Path)
     args = ap.parse_args()
     extra = yaml.safe_load(args.extra.read_text()) if args.extra else {}
-    lines: list[bytes] = []
-    with open(args.file, "rb") as f:
-        for line in f:
-            lines.append(line)
-            if len(lines) == args.records:
-                break
-    data = b"".join(lines)
+    data = first_lines(args.file, args.records)
     n = data.count(b"\n")
     runs: dict[str, list[float]] = {"all C": [], **{k: [] for k in PIECES}}
     with tempfile.TemporaryDirectory(prefix="ccf-piece-cost-") as state:

@@ -85,6 +85,17 @@ async def measure(data: bytes, chunk: int, state: Path, extra: dict) -> dict[str
     return spent
 
 
+def first_lines(path: str, records: int) -> bytes:
+    """The file's first `records` lines, joined."""
+    lines: list[bytes] = []
+    with open(path, "rb") as f:
+        for line in f:
+            lines.append(line)
+            if len(lines) == records:
+                break
+    return b"".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("file")
@@ -94,13 +105,7 @@ def main() -> None:
     ap.add_argument("--extra", type=Path, help="YAML merged into the config, as bench/run.py's scenarios do")
     args = ap.parse_args()
     extra = yaml.safe_load(args.extra.read_text()) if args.extra else {}
-    lines: list[bytes] = []
-    with open(args.file, "rb") as f:
-        for line in f:
-            lines.append(line)
-            if len(lines) == args.records:
-                break
-    data = b"".join(lines)
+    data = first_lines(args.file, args.records)
     n = data.count(b"\n")
     best: dict[str, float] | None = None
     with tempfile.TemporaryDirectory(prefix="ccf-stage-cost-") as state:

@@ -63,23 +63,6 @@ class Loop:
     ) -> tuple[int, int]:
         """Appends each line's record, document, id, stamp and time; returns (records, fields) masked in C."""
 
-def json_lines(
-    lines: list[bytes] | bytes, start: int, sid: bytes, path_part: bytes, end: bytes, hits: set[int],
-    shapes: dict[tuple[str, ...], _Shape], new_shape: Callable[[tuple[str, ...]], _Shape],
-    reserved: frozenset[str], ts_field: str, ts_cache: dict[str, _Stamp],
-    parse_ts: Callable[[str], _Stamp | None], parse_any: Callable[[object], _Stamp | None], default_stamp: _Stamp,
-    redact: Callable[[bytes, dict[str, Any], bool, tuple[str, ...] | None], bytes | None] | None,
-    mask_top: Callable[[bytes, dict[str, Any], tuple[str, ...]], bytes | None] | None,
-    names: bool, mask: str | None, mask_json: bytes | None,
-    dict_doc: Callable[[dict[str, Any], int], tuple[bytes, _Stamp]],
-    bad_ts: Callable[[dict[str, Any], int], tuple[bytes, _Stamp]],
-    odd: Callable[[Any, bytes, int, bool], tuple[bytes, _Stamp, dict[str, Any]] | None],
-    loads: Callable[[bytes], Any], decode_error: type[Exception],
-    records: list[dict[str, Any]], docs: list[bytes], ids: list[bytes], stamps: list[bytes], times: list[float],
-    cache: _ShapeCache | None, scan: _Scan | None, /,
-) -> tuple[int, int]:
-    """Appends each line's record, document, id, stamp and time; returns (records, fields) masked in C."""
-
 def prefilter(lines: list[bytes] | bytes, table: bytes, drop: bytes, zeros: int, needle: int,
               suffixes: tuple[bytes, ...], vector: int = 1, json: bool = False, /) -> list[int]: ...
 def crc32(data: bytes | bytearray | memoryview, /) -> int: ...

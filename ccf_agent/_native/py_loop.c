@@ -1,5 +1,5 @@
 /* The pipeline's per-line loop for Winston JSON, the binding's hot path: a Loop, made once per
- * pipeline generation and run per batch (json_lines, its twin, takes every constant per batch).
+ * pipeline generation and run per batch.
  *
  * Same steps, same order and same results as the loop in process.py (tests/pipeline/
  * test_native.py holds them equal on the corpus and on generated lines): parse with orjson,
@@ -692,7 +692,7 @@ static int projected(ShapeCache *c, const unsigned char *p, Py_ssize_t n, const 
 /* ------------------------------------------------------------------ the loop
 
  * What stays the same for a pipeline's generation (a Loop holds it, checked once) and what
- * each batch brings. The pointers are borrowed: from a Loop, or from json_lines' arguments. */
+ * each batch brings. The pointers are borrowed from a Loop and Loop.run's arguments. */
 typedef struct {
     PyObject *shapes, *new_shape, *reserved, *ts_field, *ts_cache, *parse_ts, *parse_any, *redact, *mask_top,
         *mask, *mask_json, *end, *dict_doc, *bad_ts, *odd, *loads, *decode_error;
@@ -751,7 +751,7 @@ static PyObject *run(const Consts *k, const Batch *b)
     int redacting = redact != Py_None;
     int any_hits = PySet_GET_SIZE(hits) > 0;
     Lines it;
-    if (lines_init(&it, b->lines, "json_lines") < 0)
+    if (lines_init(&it, b->lines, "Loop.run") < 0)
         return NULL;
     long long masked_records = 0, masked_fields = 0;
     ShapeCache *cache = k->cache;
@@ -1037,43 +1037,6 @@ static ShapeCache *shape_cache_of(PyObject *capsule)
     return PyCapsule_GetPointer(capsule, "ccf_agent.shape_cache");
 }
 
-enum {
-    A_LINES, A_START, A_SID, A_PATH_PART, A_END, A_HITS, A_SHAPES, A_NEW_SHAPE, A_RESERVED,
-    A_TS_FIELD, A_TS_CACHE, A_PARSE_TS, A_PARSE_ANY, A_DEFAULT_STAMP, A_REDACT, A_MASK_TOP, A_NAMES,
-    A_MASK, A_MASK_JSON, A_DICT_DOC, A_BAD_TS, A_ODD, A_LOADS, A_DECODE_ERROR,
-    A_RECORDS, A_DOCS, A_IDS, A_STAMPS, A_TIMES, A_CACHE, A_SCAN, N_ARGS
-};
-
-/* json_lines(lines, start, ..., scan): the loop with every constant passed again per batch, the
- * callbacks called without the batch (Loop is what the pipeline uses). */
-static PyObject *json_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)self;
-    if (nargs != N_ARGS) {
-        PyErr_Format(PyExc_TypeError, "json_lines takes %d arguments", N_ARGS);
-        return NULL;
-    }
-    Consts k = {
-        .shapes = args[A_SHAPES], .new_shape = args[A_NEW_SHAPE], .reserved = args[A_RESERVED],
-        .ts_field = args[A_TS_FIELD], .ts_cache = args[A_TS_CACHE], .parse_ts = args[A_PARSE_TS],
-        .parse_any = args[A_PARSE_ANY], .redact = args[A_REDACT], .mask_top = args[A_MASK_TOP],
-        .mask = args[A_MASK], .mask_json = args[A_MASK_JSON], .end = args[A_END], .dict_doc = args[A_DICT_DOC],
-        .bad_ts = args[A_BAD_TS], .odd = args[A_ODD], .loads = args[A_LOADS], .decode_error = args[A_DECODE_ERROR],
-    };
-    Batch b = {
-        .lines = args[A_LINES], .sid = args[A_SID], .path_part = args[A_PATH_PART],
-        .default_stamp = args[A_DEFAULT_STAMP], .hits = args[A_HITS], .records = args[A_RECORDS],
-        .docs = args[A_DOCS], .ids = args[A_IDS], .stamps = args[A_STAMPS], .times = args[A_TIMES],
-    };
-    if (consts_check(&k, "json_lines") < 0 || batch_check(&b, args[A_START], args[A_SCAN], "json_lines") < 0)
-        return NULL;
-    if ((k.names = PyObject_IsTrue(args[A_NAMES])) < 0)
-        return NULL;
-    if (args[A_CACHE] != Py_None && (k.cache = shape_cache_of(args[A_CACHE])) == NULL)
-        return NULL;
-    return run(&k, &b);
-}
-
 /* ------------------------------------------------------------------ Loop
 
  * The loop made once per pipeline generation from its constants (checked then, held strongly),
@@ -1221,8 +1184,6 @@ PyType_Spec ccf_py_loop_spec = {
 
 
 PyMethodDef ccf_py_loop_methods[] = {
-    {"json_lines", (PyCFunction)(void (*)(void))json_lines, METH_FASTCALL,
-     "The pipeline's per-line loop for JSON lines (see process.py)."},
     {"shape_cache", (PyCFunction)(void (*)(void))shape_cache, METH_FASTCALL, "The projection's per-pipeline cache, for these field names."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,17 +8,9 @@ from ccf_agent.config import ConfigError, parse_config
 from ccf_agent.credentials import output_secrets
 from ccf_agent.outputs.kafka import topic as topics
 from ccf_agent.outputs.kafka.config import KafkaOptions
+from tests.outputs.helpers import one_output_yaml
 
-BASE = """\
-state_dir: /tmp/ccf-test-state
-inputs:
-  - id: app
-    paths: [/var/log/app/*.log]
-outputs:
-  events:
-    type: kafka
-    brokers: [kafka1:9092, kafka2:9092]
-"""
+BASE = one_output_yaml("events", "kafka", "brokers: [kafka1:9092, kafka2:9092]")
 
 
 def options_of(extra: str = "", env: dict[str, str] | None = None) -> KafkaOptions:

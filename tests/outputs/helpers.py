@@ -15,6 +15,13 @@ from tests.harness import AgentProcess
 from tests.lumber.server import LumberServer
 
 
+def one_output_yaml(name: str, type_: str, first_key: str) -> str:
+    """A config with one input and one output of `type_` whose first key is `first_key`: an output
+    type's config tests append their keys to it, indented four spaces."""
+    return (f"state_dir: /tmp/ccf-test-state\ninputs:\n  - id: app\n    paths: [/var/log/app/*.log]\n"
+            f"outputs:\n  {name}:\n    type: {type_}\n    {first_key}\n")
+
+
 def agent_config(logs: Path, outputs: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """One input over logs/*.log, the given outputs, fast scans and registry flushes."""
     return {

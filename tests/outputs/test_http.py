@@ -27,18 +27,9 @@ from ccf_agent.outputs.http.output import HttpOutput
 from ccf_agent.samples import lines
 from tests.harness import AgentProcess, free_port, wait_until, write_lines
 from tests.outputs.collector import Collector
-from tests.outputs.helpers import agent_config, output_status, sample_events
+from tests.outputs.helpers import agent_config, one_output_yaml, output_status, sample_events
 
-BASE = """\
-state_dir: /tmp/ccf-test-state
-inputs:
-  - id: app
-    paths: [/var/log/app/*.log]
-outputs:
-  collector:
-    type: http
-    hosts: [https://logs.example.org:8080/ingest]
-"""
+BASE = one_output_yaml("collector", "http", "hosts: [https://logs.example.org:8080/ingest]")
 
 # ---------------------------------------------------------------------------- config and encoding
 

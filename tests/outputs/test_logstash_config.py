@@ -13,18 +13,9 @@ from ccf_agent.config import ConfigError, OutputConfig, TlsConfig, parse_config
 from ccf_agent.outputs.logstash.config import LogstashOptions
 from ccf_agent.outputs.logstash.lumberjack import beats_event
 from ccf_agent.outputs.logstash.output import LogstashOutput
-from tests.outputs.helpers import sample_events
+from tests.outputs.helpers import one_output_yaml, sample_events
 
-BASE = """\
-state_dir: /tmp/ccf-test-state
-inputs:
-  - id: app
-    paths: [/var/log/app/*.log]
-outputs:
-  beats:
-    type: logstash
-    hosts: [ls1:5044, ls2:5044]
-"""
+BASE = one_output_yaml("beats", "logstash", "hosts: [ls1:5044, ls2:5044]")
 
 
 def options_of(extra: str) -> LogstashOptions:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import random
-import time
 import weakref
 import zlib
 from pathlib import Path
@@ -21,14 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccf_agent._native import _fast
-from ccf_agent.batch import Batch, Events
 from ccf_agent.pipeline import rawjson
 from ccf_agent.pipeline.process import Pipeline
 from ccf_agent.pipeline.redact import _DROP
-from ccf_agent.pipeline.timestamps import now_stamp
-from ccf_agent.registry import Entry
 from ccf_agent.samples import lines as sample_lines
-from tests.pipeline.helpers import PATH, make, run
+from tests.pipeline.helpers import make, run
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CORPUS = Path(__file__).parent / "corpus"
@@ -453,28 +449,3 @@ def test_the_c_loop_refuses_constants_of_the_wrong_type_when_made() -> None:
             _fast.Loop(**{**good, key: bad})
     with pytest.raises(TypeError, match="missing argument cache"):
         _fast.Loop(**{k: v for k, v in good.items() if k != "cache"})
-
-
-def test_json_lines_with_every_constant_per_batch_gives_what_the_loop_gives() -> None:
-    """The twin the Loop replaced, kept until the lead has measured both: the same events."""
-    lines = [line.encode() for line in sample_lines(300, seed=9)] + [b"not json", b'{"timestamp":"yesterday"}']
-    pipeline, twin = make(), make()
-    with patch("time.time", return_value=1_700_000_000.25):
-        want = run(pipeline, lines, start=11)
-        batch = Batch(Entry("s" * 16, "fp", "app", PATH, 1, 2), PATH, 11, 0, lines)
-        got = Events(batch)
-        stamp = now_stamp(time.time())
-        sid, path_part = batch.entry.stream_id.encode(), twin._mid + orjson.dumps(PATH) + b'},"offset":'
-        hits = twin.redactor.scan(lines, json=True) if twin.redactor is not None else set()
-        redactor = twin.redactor
-        assert redactor is not None
-        _fast.json_lines(
-            lines, 11, sid, path_part, twin._end, hits, twin._shapes, twin._shape, twin.reserved, twin.ts_field,
-            twin.timestamps.cache, twin.timestamps.parse, twin.timestamps.parse_any, stamp, redactor.json_line,
-            redactor.top_level_names, bool(redactor.names), redactor.mask, redactor._mask_json,
-            lambda rec, lo: twin._native_dict_doc(rec, lo, batch, stamp),
-            lambda rec, lo: twin._native_bad_ts(rec, lo, batch, stamp),
-            lambda rec, line, lo, hit: twin._native_odd(rec, line, lo, hit, batch, stamp),
-            orjson.loads, orjson.JSONDecodeError, got.records, got.docs, got.ids, got.stamps, got.times, None, None)
-    assert (got.docs, got.ids, got.stamps, got.times) == (want.docs, want.ids, want.stamps, want.times)
-    assert got.records == want.records
