@@ -30,8 +30,11 @@ class Router:
         self.proxy = proxy
         self.from_env = _environment(environ) if proxy.url is None and proxy.env else {}
         self._cache: dict[tuple[str, str], Route | None] = {}
+        self._direct = proxy.url is None and not self.from_env  # every request goes direct: no URL to split
 
     def route(self, url: str) -> Route | None:
+        if self._direct:
+            return None
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
         if key in self._cache:

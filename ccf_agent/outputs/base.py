@@ -306,8 +306,7 @@ class Output(ABC):
         finally:
             self.in_flight -= 1
             slots.release()
-            self._update_idle()
-            self._wake.set()
+            self._update_idle()  # (records to send again woke the request loop in retry_later)
 
     async def settled(self, deliver: Callable[[Batch], Awaitable[list[Piece]]], batch: Batch) -> list[Piece]:
         """`deliver(batch)`, and if it fails unexpectedly (a bug), every record it had not settled

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float) -> float:
@@ -74,27 +72,40 @@ class Gate:
         """Seconds until the gate opens (0 when open), for /status."""
         return max(0.0, self.until - loop_time())
 
-    @asynccontextmanager
-    async def passage(self) -> AsyncIterator[None]:
-        """Around every request: wait for the gate to open; while backing off, one at a time."""
+    def passage(self) -> Passage:
+        """Around every request (`async with gate.passage():`): wait for the gate to open; while
+        backing off, one request at a time."""
+        return Passage(self)
+
+
+class Passage:
+    """One request's way through a Gate: a plain object rather than an async generator, since
+    every request of every output goes through one."""
+
+    __slots__ = ("gate", "probing")
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.probing = False
+
+    async def __aenter__(self) -> None:
+        gate = self.gate
         loop = asyncio.get_running_loop()
         while True:
-            wait = self.until - loop.time()
+            wait = gate.until - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            elif self.level and self._probe_busy:
-                self._probe_free.clear()
-                await self._probe_free.wait()
+            elif gate.level and gate._probe_busy:
+                gate._probe_free.clear()
+                await gate._probe_free.wait()
             else:
                 break
-        probing = self.level > 0
-        self._probe_busy = probing
-        try:
-            yield
-        finally:
-            if probing:
-                self._probe_busy = False
-                self._probe_free.set()
+        self.probing = gate._probe_busy = gate.level > 0
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.probing:
+            self.gate._probe_busy = False
+            self.gate._probe_free.set()
 
 
 class Refusals:

@@ -111,12 +111,14 @@ def _gzip(body: bytes) -> bytes:
     return gzipped
 
 
-async def request_data(body: Body, gzip: bool) -> bytes | Parts:
-    """What goes on the wire for `body`: gzipped (large bodies off the loop with stdlib zlib),
-    or the fragments as they are."""
-    if gzip:
-        raw = joined(body)
-        if _GZIP_OFF_LOOP and len(raw) > GZIP_THREAD_MIN:
-            return await asyncio.to_thread(_gzip, raw)  # zlib drops the GIL while it works
-        return _gzip(raw)
+def request_data(body: Body) -> bytes | Parts:
+    """What goes on the wire for `body` uncompressed: the fragments as they are."""
     return body if isinstance(body, bytes) else Parts(body)
+
+
+async def gzipped(body: Body) -> bytes:
+    """`body` gzipped (large bodies off the loop with stdlib zlib)."""
+    raw = joined(body)
+    if _GZIP_OFF_LOOP and len(raw) > GZIP_THREAD_MIN:
+        return await asyncio.to_thread(_gzip, raw)  # zlib drops the GIL while it works
+    return _gzip(raw)

@@ -48,7 +48,7 @@ from ccf_agent.outputs.elasticsearch.bulk import (
 )
 from ccf_agent.outputs.elasticsearch.client import EsClient
 from ccf_agent.outputs.elasticsearch.config import config_problem, options_of
-from ccf_agent.outputs.elasticsearch.encoding import bulk_body, request_data
+from ccf_agent.outputs.elasticsearch.encoding import bulk_body, gzipped, request_data
 from ccf_agent.outputs.elasticsearch.indices import IndexNamer
 from ccf_agent.outputs.names import Refused
 
@@ -286,7 +286,8 @@ class ElasticsearchOutput(Output):
         """One bulk request: (None when every item was stored, else the parsed response; round trip)."""
         host = self.client.pick()
         parts = batch.parts()
-        data = await request_data(parts[0] if len(parts) == 1 else parts, self.gzip)
+        body = parts[0] if len(parts) == 1 else parts
+        data = await gzipped(body) if self.gzip else request_data(body)
         self.stats.requests += 1
         try:
             resp = await self.client.request(host, "POST", self.bulk_path, data)
