@@ -12,6 +12,7 @@ new entry).
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -37,7 +38,7 @@ LAZY: dict[tuple[str, str, str], str] = {
     ("ccf_agent.cli", "cmd_report", "ccf_agent.report.run"): "a CLI subcommand imports its module",
     ("ccf_agent.cli", "cmd_demo", "ccf_agent.demo"): "a CLI subcommand imports its module",
     ("ccf_agent.agent", "_run", "ccf_agent.ops.server"):
-        "aiohttp.web costs 2.3 MB of RSS (ru_maxrss before/after its import): only when the endpoint is on",
+        "the status server (aiohttp's server half, ~1 MB of RSS) only when the endpoint is on",
     # The registry of output types reaches each type's modules by name: config/outputs imports the
     # registry (config -> outputs.registry) and a type's config module imports config's leaf
     # (outputs.<type>.config -> config.values, which runs config/__init__ and its loader), so an
@@ -252,7 +253,24 @@ def test_every_declared_dependency_is_imported() -> None:
 
 
 def test_the_agent_imports_aiohttps_server_half_only_to_serve_the_endpoint() -> None:
-    """2.3 MB of RSS an agent with `status.listen: off` (the benchmark's) does not carry."""
-    probe = "import sys, ccf_agent.agent, ccf_agent.cli; print('aiohttp.web' in sys.modules)"
+    """~1 MB of RSS an agent with `status.listen: off` does not carry."""
+    probe = "import sys, ccf_agent.agent, ccf_agent.cli; print('aiohttp.web_server' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
+
+
+def test_the_status_endpoint_does_without_aiohttps_application_framework() -> None:
+    """aiohttp.web (router, file responses, websockets, the mime types table) is ~1.3 MB of RSS more
+    than the low-level server the endpoint runs on."""
+    probe = "import sys, mimetypes, ccf_agent.ops.server; print('aiohttp.web' in sys.modules, mimetypes.inited)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False False"
+
+
+def test_a_daemon_with_a_valid_config_leaves_the_error_and_decompression_code_unloaded() -> None:
+    """difflib (did-you-mean for config errors) and gzip (gzipped rotations) load when needed."""
+    probe = ("import sys; from ccf_agent.config import load_config; load_config('config.example.yaml'); "
+             "import ccf_agent.agent; print(sorted({'difflib', 'gzip'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "ES_PASSWORD": "x"})
+    assert out.stdout.strip() == "[]"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from difflib import get_close_matches
 from typing import Any, Literal, overload
 
 from ccf_agent.conditions import Condition, ConditionError, compile_condition
@@ -79,6 +78,8 @@ class Reader:
         the problem to name (it is taken as read, so `done` does not name it twice)."""
         # Closer than done()'s suggestions: the other keys here are not all read yet, and a known one
         # must not be called a typo.
+        from difflib import get_close_matches  # only for a config in error: ~220 KiB a daemon never holds
+
         typo = get_close_matches(key, [k for k in self.value if k not in self.used and k not in self.named], n=1,
                                  cutoff=0.75)
         if typo:
@@ -188,6 +189,8 @@ class Reader:
 
 def unknown_key(key: str, known: set[str]) -> str:
     """`unknown key; did you mean `paths`?`, or the keys known here when none is close."""
+    from difflib import get_close_matches  # (see Reader.missing)
+
     names = sorted(known)
     close = get_close_matches(key, names, n=1)
     if close:

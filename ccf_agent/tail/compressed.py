@@ -16,7 +16,6 @@ reading on then decompresses one chunk per read.
 from __future__ import annotations
 
 import bz2
-import gzip
 import io
 import lzma
 import os
@@ -70,6 +69,8 @@ class _PreadRaw(io.RawIOBase):
 
 
 def _gzip(raw: BinaryIO) -> BinaryIO:
+    import gzip  # here, not at the top: the daemon holds its code (~110 KiB) only once a rotation is gzipped
+
     return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
 
 
