@@ -251,7 +251,7 @@ class Agent:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         if self.config.status_listen not in LISTEN_OFF:
-            # aiohttp's server half (2.3 MB of RSS) only in an agent that serves the endpoint
+            # aiohttp's server half (~1 MB of RSS) only in an agent that serves the endpoint
             from ccf_agent.ops.server import StatusServer
             self.status_server = StatusServer(self.config.status_listen, self.snapshot, self.taps)
             await self.status_server.start()

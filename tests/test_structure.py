@@ -252,25 +252,28 @@ def test_every_declared_dependency_is_imported() -> None:
     assert not unused, f"declared in pyproject.toml but imported nowhere in ccf_agent/: {unused}"
 
 
+def fresh_interpreter(code: str) -> str:
+    """What `code` prints in a new interpreter (so only what it imports is loaded)."""
+    env = {**os.environ, "ES_PASSWORD": "x"}  # config.example.yaml reads it
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    return out.stdout.strip()
+
+
 def test_the_agent_imports_aiohttps_server_half_only_to_serve_the_endpoint() -> None:
     """~1 MB of RSS an agent with `status.listen: off` does not carry."""
     probe = "import sys, ccf_agent.agent, ccf_agent.cli; print('aiohttp.web_server' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "False"
+    assert fresh_interpreter(probe) == "False"
 
 
 def test_the_status_endpoint_does_without_aiohttps_application_framework() -> None:
     """aiohttp.web (router, file responses, websockets, the mime types table) is ~1.3 MB of RSS more
     than the low-level server the endpoint runs on."""
     probe = "import sys, mimetypes, ccf_agent.ops.server; print('aiohttp.web' in sys.modules, mimetypes.inited)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "False False"
+    assert fresh_interpreter(probe) == "False False"
 
 
 def test_a_daemon_with_a_valid_config_leaves_the_error_and_decompression_code_unloaded() -> None:
     """difflib (did-you-mean for config errors) and gzip (gzipped rotations) load when needed."""
     probe = ("import sys; from ccf_agent.config import load_config; load_config('config.example.yaml'); "
              "import ccf_agent.agent; print(sorted({'difflib', 'gzip'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**os.environ, "ES_PASSWORD": "x"})
-    assert out.stdout.strip() == "[]"
+    assert fresh_interpreter(probe) == "[]"

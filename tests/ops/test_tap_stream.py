@@ -4,20 +4,14 @@ not one per batch that passes."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 
 from ccf_agent.ops.server import StatusServer
 from ccf_agent.ops.tap import Taps
+from tests.harness import free_port
 
 TARGETS = (("default", ("logs",)),)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _snapshot() -> object:
@@ -28,7 +22,7 @@ async def _writes_for(batches: int) -> tuple[int, int]:
     """(HTTP chunks the client got, events in them) while `batches` one-event batches pass ~1 ms apart."""
     taps = Taps()
     taps.names = {"input": ("app",), "route": ("default",), "output": ("logs",)}
-    port = _free_port()
+    port = free_port()
     server = StatusServer(f"127.0.0.1:{port}", _snapshot, taps)  # type: ignore[arg-type]
     await server.start()
     chunks = events = 0
