@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ccf_agent.ops import business
@@ -157,6 +158,35 @@ values = st.none() | st.booleans() | st.integers(-5, 40_000) | st.sampled_from([
 payout_records = st.dictionaries(
     st.sampled_from(["payoutId", "message", "status", "method", "processingTime", "service", "level"]),
     values | st.lists(values, max_size=2), max_size=7)
+
+
+# Payout records as the app writes them and as it might: the fields `_payouts` reads, each from
+# its likely values (bucket bounds exactly included) or any, and sometimes absent.
+def payout_field(likely: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return likely | likely | likely | values | st.lists(values, max_size=1)
+
+
+payouts_only = st.fixed_dictionaries({"payoutId": st.just("payout_1")}, optional={
+    "message": payout_field(st.sampled_from(["Payout processed", "Payout failed", " PAYOUT failed", "Payout requested"])),
+    "status": payout_field(st.sampled_from(["completed", "paid", "pending", "weird"])),
+    "method": payout_field(st.sampled_from(["standard", "instant", "sepa"])),
+    "processingTime": payout_field(st.sampled_from([0, -0.0, -1, 99, 100, 101, 500, 2000.0, 30_000, 30_001, 10 ** 6, math.inf, math.nan]))})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(payouts_only, max_size=30))
+@example([processed(ms=ms) for ms in (100, 500, 30_000, 5, math.nan, 2000.0)])  # each bound; NaN where min/max miss it
+@example([processed(ms=-1), processed(ms=math.inf), processed(ms=50), {"payoutId": "p", "message": "Payout failed"},
+          {"payoutId": "p", "message": "Payout requested", "processingTime": 7}])
+def test_a_batch_of_payouts_is_counted_as_its_records_are_one_at_a_time(records: list[dict[str, Any]]) -> None:
+    batch, one_by_one = BusinessMetrics(), BusinessMetrics()
+    batch.observe(records, [1.7e9] * len(records), COMBINED)
+    for rec in records:
+        if "payoutId" in rec:
+            one_by_one._payout(rec)
+    assert list(batch.payouts.items()) == list(one_by_one.payouts.items())  # in the same order, too
+    assert (batch.duration_buckets, batch.duration_count, batch.duration_sum) == (
+        one_by_one.duration_buckets, one_by_one.duration_count, one_by_one.duration_sum)
 
 
 @settings(max_examples=300, deadline=None)
