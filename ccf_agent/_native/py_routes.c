@@ -1,9 +1,10 @@
 /* Condition programs over a batch's records in C: the router's first match per record
  * (router.py) and every match per program (alerts/select.py, ops/business.py's selection of the
- * payout records). Each caller keeps its Python loop as the reference; the tests hold the two
- * equal. (The bulk body and the payout arithmetic had C twins too: by bench/piece_cost.py each
- * saved a median under the ~10% of a scenario's pipeline CPU that pays for a twin, so they went;
- * issue 18.) */
+ * payout records), and the picked records' fields that business metrics count (column, tally).
+ * Each caller keeps its Python loop as the reference; the tests hold the two equal. (The bulk
+ * body and the payout arithmetic had C twins too: by bench/piece_cost.py each saved a median
+ * under the ~10% of a scenario's pipeline CPU that pays for a twin, so they went; issue 18. The
+ * arithmetic stays in Python: only reading the fields and counting combinations is here.) */
 #include "_fast.h"
 
 /* ------------------------------------------------------------------ routes
@@ -208,7 +209,107 @@ static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return route_records(args, nargs, 0);
 }
 
+/* ------------------------------------------------------------------ fields of picked records */
+
+/* records[indices[k]] as a dict (borrowed), or NULL with TypeError/IndexError set. */
+static PyObject *picked(PyObject *records, PyObject *indices, Py_ssize_t k)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(indices, k));
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= PyList_GET_SIZE(records)) {
+        PyErr_SetString(PyExc_IndexError, "record index out of range");
+        return NULL;
+    }
+    PyObject *rec = PyList_GET_ITEM(records, i);
+    if (!PyDict_Check(rec)) {
+        PyErr_SetString(PyExc_TypeError, "a record that is not a dict");
+        return NULL;
+    }
+    return rec;
+}
+
+/* rec.get(field) as dict.get reads it: a new reference, None when absent; NULL on error. */
+static PyObject *get(PyObject *rec, PyObject *field)
+{
+    PyObject *v = PyDict_GetItemWithError(rec, field);
+    if (v == NULL && PyErr_Occurred())
+        return NULL;
+    v = v != NULL ? v : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+static int picked_args(const char *sig, PyObject *const *args, Py_ssize_t nargs, int fields_tuple)
+{
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])
+        || (fields_tuple ? !PyTuple_CheckExact(args[2]) : !PyUnicode_CheckExact(args[2]))) {
+        PyErr_SetString(PyExc_TypeError, sig);
+        return -1;
+    }
+    return 0;
+}
+
+/* column(records, indices, field): [records[i].get(field) for i in indices]. */
+static PyObject *column(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (picked_args("column(records: list, indices: list, field: str)", args, nargs, 0) < 0)
+        return NULL;
+    PyObject *records = args[0], *indices = args[1], *field = args[2];
+    Py_ssize_t n = PyList_GET_SIZE(indices);
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t k = 0; out != NULL && k < n; k++) {
+        PyObject *rec = picked(records, indices, k), *v = rec != NULL ? get(rec, field) : NULL;
+        if (v == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, k, v);
+    }
+    return out;
+}
+
+/* tally(records, indices, fields): how many of the records at `indices` hold each combination of
+ * the fields' values, {(rec.get(f) for f in fields): count}, in the order first seen: what
+ * Counter(zip(...)) makes of one column per field, without a tuple hashed twice per record in
+ * Python. A value that cannot be hashed raises TypeError, as it would there. */
+static PyObject *tally(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (picked_args("tally(records: list, indices: list, fields: tuple)", args, nargs, 1) < 0)
+        return NULL;
+    PyObject *records = args[0], *indices = args[1], *fields = args[2];
+    Py_ssize_t nfields = PyTuple_GET_SIZE(fields);
+    PyObject *one = PyLong_FromLong(1);  /* CPython's cached small int */
+    PyObject *out = one != NULL ? PyDict_New() : NULL;
+    for (Py_ssize_t k = 0; out != NULL && k < PyList_GET_SIZE(indices); k++) {
+        PyObject *rec = picked(records, indices, k);
+        PyObject *key = rec != NULL ? PyTuple_New(nfields) : NULL;
+        for (Py_ssize_t f = 0; key != NULL && f < nfields; f++) {
+            PyObject *v = get(rec, PyTuple_GET_ITEM(fields, f));
+            if (v == NULL)
+                Py_CLEAR(key);
+            else
+                PyTuple_SET_ITEM(key, f, v);
+        }
+        PyObject *seen = key != NULL ? PyDict_GetItemWithError(out, key) : NULL;  /* borrowed */
+        PyObject *count = NULL;
+        if (seen != NULL)
+            count = PyNumber_Add(seen, one);
+        else if (key != NULL && !PyErr_Occurred())
+            count = Py_NewRef(one);
+        if (count == NULL || PyDict_SetItem(out, key, count) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(count);
+        Py_XDECREF(key);
+    }
+    Py_XDECREF(one);
+    return out;
+}
+
 PyMethodDef ccf_py_routes_methods[] = {
+    {"column", (PyCFunction)(void (*)(void))column, METH_FASTCALL,
+     "[records[i].get(field) for i in indices]"},
+    {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,
+     "How many of the records at indices hold each combination of the fields' values."},
     {"select", (PyCFunction)(void (*)(void))select_, METH_FASTCALL,
      "For each condition program, the indices of the records it holds for."},
     {"assign", (PyCFunction)(void (*)(void))assign, METH_FASTCALL,

@@ -21,7 +21,8 @@ What counts:
 
 Cost: `observe` runs per batch on the hot path: the conditions' evaluator (in C) picks the payout
 and payout-job records; a batch's payouts are then counted per (message, status, method)
-combination with C-level passes (`_payouts`), not a Python call per record. Measured with
+combination (`_payouts`: the extension's `tally` and `column` read the fields, Python does the
+arithmetic once per combination), not a Python call per record. Measured with
 `python -m tests.ops.bench_business` (CPU time around each call, right after the pipeline made
 the batch): see the figures in that file's docstring.
 """
@@ -68,6 +69,7 @@ _JOBS = (P_EQUALS, ("service",), JOB_SERVICE)
 
 
 _NUMBERS = frozenset({int, float})
+_LABEL_FIELDS = ("message", "status", "method")  # what a payout's labels depend on
 _LABELS_MAX = 1024  # (message, status, method) combinations remembered; the app writes a handful
 
 
@@ -81,6 +83,20 @@ def _label(message: Any, status: Any, method: Any) -> tuple[str, str] | None:
     if outcome == "completed" and status is not None:
         outcome = status if type(status) is str and status in STATUSES else "other"
     return outcome, "unknown" if method is None else (method if type(method) is str and method in METHODS else "other")
+
+
+def _tally(records: list[dict[str, Any]], indices: list[int], fields: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
+    """How many of the records at `indices` hold each combination of the fields' values."""
+    if _fast is not None:  # the same count without a Python tuple hashed twice per record
+        return _fast.tally(records, indices, fields)
+    picked = list(map(records.__getitem__, indices))
+    return Counter(zip(*(map(dict.get, picked, repeat(f)) for f in fields), strict=True))
+
+
+def _column(records: list[dict[str, Any]], indices: list[int], field: str) -> list[Any]:
+    if _fast is not None:
+        return _fast.column(records, indices, field)
+    return list(map(dict.get, map(records.__getitem__, indices), repeat(field)))
 
 
 class BusinessMetrics:
@@ -118,26 +134,24 @@ class BusinessMetrics:
             payouts = [i for i, r in enumerate(records) if "payoutId" in r]
             jobs = [i for i, r in enumerate(records) if r.get("service") == "payout-job"]
         if payouts:
-            self._payouts(list(map(records.__getitem__, payouts)))
+            self._payouts(records, payouts)
         if jobs:
             newest = max(map(times.__getitem__, jobs))
             if self.last_job is None or newest > self.last_job:
                 self.last_job = newest
                 self.dirty = True
 
-    def _payouts(self, recs: list[dict[str, Any]]) -> None:
-        """`_payout` for a batch's payout records, with the per-record work in C-level passes
-        (`map`, `Counter`, `compress`): a batch holds a handful of (message, status, method)
-        combinations, so the labels are worked out per combination, not per record. The C twin of
-        this arithmetic went in issue 18 (8.9%, 15.6% and 7.9% of the pipeline's CPU by
-        bench/piece_cost.py, under the ~10% that pays for two copies held equal)."""
-        get = dict.get
+    def _payouts(self, records: list[dict[str, Any]], indices: list[int]) -> None:
+        """`_payout` for the batch's payout records (at `indices`): a batch holds a handful of
+        (message, status, method) combinations, so they are counted first (`_tally`) and each
+        one's labels worked out once, not per record. The arithmetic is Python's: its C twin went
+        in issue 18 (8.9%, 15.6% and 7.9% of the pipeline's CPU by bench/piece_cost.py, under the
+        ~10% that pays for two copies held equal)."""
         try:
-            messages = list(map(get, recs, repeat("message")))
-            tally = Counter(zip(messages, map(get, recs, repeat("status")), map(get, recs, repeat("method")), strict=True))
-        except TypeError:  # a record that is not a dict, or a list or object as a value: unhashable
-            for rec in recs:
-                self._payout(rec)
+            tally = _tally(records, indices, _LABEL_FIELDS)
+        except TypeError:  # a list or an object as a value: unhashable
+            for i in indices:
+                self._payout(records[i])
             return
         labels, attempts, outcomes = self._labels, 0, set()
         for combination, n in tally.items():
@@ -152,9 +166,9 @@ class BusinessMetrics:
                 outcomes.add(combination[0])
         if not attempts:
             return
-        if attempts != len(recs):  # a payout's other lines ("Payout requested", ...) have no duration
-            recs = list(compress(recs, map(outcomes.__contains__, messages)))
-        self._durations(list(map(get, recs, repeat("processingTime"))))
+        if attempts != len(indices):  # a payout's other lines ("Payout requested", ...) have no duration
+            indices = list(compress(indices, map(outcomes.__contains__, _column(records, indices, "message"))))
+        self._durations(_column(records, indices, "processingTime"))
 
     def _durations(self, values: list[Any]) -> None:
         """`processingTime`s (ms) into the histogram; None for a failed payout's, which has none."""

@@ -10,6 +10,7 @@ import gc
 import random
 import weakref
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -352,6 +353,46 @@ def test_crc32_is_zlibs_at_every_length_either_side_of_the_folding_path() -> Non
     for n in [*range(300), 4096, 4096 + 15]:
         assert _fast.crc32(data[:n]) == zlib.crc32(data[:n]), n
         assert _fast.crc32(data[n:]) == zlib.crc32(data[n:]), n
+
+
+# ------------------------------------------------------------------ fields of picked records (business metrics)
+
+FIELD_NAMES = ["message", "status", "method", "processingTime"]
+field_values = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=3)
+                | st.lists(st.integers(), max_size=1))
+field_records = st.lists(st.dictionaries(st.sampled_from(FIELD_NAMES), field_values, max_size=4), max_size=12)
+
+
+def python_tally(records: list[dict[str, Any]], indices: list[int], fields: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
+    picked = [records[i] for i in indices]
+    return dict(Counter(zip(*([rec.get(f) for rec in picked] for f in fields), strict=True)))
+
+
+@SETTINGS
+@given(field_records, st.data())
+def test_tally_and_column_read_the_picked_records_as_dict_get_does(records: list[dict[str, Any]], data: st.DataObject) -> None:
+    indices = data.draw(st.lists(st.integers(0, max(len(records) - 1, 0)), max_size=15)) if records else []
+    fields = tuple(data.draw(st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=4)))
+    for field in fields:
+        assert _fast.column(records, indices, field) == [records[i].get(field) for i in indices]
+    try:
+        expected = python_tally(records, indices, fields)
+    except TypeError:  # an unhashable value among the picked: C says so too
+        with pytest.raises(TypeError):
+            _fast.tally(records, indices, fields)
+        return
+    got = _fast.tally(records, indices, fields)
+    assert list(got.items()) == list(expected.items())  # the same counts, in the order first seen
+
+
+def test_tally_and_column_refuse_a_record_that_is_not_a_dict_and_an_index_out_of_range() -> None:
+    records: list[Any] = [{"message": "x"}, ["message"]]
+    for call in (lambda: _fast.tally(records, [1], ("message",)), lambda: _fast.column(records, [1], "message")):
+        with pytest.raises(TypeError):
+            call()
+    for call in (lambda: _fast.tally(records, [2], ("message",)), lambda: _fast.column(records, [-1], "message")):
+        with pytest.raises(IndexError):
+            call()
 
 
 # ------------------------------------------------------------------ what a projection must keep
