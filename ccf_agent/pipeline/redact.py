@@ -473,9 +473,14 @@ class Redactor:
             end = _value_end(text, start, escaped)
             following = _JSON_KEY.search(text, end)
             upto = following.start() if following is not None else len(text)
-            if end == start or _DELIMITERS.fullmatch(text, end, upto) is None:
-                # A broken line: no value, or more than delimiters before the next key (junk, a
-                # string after a stray bracket). All of it is the value, but its delimiters.
+            if (end == start or _DELIMITERS.fullmatch(text, end, upto) is None
+                    or (following is not None and _after(text, upto, end) not in (",", "{"))):
+                # A broken line: no value, more than delimiters before the next key (junk, a
+                # string after a stray bracket), or a key with no comma before it. All of it is
+                # the value, but its delimiters, up to the next key that follows a comma: a key
+                # after a stray bracket or a missing comma may be the value's own
+                # ({"password":}{"live":"..."}, {"password":{}"live":"..."}).
+                upto = _member_after(text, end)
                 end = start + len(text[start:upto].rstrip(_DELIMITER_CHARS))
                 if end == start:
                     continue
@@ -754,6 +759,24 @@ def _basic_credentials(text: str, m: re.Match[str]) -> bool:
         return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
     except (binascii.Error, ValueError):
         return False
+
+
+def _after(text: str, k: int, lo: int) -> str:
+    """The character that text[k] follows, blanks aside, looking no further back than text[lo]
+    ("" when there is none)."""
+    k -= 1
+    while k >= lo and text[k] in " \t\r\n":
+        k -= 1
+    return text[k] if k >= lo else ""
+
+
+def _member_after(text: str, i: int) -> int:
+    """Where the first key at or after text[i] that follows a comma begins; the end of the text
+    when none does."""
+    for m in _JSON_KEY.finditer(text, i):
+        if _after(text, m.start(), i) == ",":
+            return m.start()
+    return len(text)
 
 
 def _value_end(text: str, i: int, escaped: int) -> int:

@@ -175,6 +175,10 @@ def test_a_sensitive_key_in_a_line_that_is_not_a_json_object_is_masked_in_its_te
     (b'{"token": junk "s3cret-pw" more, "n":1', "s3cret-pw"),
     (b'{"a":[null],\n  "password":}"s3cret-pw"}', "s3cret-pw"),
     (b'{"password":{}"s3cret-pw","n":1', "s3cret-pw"),
+    (b'{"password":}{"live":"s3cret-pw"},\n  "password":1}', "s3cret-pw"),
+    (b'x "password": ]{"live": "s3cret-pw"} y', "s3cret-pw"),
+    (b'{"password":{}"live":"s3cret-pw"}}', "s3cret-pw"),
+    (b'{"password":{"a":1,}"live":"s3cret-pw"},"n":2}', "s3cret-pw"),
 ])
 def test_a_secret_behind_an_escape_or_junk_in_a_line_that_is_no_record_is_masked(line: bytes, secret: str) -> None:
     # (found by tests/pipeline/test_fuzz.py)
