@@ -22,7 +22,7 @@ typedef struct {
 /* Each concern's functions, added to the module by _fast.c. */
 extern PyMethodDef ccf_py_loop_methods[];      /* py_loop.c: the per-line loop, the projection */
 extern PyMethodDef ccf_py_prefilter_methods[]; /* py_prefilter.c: the redaction prefilter */
-extern PyMethodDef ccf_py_routes_methods[];    /* py_routes.c: route programs, picked fields */
+extern PyMethodDef ccf_py_routes_methods[];    /* py_routes.c: route programs, picked fields, bulk bodies */
 extern PyMethodDef ccf_py_memory_methods[];    /* py_memory.c: arenas kept for reuse */
 extern PyMethodDef ccf_py_readahead_methods[]; /* py_readahead.c: a read-ahead scan's hits */
 extern PyType_Spec ccf_py_read_ahead_spec;     /* py_readahead.c: the ReadAhead type */

@@ -1,10 +1,12 @@
 /* Condition programs over a batch's records in C: the router's first match per record
  * (router.py) and every match per program (alerts/select.py, ops/business.py's selection of the
- * payout records), and the picked records' fields that business metrics count (column, tally).
- * Each caller keeps its Python loop as the reference; the tests hold the two equal. (The bulk
- * body and the payout arithmetic had C twins too: by bench/piece_cost.py each saved a median
- * under the ~10% of a scenario's pipeline CPU that pays for a twin, so they went; issue 18. The
- * arithmetic stays in Python: only reading the fields and counting combinations is here.) */
+ * payout records); the picked records' fields that business metrics count (column, tally); and
+ * the bulk body the Elasticsearch output sends for the records a route picked
+ * (outputs/elasticsearch/encoding.py). Each caller keeps its Python code as the reference; the
+ * tests hold the two equal. The payout arithmetic's C twin went (issue 18: under the ~10% that
+ * pays for a twin of business logic). The bulk body's went too and came back: it is ~4% of the
+ * default scenario's instructions, and without it the default and business scenarios ran 6-9%
+ * more instructions than before the restructuring (bench/RESULTS.md, fifth stop). */
 #include "_fast.h"
 
 /* ------------------------------------------------------------------ routes
@@ -209,6 +211,84 @@ static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return route_records(args, nargs, 0);
 }
 
+/* ------------------------------------------------------------------ bulk bodies */
+
+/* bulk_body(actions, ids, docs, indices): b"".join(action + id + '"}}\n' + doc + "\n") over
+ * `indices` (None: every record, in order), the Elasticsearch output's encode. `actions`: one
+ * bytes object for every record, or a list with one per index (a dated index). Two passes: the
+ * size, then one bytes object written in place; indices must be exact ints, so no Python code
+ * (an __index__) runs between the passes and the lists cannot change under them. */
+static PyObject *bulk_body(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char MID[] = "\"}}\n";
+    (void)self;
+    if (nargs != 4 || !(PyBytes_CheckExact(args[0]) || PyList_CheckExact(args[0])) || !PyList_CheckExact(args[1])
+        || !PyList_CheckExact(args[2]) || !(args[3] == Py_None || PyList_CheckExact(args[3]))
+        || PyList_GET_SIZE(args[1]) != PyList_GET_SIZE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "bulk_body(actions, ids: list, docs: list, indices: list | None)");
+        return NULL;
+    }
+    PyObject *actions = args[0], *ids = args[1], *docs = args[2], *indices = args[3];
+    Py_ssize_t n = indices == Py_None ? PyList_GET_SIZE(docs) : PyList_GET_SIZE(indices);
+    if (PyList_CheckExact(actions) && PyList_GET_SIZE(actions) != n) {
+        PyErr_SetString(PyExc_ValueError, "bulk_body: one action per index");
+        return NULL;
+    }
+    Py_ssize_t size = 0;
+    PyObject *body = NULL;
+    char *w = NULL, *end = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            if ((body = PyBytes_FromStringAndSize(NULL, size)) == NULL)
+                return NULL;
+            w = PyBytes_AS_STRING(body);
+            end = w + size;
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t i = k;
+            if (indices != Py_None) {
+                PyObject *index = PyList_GET_ITEM(indices, k);
+                if (!PyLong_CheckExact(index)) {
+                    PyErr_SetString(PyExc_TypeError, "bulk_body: indices are ints");
+                    Py_XDECREF(body);
+                    return NULL;
+                }
+                i = PyLong_AsSsize_t(index);
+                if (i < 0 || i >= PyList_GET_SIZE(docs)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_IndexError, "bulk_body: index out of range");
+                    Py_XDECREF(body);
+                    return NULL;
+                }
+            }
+            PyObject *action = PyBytes_CheckExact(actions) ? actions : PyList_GET_ITEM(actions, k);
+            PyObject *id = PyList_GET_ITEM(ids, i), *doc = PyList_GET_ITEM(docs, i);
+            if (!PyBytes_CheckExact(action) || !PyBytes_CheckExact(id) || !PyBytes_CheckExact(doc)) {
+                PyErr_SetString(PyExc_TypeError, "bulk_body: actions, ids and docs are bytes");
+                Py_XDECREF(body);
+                return NULL;
+            }
+            Py_ssize_t need = PyBytes_GET_SIZE(action) + PyBytes_GET_SIZE(id) + (Py_ssize_t)sizeof MID - 1
+                              + PyBytes_GET_SIZE(doc) + 1;
+            if (pass == 0) {
+                size += need;
+                continue;
+            }
+            if (need > end - w) { /* cannot happen without Python code between the passes */
+                PyErr_SetString(PyExc_RuntimeError, "bulk_body: the records changed while written");
+                Py_DECREF(body);
+                return NULL;
+            }
+            w = put(w, PyBytes_AS_STRING(action), PyBytes_GET_SIZE(action));
+            w = put(w, PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id));
+            w = put(w, MID, sizeof MID - 1);
+            w = put(w, PyBytes_AS_STRING(doc), PyBytes_GET_SIZE(doc));
+            *w++ = '\n';
+        }
+    }
+    return body;
+}
+
 /* ------------------------------------------------------------------ fields of picked records */
 
 /* records[indices[k]] as a dict (borrowed), or NULL with TypeError/IndexError set. */
@@ -306,6 +386,8 @@ static PyObject *tally(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyMethodDef ccf_py_routes_methods[] = {
+    {"bulk_body", (PyCFunction)(void (*)(void))bulk_body, METH_FASTCALL,
+     "The picked records as Elasticsearch bulk NDJSON: each one's action line and id, then its document."},
     {"column", (PyCFunction)(void (*)(void))column, METH_FASTCALL,
      "[records[i].get(field) for i in indices]"},
     {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,

@@ -7,6 +7,7 @@ import logging
 import ssl
 import textwrap
 from pathlib import Path
+from unittest.mock import patch
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from ccf_agent.credentials import output_secrets
 from ccf_agent.httpclient import client_ssl_context, parse_retry_after
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.delivery import linger
+from ccf_agent.outputs.elasticsearch import encoding
 from ccf_agent.outputs.elasticsearch.bulk import settle_items
 from ccf_agent.outputs.elasticsearch.client import discovered_urls
 from ccf_agent.outputs.elasticsearch.config import EsOptions
@@ -119,12 +121,21 @@ def test_daily_indices_come_from_each_records_event_time(tmp_path: Path) -> None
         "ccf-logs-2023.12.31", "ccf-logs-2023.12.31", "ccf-logs-2024.01.01"]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["C", "Python"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b" ")),
                           st.sampled_from(["2023-12-31", "2024-01-01", "2024-02-29"])), max_size=12),
        st.data(), st.sampled_from(["ccf-logs", "ccf-logs-%{+yyyy.MM.dd}"]))
-def test_encode_writes_each_picked_record_after_its_action_line(tmp_path: Path, recs: list[tuple[bytes, str]],
-                                                                 data: st.DataObject, index: str) -> None:
+def test_encode_writes_each_picked_record_after_its_action_line(tmp_path: Path, native: bool,
+                                                                 recs: list[tuple[bytes, str]], data: st.DataObject,
+                                                                 index: str) -> None:
+    if native and encoding._fast is None:
+        pytest.skip("the C extension is not built")
+    with patch.object(encoding, "_fast", encoding._fast if native else None):
+        encoded_after_action_lines(tmp_path, recs, data, index)
+
+
+def encoded_after_action_lines(tmp_path: Path, recs: list[tuple[bytes, str]], data: st.DataObject, index: str) -> None:
     ev = events(0)
     for k, (doc, day) in enumerate(recs):
         ev.docs.append(doc)

@@ -395,6 +395,24 @@ def test_tally_and_column_refuse_a_record_that_is_not_a_dict_and_an_index_out_of
             call()
 
 
+def test_the_bulk_body_refuses_an_index_that_is_no_int_or_out_of_range_and_a_record_that_is_no_bytes() -> None:
+    class Index(int):  # an __index__ could run Python between the C function's two passes
+        pass
+
+    ids, docs = [b"a", b"b"], [b"{}", b"{}"]
+    for indices in ([Index(0)], [0.0]):
+        with pytest.raises(TypeError):
+            _fast.bulk_body(b"A", ids, docs, indices)  # type: ignore[arg-type]
+    for indices in ([2], [-1]):
+        with pytest.raises(IndexError):
+            _fast.bulk_body(b"A", ids, docs, indices)
+    with pytest.raises(TypeError):
+        _fast.bulk_body(b"A", ids, [b"{}", "{}"], None)  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        _fast.bulk_body([b"A"], ids, docs, None)  # one action line per record, or one for all
+    assert _fast.bulk_body(b"A", ids, docs, [1]) == b'Ab"}}\n{}\n'
+
+
 # ------------------------------------------------------------------ what a projection must keep
 
 

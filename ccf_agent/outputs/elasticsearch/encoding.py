@@ -1,12 +1,12 @@
 """The bulk body: an action line with the record's deterministic `_id` before each document.
 
-`bulk_body` runs per fragment on the event loop (the hot path): slice assignment and itemgetter
-interleave the columns in C with no Python-level work per record. A C twin of it went (issue
-18): bench/piece_cost.py measured it at 0.7%, 8.9% and 3.3% of the default scenario's pipeline
-CPU, under the ~10% a twin must save; in-process it costs 22 ns a record against 67 here. With
-one action line for the fragment (the usual case) four parts a record do: the action follows the
-newline that ends the document before it. A request is sent as the fragments it was queued in
-(`Parts`), and gzipped with ISA-L when installed.
+`bulk_body` runs per fragment on the event loop (the hot path), in C when the extension is built:
+one pass that sizes the body and one that writes it. Its Python twin (`interleave`, the
+reference the tests hold it to) interleaves the columns by slice assignment and joins them, 4 or
+5 parts a record; it was the only version for a while (issue 18, under the ~10% rule) and costs
+~4% of the default scenario's instructions more, enough to put the default and business scenarios
+more than 5% behind the tree before the restructuring (bench/RESULTS.md, fifth stop). A request
+is sent as the fragments it was queued in (`Parts`), and gzipped with ISA-L when installed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import aiohttp
 
 from ccf_agent.batch import Events
 from ccf_agent.outputs.elasticsearch.indices import IndexNamer
+from ccf_agent.pipeline.native import fast as _fast
 
 GZIP_THREAD_MIN = 256 << 10  # with stdlib zlib, larger bodies are compressed on a worker thread
 
@@ -56,6 +57,15 @@ def bulk_body(namer: IndexNamer, events: Events, indices: Sequence[int],
             actions = namer.action(stamps[0])
         else:
             actions = list(map(namer.action, stamps))
+    if _fast is not None:
+        return _fast.bulk_body(actions, events.ids, events.docs,
+                               None if every else indices if type(indices) is list else list(indices))
+    return interleave(actions, events, indices, every)
+
+
+def interleave(actions: bytes | list[bytes], events: Events, indices: Sequence[int], every: bool) -> bytes:
+    """bulk_body in Python: the columns interleaved by slice assignment, then joined."""
+    n = len(indices)
     ids: Sequence[bytes]
     docs: Sequence[bytes]
     if every:
