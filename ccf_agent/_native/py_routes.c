@@ -211,6 +211,21 @@ static PyObject *select_(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return route_records(args, nargs, 0);
 }
 
+/* ------------------------------------------------------------------ picked records */
+
+/* indices[k] as an index into a list of n, or -1 with IndexError (or the int's error) set. */
+static Py_ssize_t index_at(PyObject *indices, Py_ssize_t k, Py_ssize_t n)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(indices, k));
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_IndexError, "record index out of range");
+        return -1;
+    }
+    return i;
+}
+
 /* ------------------------------------------------------------------ bulk bodies */
 
 /* bulk_body(actions, ids, docs, indices): b"".join(action + id + '"}}\n' + doc + "\n") over
@@ -247,26 +262,18 @@ static PyObject *bulk_body(PyObject *self, PyObject *const *args, Py_ssize_t nar
         for (Py_ssize_t k = 0; k < n; k++) {
             Py_ssize_t i = k;
             if (indices != Py_None) {
-                PyObject *index = PyList_GET_ITEM(indices, k);
-                if (!PyLong_CheckExact(index)) {
+                if (!PyLong_CheckExact(PyList_GET_ITEM(indices, k))) {
                     PyErr_SetString(PyExc_TypeError, "bulk_body: indices are ints");
-                    Py_XDECREF(body);
-                    return NULL;
+                    goto fail;
                 }
-                i = PyLong_AsSsize_t(index);
-                if (i < 0 || i >= PyList_GET_SIZE(docs)) {
-                    if (!PyErr_Occurred())
-                        PyErr_SetString(PyExc_IndexError, "bulk_body: index out of range");
-                    Py_XDECREF(body);
-                    return NULL;
-                }
+                if ((i = index_at(indices, k, PyList_GET_SIZE(docs))) < 0)
+                    goto fail;
             }
             PyObject *action = PyBytes_CheckExact(actions) ? actions : PyList_GET_ITEM(actions, k);
             PyObject *id = PyList_GET_ITEM(ids, i), *doc = PyList_GET_ITEM(docs, i);
             if (!PyBytes_CheckExact(action) || !PyBytes_CheckExact(id) || !PyBytes_CheckExact(doc)) {
                 PyErr_SetString(PyExc_TypeError, "bulk_body: actions, ids and docs are bytes");
-                Py_XDECREF(body);
-                return NULL;
+                goto fail;
             }
             Py_ssize_t need = PyBytes_GET_SIZE(action) + PyBytes_GET_SIZE(id) + (Py_ssize_t)sizeof MID - 1
                               + PyBytes_GET_SIZE(doc) + 1;
@@ -276,8 +283,7 @@ static PyObject *bulk_body(PyObject *self, PyObject *const *args, Py_ssize_t nar
             }
             if (need > end - w) { /* cannot happen without Python code between the passes */
                 PyErr_SetString(PyExc_RuntimeError, "bulk_body: the records changed while written");
-                Py_DECREF(body);
-                return NULL;
+                goto fail;
             }
             w = put(w, PyBytes_AS_STRING(action), PyBytes_GET_SIZE(action));
             w = put(w, PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id));
@@ -287,6 +293,9 @@ static PyObject *bulk_body(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
     }
     return body;
+fail:
+    Py_XDECREF(body);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ fields of picked records */
@@ -294,13 +303,9 @@ static PyObject *bulk_body(PyObject *self, PyObject *const *args, Py_ssize_t nar
 /* records[indices[k]] as a dict (borrowed), or NULL with TypeError/IndexError set. */
 static PyObject *picked(PyObject *records, PyObject *indices, Py_ssize_t k)
 {
-    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(indices, k));
-    if (i == -1 && PyErr_Occurred())
+    Py_ssize_t i = index_at(indices, k, PyList_GET_SIZE(records));
+    if (i < 0)
         return NULL;
-    if (i < 0 || i >= PyList_GET_SIZE(records)) {
-        PyErr_SetString(PyExc_IndexError, "record index out of range");
-        return NULL;
-    }
     PyObject *rec = PyList_GET_ITEM(records, i);
     if (!PyDict_Check(rec)) {
         PyErr_SetString(PyExc_TypeError, "a record that is not a dict");
