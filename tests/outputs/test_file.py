@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ import orjson
 import pytest
 
 from ccf_agent.config import OutputConfig
+from ccf_agent.outputs.base import Fragment
 from ccf_agent.outputs.deadletter import DeadLetters
 from ccf_agent.outputs.file import output as file_output
 from ccf_agent.outputs.file.output import FileOutput, create
@@ -106,3 +108,20 @@ def test_a_partial_line_left_by_a_crash_mid_write_is_cut_when_the_file_is_opened
     asyncio.run(_ship(out, 1, 2, lambda: out.stats.docs_acked == 2))
 
     assert [d["_id"] for d in _lines(path)] == ["s-0", "s-0", "s-1"]  # the resend follows whole lines
+
+
+def test_a_written_batch_holds_no_memory_while_the_output_waits_for_the_next(tmp_path: Path) -> None:
+    # A batch is up to batch_max_bytes: one kept alive past its write adds that much to peak RSS.
+    async def go() -> int:
+        out = _output(tmp_path / "archive.ndjson", tmp_path / "state")
+        task = asyncio.create_task(out.run())
+        try:
+            out.submit(events(10), list(range(10)), Token())  # type: ignore[arg-type]
+            assert await out.drain(asyncio.get_running_loop().time() + 20), out.status()
+            gc.collect()
+            return sum(isinstance(o, Fragment) for o in gc.get_objects())
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    assert asyncio.run(go()) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import time
 import zlib
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from ccf_agent.outputs.delivery import linger
+from ccf_agent.outputs.delivery.batch import Piece
 from ccf_agent.outputs.elasticsearch import encoding
 from ccf_agent.outputs.elasticsearch.config import EsOptions
 from tests import virtual_time
@@ -132,6 +134,21 @@ def test_up_to_max_in_flight_requests_run_at_once(tmp_path: Path) -> None:
             return at_most, len(node.stored_ids)
 
     assert run(go()) == (3, 100)
+
+
+def test_a_delivered_request_holds_no_memory_while_the_output_waits_for_the_next(tmp_path: Path) -> None:
+    # Request bodies are megabytes: one kept alive past its request adds that much to peak RSS.
+    async def go() -> int:
+        async with fake_node() as node:
+            out = output([node.url], tmp_path, batch_max_docs=10)
+            for k in range(3):
+                out.submit(events(10, start=10 * k), list(range(10)), None)
+            async with running(out):
+                await drained(out)
+                gc.collect()
+                return sum(isinstance(o, Piece) for o in gc.get_objects())
+
+    assert run(go()) == 0
 
 
 @pytest.mark.parametrize("codec", ["default", "stdlib zlib on a thread"])

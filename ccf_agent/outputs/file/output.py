@@ -48,26 +48,29 @@ class FileOutput(Output):
         try:
             while True:
                 await self.wait_for_work()
-                fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
-                self.in_flight += 1
-                try:
-                    body = b"".join(f.body for f in fragments)
-                    await asyncio.to_thread(self._write, fd, body)
-                    self.stats.requests += 1
-                    backoff.reset()
-                    self.health.delivered()
-                    self.acked(fragments)
-                except OSError as e:
-                    # Put them back and retry: never acknowledge what did not reach the disk.
-                    self.stats.request_errors += 1
-                    self.health.report("write", f"cannot write {self.cfg.path}: {e.strerror or e}; retrying",
-                                       logging.ERROR)
-                    self._requeue(fragments)
-                    await backoff.wait()
-                finally:
-                    self.in_flight -= 1
+                await self._write_batch(fd, backoff)
         finally:
             os.close(fd)
+
+    async def _write_batch(self, fd: int, backoff: Backoff) -> None:
+        # A method of its own so that the batch and its body are freed when it returns, not kept
+        # alive while the loop waits for the next one.
+        fragments = self.take(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)
+        self.in_flight += 1
+        try:
+            await asyncio.to_thread(self._write, fd, b"".join(f.body for f in fragments))
+            self.stats.requests += 1
+            backoff.reset()
+            self.health.delivered()
+            self.acked(fragments)
+        except OSError as e:
+            # Put them back and retry: never acknowledge what did not reach the disk.
+            self.stats.request_errors += 1
+            self.health.report("write", f"cannot write {self.cfg.path}: {e.strerror or e}; retrying", logging.ERROR)
+            self._requeue(fragments)
+            await backoff.wait()
+        finally:
+            self.in_flight -= 1
 
     def _write(self, fd: int, body: bytes) -> None:
         """Append `body` after the last whole line (cutting off what a failed write left), fsynced."""

@@ -389,6 +389,7 @@ class LogstashOutput(Output):
                 self.stats.duplicates += batch.resent
                 self.stats.docs_retried += batch.resent
             await conn.write_batch(batch.events)
+            del batch  # w.inflight holds it until acknowledged; this name would keep it past that
 
     async def _read_acks(self, w: _Worker, conn: PipelinedConnection) -> None:
         loop = asyncio.get_running_loop()
