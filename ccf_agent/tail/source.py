@@ -234,14 +234,8 @@ class TailInput:
                 await reader.prefetch(CHUNK)
             if reader.fd < 0:
                 continue  # closed while waiting
-            batches = reader.read(CHUNK)
-            if batches:
+            if self._dispatch_read(reader.read(CHUNK)):
                 progressed = True
-                for b in batches:
-                    self.bytes_read += b.end - b.start
-                    if b.scan is not None:
-                        self.bytes_read_ahead += b.end - b.start
-                    self.dispatch(b)
                 await asyncio.sleep(0)  # let outputs and acknowledgements run between chunks
                 if self._rescan.is_set():
                     break  # a rename storm: find the new files before reading on
@@ -252,6 +246,16 @@ class TailInput:
                 if notified and not reader.rotated and not reader.partial and not reader.holds_event:
                     self.dirty.discard(key)
         return progressed
+
+    def _dispatch_read(self, batches: list[Batch]) -> bool:
+        # Its own function so that no name holds the chunks after dispatch: the reading loop
+        # would otherwise keep them alive while it waits for room.
+        for b in batches:
+            self.bytes_read += b.end - b.start
+            if b.scan is not None:
+                self.bytes_read_ahead += b.end - b.start
+            self.dispatch(b)
+        return bool(batches)
 
     async def _wait_room(self) -> None:
         """Backpressure, with the housekeeping that must go on while an output is down. New files
