@@ -7,6 +7,7 @@ this fake is for what the output decides: batch shapes, timing, retries, hosts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -154,6 +155,12 @@ async def running(out: ElasticsearchOutput) -> AsyncIterator[ElasticsearchOutput
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def alive(kind: type) -> int:
+    """How many objects of `kind` a full collection leaves: what something still holds."""
+    gc.collect()
+    return sum(isinstance(o, kind) for o in gc.get_objects())
 
 
 async def drained(out: ElasticsearchOutput, within: float = 20.0) -> None:
